@@ -1,0 +1,18 @@
+//! Pure rules of tasklane: names, queue and task configuration, validation, backoff,
+//! the give-up rule, rate limiting and status mapping. No IO, no async, no wire formats.
+
+pub mod clock;
+pub mod header;
+pub mod name;
+pub mod queue;
+pub mod rate;
+pub mod retry;
+pub mod status;
+pub mod task;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use name::{LocationName, QueueName, TaskName};
+pub use queue::{Queue, QueueState, RateLimits};
+pub use retry::RetryConfig;
+pub use status::{Code, Status};
+pub use task::{Attempt, AuthToken, HttpMethod, HttpRequest, ResponseStatus, Task, TaskSpec, TaskView};

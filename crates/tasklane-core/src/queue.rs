@@ -1,0 +1,294 @@
+//! Queue configuration: defaults, bounds, and the update-mask rules of `UpdateQueue`.
+
+use crate::clock::Timestamp;
+use crate::name::QueueName;
+use crate::retry::{RetryConfig, RetrySpec};
+use crate::status::Status;
+
+pub const DEFAULT_MAX_DISPATCHES_PER_SECOND: f64 = 500.0;
+pub const MAX_DISPATCHES_PER_SECOND: f64 = 500.0;
+pub const DEFAULT_MAX_CONCURRENT_DISPATCHES: i32 = 1000;
+pub const MAX_CONCURRENT_DISPATCHES: i32 = 5000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueState {
+    Running,
+    Paused,
+    Disabled,
+}
+
+impl QueueState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueState::Running => "running",
+            QueueState::Paused => "paused",
+            QueueState::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<QueueState> {
+        match s {
+            "running" => Some(QueueState::Running),
+            "paused" => Some(QueueState::Paused),
+            "disabled" => Some(QueueState::Disabled),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimits {
+    pub max_dispatches_per_second: f64,
+    pub max_burst_size: i32,
+    pub max_concurrent_dispatches: i32,
+}
+
+impl RateLimits {
+    /// The burst the real service derives from the rate: max(10, floor(rate / 5)).
+    pub fn burst_for(rate: f64) -> i32 {
+        ((rate / 5.0).floor() as i32).max(10)
+    }
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            max_dispatches_per_second: DEFAULT_MAX_DISPATCHES_PER_SECOND,
+            max_burst_size: RateLimits::burst_for(DEFAULT_MAX_DISPATCHES_PER_SECOND),
+            max_concurrent_dispatches: DEFAULT_MAX_CONCURRENT_DISPATCHES,
+        }
+    }
+}
+
+/// A queue with every setting resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queue {
+    pub name: QueueName,
+    pub rate_limits: RateLimits,
+    pub retry_config: RetryConfig,
+    pub state: QueueState,
+    pub purge_time: Option<Timestamp>,
+    pub logging_sampling_ratio: f64,
+}
+
+/// Rate settings as a caller wrote them; zero means "not set".
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct RateSpec {
+    pub max_dispatches_per_second: f64,
+    pub max_concurrent_dispatches: i32,
+}
+
+/// The settable part of a queue, as a caller wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct QueueSpec {
+    pub rate: RateSpec,
+    pub retry: RetrySpec,
+    pub logging_sampling_ratio: f64,
+}
+
+impl RateSpec {
+    pub fn resolve(&self) -> Result<RateLimits, Status> {
+        let rate = self.max_dispatches_per_second;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(Status::invalid_argument("rate_limits.max_dispatches_per_second must be a positive number"));
+        }
+        if rate > MAX_DISPATCHES_PER_SECOND {
+            return Err(Status::invalid_argument(format!(
+                "rate_limits.max_dispatches_per_second is {rate}, but must be at most {MAX_DISPATCHES_PER_SECOND}"
+            )));
+        }
+        let concurrency = self.max_concurrent_dispatches;
+        if concurrency < 0 {
+            return Err(Status::invalid_argument("rate_limits.max_concurrent_dispatches must not be negative"));
+        }
+        if concurrency > MAX_CONCURRENT_DISPATCHES {
+            return Err(Status::invalid_argument(format!(
+                "rate_limits.max_concurrent_dispatches is {concurrency}, but must be at most {MAX_CONCURRENT_DISPATCHES}"
+            )));
+        }
+        let rate = if rate == 0.0 { DEFAULT_MAX_DISPATCHES_PER_SECOND } else { rate };
+        Ok(RateLimits {
+            max_dispatches_per_second: rate,
+            max_burst_size: RateLimits::burst_for(rate),
+            max_concurrent_dispatches: if concurrency == 0 { DEFAULT_MAX_CONCURRENT_DISPATCHES } else { concurrency },
+        })
+    }
+}
+
+impl QueueSpec {
+    /// Validate and fill defaults.
+    pub fn resolve(&self, name: QueueName, state: QueueState, purge_time: Option<Timestamp>) -> Result<Queue, Status> {
+        let ratio = self.logging_sampling_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(Status::invalid_argument(
+                "stackdriver_logging_config.sampling_ratio must be between 0.0 and 1.0",
+            ));
+        }
+        Ok(Queue {
+            name,
+            rate_limits: self.rate.resolve()?,
+            retry_config: self.retry.resolve()?,
+            state,
+            purge_time,
+            logging_sampling_ratio: ratio,
+        })
+    }
+
+    /// The spec that resolves to this queue's current settings.
+    pub fn of(queue: &Queue) -> QueueSpec {
+        QueueSpec {
+            rate: RateSpec {
+                max_dispatches_per_second: queue.rate_limits.max_dispatches_per_second,
+                max_concurrent_dispatches: queue.rate_limits.max_concurrent_dispatches,
+            },
+            retry: RetrySpec::from(&queue.retry_config),
+            logging_sampling_ratio: queue.logging_sampling_ratio,
+        }
+    }
+
+    /// Apply `patch` over `base` as `UpdateQueue` does. No mask replaces every settable
+    /// field; an empty mask changes nothing; a path names a field or a whole sub-message.
+    /// Output-only fields (`state`, `purge_time`, `name`) are accepted and ignored.
+    pub fn apply_mask(base: QueueSpec, patch: QueueSpec, mask: Option<&[String]>) -> Result<QueueSpec, Status> {
+        let Some(paths) = mask else { return Ok(patch) };
+        let mut out = base;
+        for raw in paths {
+            let path = snake_case_path(raw.trim());
+            match path.as_str() {
+                "" | "name" | "state" | "purge_time" | "rate_limits.max_burst_size" => {}
+                "rate_limits" => out.rate = patch.rate,
+                "rate_limits.max_dispatches_per_second" => {
+                    out.rate.max_dispatches_per_second = patch.rate.max_dispatches_per_second
+                }
+                "rate_limits.max_concurrent_dispatches" => {
+                    out.rate.max_concurrent_dispatches = patch.rate.max_concurrent_dispatches
+                }
+                "retry_config" => out.retry = patch.retry,
+                "retry_config.max_attempts" => out.retry.max_attempts = patch.retry.max_attempts,
+                "retry_config.max_retry_duration" => {
+                    out.retry.max_retry_duration_micros = patch.retry.max_retry_duration_micros
+                }
+                "retry_config.min_backoff" => out.retry.min_backoff_micros = patch.retry.min_backoff_micros,
+                "retry_config.max_backoff" => out.retry.max_backoff_micros = patch.retry.max_backoff_micros,
+                "retry_config.max_doublings" => out.retry.max_doublings = patch.retry.max_doublings,
+                "stackdriver_logging_config" | "stackdriver_logging_config.sampling_ratio" => {
+                    out.logging_sampling_ratio = patch.logging_sampling_ratio
+                }
+                other => {
+                    return Err(Status::invalid_argument(format!(
+                        "update_mask path \"{other}\" is not a field of Queue; valid paths are rate_limits, \
+                         retry_config, stackdriver_logging_config and their fields"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `rateLimits.maxDispatchesPerSecond` → `rate_limits.max_dispatches_per_second`.
+pub fn snake_case_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 8);
+    for c in path.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn name() -> QueueName {
+        QueueName::parse("projects/p/locations/l/queues/q").unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let q = QueueSpec::default().resolve(name(), QueueState::Running, None).unwrap();
+        assert_eq!(q.rate_limits.max_dispatches_per_second, 500.0);
+        assert_eq!(q.rate_limits.max_burst_size, 100);
+        assert_eq!(q.rate_limits.max_concurrent_dispatches, 1000);
+        assert_eq!(q.retry_config.max_attempts, 100);
+        assert_eq!(q.retry_config.min_backoff, Duration::from_millis(100));
+        assert_eq!(q.retry_config.max_backoff, Duration::from_secs(3600));
+        assert_eq!(q.retry_config.max_doublings, 16);
+        assert_eq!(q.retry_config.max_retry_duration, None);
+    }
+
+    #[test]
+    fn burst_table() {
+        for (rate, burst) in
+            [(1.0, 10), (10.0, 10), (49.0, 10), (50.0, 10), (55.0, 11), (200.0, 40), (500.0, 100), (0.5, 10)]
+        {
+            assert_eq!(RateLimits::burst_for(rate), burst, "rate {rate}");
+        }
+    }
+
+    #[test]
+    fn rate_bounds() {
+        let check = |rate: f64, concurrency: i32, needle: Option<&str>| {
+            let r = RateSpec { max_dispatches_per_second: rate, max_concurrent_dispatches: concurrency }.resolve();
+            match needle {
+                None => assert!(r.is_ok(), "{rate} {concurrency}: {r:?}"),
+                Some(n) => assert!(r.unwrap_err().message.contains(n), "{rate} {concurrency}"),
+            }
+        };
+        check(500.0, 5000, None);
+        check(0.01, 1, None);
+        check(500.5, 0, Some("at most 500"));
+        check(-1.0, 0, Some("positive"));
+        check(f64::NAN, 0, Some("positive"));
+        check(10.0, 5001, Some("at most 5000"));
+        check(10.0, -1, Some("must not be negative"));
+    }
+
+    #[test]
+    fn update_mask_rules() {
+        let base = QueueSpec {
+            rate: RateSpec { max_dispatches_per_second: 10.0, max_concurrent_dispatches: 5 },
+            retry: RetrySpec { max_attempts: 7, max_doublings: 3, ..Default::default() },
+            logging_sampling_ratio: 0.5,
+        };
+        let patch = QueueSpec {
+            rate: RateSpec { max_dispatches_per_second: 20.0, max_concurrent_dispatches: 0 },
+            retry: RetrySpec { max_attempts: 9, ..Default::default() },
+            logging_sampling_ratio: 0.0,
+        };
+        // No mask: the patch replaces everything.
+        assert_eq!(QueueSpec::apply_mask(base, patch, None).unwrap(), patch);
+        // Empty mask: nothing changes.
+        assert_eq!(QueueSpec::apply_mask(base, patch, Some(&[])).unwrap(), base);
+        // A leaf path changes only that leaf (camelCase accepted).
+        let leaf = QueueSpec::apply_mask(base, patch, Some(&["rateLimits.maxDispatchesPerSecond".into()])).unwrap();
+        assert_eq!(leaf.rate.max_dispatches_per_second, 20.0);
+        assert_eq!(leaf.rate.max_concurrent_dispatches, 5);
+        assert_eq!(leaf.retry, base.retry);
+        // A sub-message path replaces the whole sub-message.
+        let whole = QueueSpec::apply_mask(base, patch, Some(&["retry_config".into()])).unwrap();
+        assert_eq!(whole.retry, patch.retry);
+        assert_eq!(whole.rate, base.rate);
+        // Output-only paths are ignored; unknown ones are refused.
+        assert_eq!(QueueSpec::apply_mask(base, patch, Some(&["state".into()])).unwrap(), base);
+        let err = QueueSpec::apply_mask(base, patch, Some(&["retry_config.bogus".into()])).unwrap_err();
+        assert!(err.message.contains("retry_config.bogus"));
+    }
+
+    #[test]
+    fn spec_round_trips_through_queue() {
+        let spec = QueueSpec {
+            rate: RateSpec { max_dispatches_per_second: 3.5, max_concurrent_dispatches: 7 },
+            retry: RetrySpec { max_attempts: -1, max_retry_duration_micros: 60_000_000, ..Default::default() },
+            logging_sampling_ratio: 1.0,
+        };
+        let q = spec.resolve(name(), QueueState::Paused, None).unwrap();
+        let again = QueueSpec::of(&q).resolve(name(), QueueState::Paused, None).unwrap();
+        assert_eq!(q, again);
+    }
+}
