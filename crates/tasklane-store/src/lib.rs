@@ -1,1 +1,198 @@
-//! placeholder
+//! The store seam: every durable operation tasklane performs, behind one async trait,
+//! with one backend per database. This is the only crate that knows SQL.
+//!
+//! Operations read noun first and take one parameter struct that carries `now`, so
+//! time is always an input and a test can drive it by hand.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tasklane_core::task::ResponseStatus;
+use tasklane_core::{LocationName, Queue, QueueName, QueueState, Task, TaskName, Timestamp};
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("queue not found")]
+    QueueNotFound,
+    #[error("queue already exists")]
+    QueueAlreadyExists,
+    #[error("task not found")]
+    TaskNotFound,
+    /// The name belongs to a task that finished or was deleted within the tombstone window.
+    #[error("task name recently used")]
+    TaskTombstoned,
+    #[error("task already exists")]
+    TaskAlreadyExists,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store failure: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone)]
+pub struct QueueCreate {
+    pub queue: Queue,
+    pub now: Timestamp,
+}
+
+/// Write a queue's settings (rate limits, retry config, logging). The state and purge
+/// time of an existing queue are kept; a missing queue is created `running` when
+/// `create_if_missing`, as `UpdateQueue` does.
+#[derive(Debug, Clone)]
+pub struct QueueSettingsPut {
+    pub queue: Queue,
+    pub create_if_missing: bool,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueList {
+    pub parent: Option<LocationName>,
+    /// Return queues whose name sorts after this one.
+    pub after: Option<QueueName>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueStateSet {
+    pub name: QueueName,
+    pub state: QueueState,
+    pub now: Timestamp,
+}
+
+/// Delete every task created at or before `now` and record `now` as the purge time.
+#[derive(Debug, Clone)]
+pub struct QueuePurge {
+    pub name: QueueName,
+    pub tombstone_until: Timestamp,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueDelete {
+    pub name: QueueName,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskCreate {
+    pub task: Task,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskList {
+    pub queue: QueueName,
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskDelete {
+    pub name: TaskName,
+    pub tombstone_until: Timestamp,
+    pub now: Timestamp,
+}
+
+/// Lease up to `limit` due tasks of a queue, earliest due first. A task whose lease
+/// expired is due again. Each lease lasts the task's dispatch deadline plus `grace`.
+#[derive(Debug, Clone)]
+pub struct TaskClaim {
+    pub queue: QueueName,
+    pub limit: usize,
+    pub grace: Duration,
+    pub now: Timestamp,
+}
+
+/// Lease one task now, whatever its schedule or lease, as `RunTask` does.
+#[derive(Debug, Clone)]
+pub struct TaskClaimByName {
+    pub name: TaskName,
+    pub grace: Duration,
+    pub now: Timestamp,
+}
+
+/// A leased task: the task as it is after the claim, and the lease that fences its outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedTask {
+    pub task: Task,
+    pub lease_id: i64,
+}
+
+/// What the worker answered for one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptResult {
+    /// The worker's HTTP status; 504 after a deadline, 0 when it could not be reached.
+    pub http_status: u16,
+    /// Whether a response arrived (counts toward `response_count`).
+    pub responded: bool,
+    pub status: ResponseStatus,
+    pub response_time: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskOutcome {
+    /// A 2xx: the task leaves the queue and its name is reserved until `tombstone_until`.
+    Succeeded { tombstone_until: Timestamp },
+    /// A failure with retries left: the task is due again at `retry_at`.
+    Retry { attempt: AttemptResult, retry_at: Timestamp },
+    /// A failure with no retries left: the task moves to the dead letters.
+    GaveUp { attempt: AttemptResult, tombstone_until: Timestamp },
+}
+
+/// Record an attempt's outcome, only if `lease_id` still holds the task.
+#[derive(Debug, Clone)]
+pub struct TaskFinish {
+    pub name: TaskName,
+    pub lease_id: i64,
+    pub outcome: TaskOutcome,
+    pub now: Timestamp,
+}
+
+/// The result of a task read: distinguishes a name that was used recently.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskLookup {
+    Found(Box<Task>),
+    Tombstoned,
+    Missing,
+}
+
+/// A task that gave up, kept for inspection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    pub task: Task,
+    pub died_at: Timestamp,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn queue_create(&self, p: QueueCreate) -> StoreResult<Queue>;
+    async fn queue_settings_put(&self, p: QueueSettingsPut) -> StoreResult<Queue>;
+    async fn queue_get(&self, name: &QueueName) -> StoreResult<Option<Queue>>;
+    async fn queue_list(&self, p: QueueList) -> StoreResult<Vec<Queue>>;
+    async fn queue_state_set(&self, p: QueueStateSet) -> StoreResult<Queue>;
+    async fn queue_purge(&self, p: QueuePurge) -> StoreResult<Queue>;
+    async fn queue_delete(&self, p: QueueDelete) -> StoreResult<()>;
+
+    async fn task_create(&self, p: TaskCreate) -> StoreResult<Task>;
+    async fn task_get(&self, name: &TaskName, now: Timestamp) -> StoreResult<TaskLookup>;
+    async fn task_list(&self, p: TaskList) -> StoreResult<Vec<Task>>;
+    async fn task_delete(&self, p: TaskDelete) -> StoreResult<()>;
+    async fn task_claim(&self, p: TaskClaim) -> StoreResult<Vec<ClaimedTask>>;
+    async fn task_claim_by_name(&self, p: TaskClaimByName) -> StoreResult<ClaimedTask>;
+    /// Returns false when the lease was lost, in which case nothing changed.
+    async fn task_finish(&self, p: TaskFinish) -> StoreResult<bool>;
+    /// When the queue's earliest task is due (a leased task is due when its lease ends).
+    async fn task_next_due(&self, queue: &QueueName) -> StoreResult<Option<Timestamp>>;
+    async fn task_count(&self, queue: &QueueName) -> StoreResult<u64>;
+
+    async fn dead_letter_list(&self, queue: &QueueName, limit: usize) -> StoreResult<Vec<DeadLetter>>;
+    /// Forget task-name tombstones that ended before `now`; returns how many.
+    async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64>;
+}

@@ -1,0 +1,672 @@
+//! The embedded backend: one SQLite file in WAL mode.
+//!
+//! All writes go through one writer thread that group-commits: it takes every write
+//! waiting in its channel (up to `MAX_BATCH`), runs each inside its own savepoint of one
+//! transaction, commits once, and only then answers the callers. A failed write rolls
+//! back to its savepoint and leaves the others in the batch untouched. Reads run on a
+//! small pool of reader threads with their own connections.
+
+mod rows;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tasklane_core::{Queue, QueueName, Task, TaskName, Timestamp};
+use tokio::sync::oneshot;
+
+use crate::{
+    ClaimedTask, DeadLetter, QueueCreate, QueueDelete, QueueList, QueuePurge, QueueSettingsPut, QueueStateSet, Store,
+    StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup,
+    TaskOutcome,
+};
+use rows::{QUEUE_COLUMNS, TASK_COLUMNS};
+
+const MAX_BATCH: usize = 1024;
+const READERS: usize = 2;
+const SCHEMA: &str = include_str!("schema.sql");
+
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type WriteJob = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    readers: Mutex<Option<mpsc::Sender<ReadJob>>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish()
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn open(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = OFF; \
+         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -32000;",
+    )?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database file at `path` and start its threads.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<SqliteStore> {
+        let path = path.as_ref().to_path_buf();
+        let write_conn = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)
+            .map_err(|e| StoreError::Unavailable(format!("open {}: {e}", path.display())))?;
+        write_conn.execute_batch(SCHEMA).map_err(backend)?;
+
+        let (write_tx, write_rx) = mpsc::channel::<WriteJob>();
+        thread::Builder::new()
+            .name("tasklane-sqlite-writer".into())
+            .spawn(move || writer_loop(write_conn, write_rx))
+            .map_err(|e| StoreError::Backend(format!("start writer thread: {e}")))?;
+
+        let (read_tx, read_rx) = mpsc::channel::<ReadJob>();
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        for i in 0..READERS {
+            let conn = open(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(backend)?;
+            let rx = read_rx.clone();
+            thread::Builder::new()
+                .name(format!("tasklane-sqlite-reader-{i}"))
+                .spawn(move || reader_loop(conn, rx))
+                .map_err(|e| StoreError::Backend(format!("start reader thread: {e}")))?;
+        }
+        Ok(SqliteStore {
+            inner: Arc::new(Inner { writer: Mutex::new(Some(write_tx)), readers: Mutex::new(Some(read_tx)), path }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Stop accepting work; the threads finish what is queued and close their connections.
+    pub fn close(&self) {
+        if let Ok(mut w) = self.inner.writer.lock() {
+            w.take();
+        }
+        if let Ok(mut r) = self.inner.readers.lock() {
+            r.take();
+        }
+    }
+
+    async fn write<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let result = match conn.execute_batch("SAVEPOINT op") {
+                Err(e) => Err(backend(e)),
+                Ok(()) => {
+                    let r = f(conn);
+                    let end = if r.is_err() { "ROLLBACK TO op; RELEASE op" } else { "RELEASE op" };
+                    match conn.execute_batch(end) {
+                        Ok(()) => r,
+                        Err(e) => Err(backend(e)),
+                    }
+                }
+            };
+            Box::new(move |commit: Result<(), StoreError>| {
+                let _ = tx.send(commit.and(result));
+            })
+        });
+        self.send_write(job)?;
+        rx.await.map_err(|_| StoreError::Unavailable("the write could not be run; see the server log".into()))?
+    }
+
+    fn send_write(&self, job: WriteJob) -> StoreResult<()> {
+        let guard = self.inner.writer.lock().map_err(|_| StoreError::Unavailable("writer lock poisoned".into()))?;
+        let sender = guard.as_ref().ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+        sender.send(job).map_err(|_| StoreError::Unavailable("the store writer stopped".into()))
+    }
+
+    async fn read<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        {
+            let guard =
+                self.inner.readers.lock().map_err(|_| StoreError::Unavailable("reader lock poisoned".into()))?;
+            let sender = guard.as_ref().ok_or_else(|| StoreError::Unavailable("the store is closed".into()))?;
+            sender.send(job).map_err(|_| StoreError::Unavailable("the store readers stopped".into()))?;
+        }
+        rx.await.map_err(|_| StoreError::Unavailable("the store reader stopped".into()))?
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Nothing ran: dropping the jobs drops their reply channels, so every caller
+            // of this batch gets an error and nothing was written.
+            tracing::error!(error = %e, writes = batch.len(), "sqlite begin failed");
+            drop(batch);
+            continue;
+        }
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&conn)).collect();
+        let commit = conn.execute_batch("COMMIT").map_err(backend);
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies {
+            reply(commit.clone());
+        }
+    }
+}
+
+fn reader_loop(conn: Connection, rx: Arc<Mutex<mpsc::Receiver<ReadJob>>>) {
+    loop {
+        let job = {
+            let Ok(guard) = rx.lock() else { return };
+            match guard.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            }
+        };
+        job(&conn);
+    }
+}
+
+fn queue_exists(conn: &Connection, name: &str) -> StoreResult<bool> {
+    conn.prepare_cached("SELECT 1 FROM queues WHERE name = ?1").and_then(|mut s| s.exists([name])).map_err(backend)
+}
+
+fn queue_read(conn: &Connection, name: &str) -> StoreResult<Option<Queue>> {
+    let sql = format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE name = ?1");
+    conn.prepare_cached(&sql).and_then(|mut s| s.query_row([name], rows::queue_from_row).optional()).map_err(backend)
+}
+
+fn tombstone_put(conn: &Connection, queue: &str, task_id: &str, until: Timestamp) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO tombstones (queue, task_id, expires_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (queue, task_id) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+    )
+    .and_then(|mut s| s.execute(params![queue, task_id, until.0]))
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn task_read(conn: &Connection, queue: &str, task_id: &str) -> StoreResult<Option<Task>> {
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE queue = ?1 AND task_id = ?2");
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.query_row([queue, task_id], rows::task_from_row).optional())
+        .map_err(backend)
+}
+
+/// Lease the task with this row id: one more dispatch, a fresh lease id, a new last attempt.
+const LEASE_SQL: &str = "UPDATE tasks SET state = 'leased', lease_id = lease_id + 1, \
+     due_at = ?2 + dispatch_deadline_us + ?3, dispatch_count = dispatch_count + 1, \
+     first_dispatch_time = coalesce(first_dispatch_time, ?2), last_schedule_time = schedule_time, \
+     last_dispatch_time = ?2, last_response_time = NULL, last_code = NULL, last_message = NULL \
+     WHERE id = ?1 RETURNING lease_id";
+
+fn lease_row(conn: &Connection, id: i64, now: Timestamp, grace_us: i64) -> StoreResult<i64> {
+    conn.prepare_cached(LEASE_SQL)
+        .and_then(|mut s| s.query_row(params![id, now.0, grace_us], |r| r.get(0)))
+        .map_err(backend)
+}
+
+fn queue_name_of(name: &TaskName) -> String {
+    name.queue.to_string()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn queue_create(&self, p: QueueCreate) -> StoreResult<Queue> {
+        self.write(move |conn| {
+            let name = p.queue.name.to_string();
+            if queue_exists(conn, &name)? {
+                return Err(StoreError::QueueAlreadyExists);
+            }
+            let s = rows::queue_settings(&p.queue);
+            conn.prepare_cached(
+                "INSERT INTO queues (name, parent, state, max_dispatches_per_second, max_burst_size, \
+                 max_concurrent_dispatches, max_attempts, max_retry_duration_us, min_backoff_us, max_backoff_us, \
+                 max_doublings, logging_sampling_ratio, purge_time, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    name,
+                    p.queue.name.parent.to_string(),
+                    p.queue.state.as_str(),
+                    s.0,
+                    s.1,
+                    s.2,
+                    s.3,
+                    s.4,
+                    s.5,
+                    s.6,
+                    s.7,
+                    s.8,
+                    p.queue.purge_time.map(|t| t.0),
+                    p.now.0
+                ])
+            })
+            .map_err(backend)?;
+            queue_read(conn, &name)?.ok_or(StoreError::QueueNotFound)
+        })
+        .await
+    }
+
+    async fn queue_settings_put(&self, p: QueueSettingsPut) -> StoreResult<Queue> {
+        self.write(move |conn| {
+            let name = p.queue.name.to_string();
+            let s = rows::queue_settings(&p.queue);
+            let updated = conn
+                .prepare_cached(
+                    "UPDATE queues SET max_dispatches_per_second = ?2, max_burst_size = ?3, \
+                     max_concurrent_dispatches = ?4, max_attempts = ?5, max_retry_duration_us = ?6, \
+                     min_backoff_us = ?7, max_backoff_us = ?8, max_doublings = ?9, logging_sampling_ratio = ?10, \
+                     updated_at = ?11 WHERE name = ?1",
+                )
+                .and_then(|mut st| st.execute(params![name, s.0, s.1, s.2, s.3, s.4, s.5, s.6, s.7, s.8, p.now.0]))
+                .map_err(backend)?;
+            if updated == 0 {
+                if !p.create_if_missing {
+                    return Err(StoreError::QueueNotFound);
+                }
+                conn.prepare_cached(
+                    "INSERT INTO queues (name, parent, state, max_dispatches_per_second, max_burst_size, \
+                     max_concurrent_dispatches, max_attempts, max_retry_duration_us, min_backoff_us, max_backoff_us, \
+                     max_doublings, logging_sampling_ratio, purge_time, created_at, updated_at) \
+                     VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, ?12, ?12)",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        name,
+                        p.queue.name.parent.to_string(),
+                        s.0,
+                        s.1,
+                        s.2,
+                        s.3,
+                        s.4,
+                        s.5,
+                        s.6,
+                        s.7,
+                        s.8,
+                        p.now.0
+                    ])
+                })
+                .map_err(backend)?;
+            }
+            queue_read(conn, &name)?.ok_or(StoreError::QueueNotFound)
+        })
+        .await
+    }
+
+    async fn queue_get(&self, name: &QueueName) -> StoreResult<Option<Queue>> {
+        let name = name.to_string();
+        self.read(move |conn| queue_read(conn, &name)).await
+    }
+
+    async fn queue_list(&self, p: QueueList) -> StoreResult<Vec<Queue>> {
+        self.read(move |conn| {
+            let parent = p.parent.map(|l| l.to_string());
+            let after = p.after.map(|n| n.to_string()).unwrap_or_default();
+            let sql = format!(
+                "SELECT {QUEUE_COLUMNS} FROM queues WHERE (?1 IS NULL OR parent = ?1) AND name > ?2 \
+                 ORDER BY name LIMIT ?3"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+            let rows = stmt
+                .query_map(params![parent, after, p.limit as i64], rows::queue_from_row)
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(backend)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn queue_state_set(&self, p: QueueStateSet) -> StoreResult<Queue> {
+        self.write(move |conn| {
+            let name = p.name.to_string();
+            let n = conn
+                .prepare_cached("UPDATE queues SET state = ?2, updated_at = ?3 WHERE name = ?1")
+                .and_then(|mut s| s.execute(params![name, p.state.as_str(), p.now.0]))
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::QueueNotFound);
+            }
+            queue_read(conn, &name)?.ok_or(StoreError::QueueNotFound)
+        })
+        .await
+    }
+
+    async fn queue_purge(&self, p: QueuePurge) -> StoreResult<Queue> {
+        self.write(move |conn| {
+            let name = p.name.to_string();
+            let n = conn
+                .prepare_cached("UPDATE queues SET purge_time = ?2, updated_at = ?2 WHERE name = ?1")
+                .and_then(|mut s| s.execute(params![name, p.now.0]))
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::QueueNotFound);
+            }
+            conn.prepare_cached(
+                "INSERT INTO tombstones (queue, task_id, expires_at) \
+                 SELECT queue, task_id, ?3 FROM tasks WHERE queue = ?1 AND create_time <= ?2 \
+                 ON CONFLICT (queue, task_id) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+            )
+            .and_then(|mut s| s.execute(params![name, p.now.0, p.tombstone_until.0]))
+            .map_err(backend)?;
+            conn.prepare_cached("DELETE FROM tasks WHERE queue = ?1 AND create_time <= ?2")
+                .and_then(|mut s| s.execute(params![name, p.now.0]))
+                .map_err(backend)?;
+            queue_read(conn, &name)?.ok_or(StoreError::QueueNotFound)
+        })
+        .await
+    }
+
+    async fn queue_delete(&self, p: QueueDelete) -> StoreResult<()> {
+        self.write(move |conn| {
+            let name = p.name.to_string();
+            let n = conn.execute("DELETE FROM queues WHERE name = ?1", [&name]).map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::QueueNotFound);
+            }
+            conn.execute("DELETE FROM tasks WHERE queue = ?1", [&name]).map_err(backend)?;
+            conn.execute("DELETE FROM tombstones WHERE queue = ?1", [&name]).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn task_create(&self, p: TaskCreate) -> StoreResult<Task> {
+        self.write(move |conn| {
+            let t = &p.task;
+            let queue = queue_name_of(&t.name);
+            if !queue_exists(conn, &queue)? {
+                return Err(StoreError::QueueNotFound);
+            }
+            let tombstoned = conn
+                .prepare_cached("SELECT 1 FROM tombstones WHERE queue = ?1 AND task_id = ?2 AND expires_at > ?3")
+                .and_then(|mut s| s.exists(params![queue, t.name.task, p.now.0]))
+                .map_err(backend)?;
+            if tombstoned {
+                return Err(StoreError::TaskTombstoned);
+            }
+            let (auth_kind, auth_email, auth_param) = rows::auth_columns(&t.http_request.auth);
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, \
+                     auth_email, auth_param, schedule_time, create_time, dispatch_deadline_us) \
+                     VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?3, ?11, ?12) \
+                     ON CONFLICT (queue, task_id) DO NOTHING",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        queue,
+                        t.name.task,
+                        t.schedule_time.0,
+                        t.http_request.url,
+                        t.http_request.method.as_str(),
+                        rows::encode_headers(&t.http_request.headers),
+                        t.http_request.body,
+                        auth_kind,
+                        auth_email,
+                        auth_param,
+                        t.create_time.0,
+                        tasklane_core::clock::duration_micros(t.dispatch_deadline),
+                    ])
+                })
+                .map_err(backend)?;
+            if inserted == 0 {
+                return Err(StoreError::TaskAlreadyExists);
+            }
+            Ok(p.task)
+        })
+        .await
+    }
+
+    async fn task_get(&self, name: &TaskName, now: Timestamp) -> StoreResult<TaskLookup> {
+        let queue = queue_name_of(name);
+        let task_id = name.task.clone();
+        self.read(move |conn| {
+            if let Some(task) = task_read(conn, &queue, &task_id)? {
+                return Ok(TaskLookup::Found(Box::new(task)));
+            }
+            let tombstoned = conn
+                .prepare_cached("SELECT 1 FROM tombstones WHERE queue = ?1 AND task_id = ?2 AND expires_at > ?3")
+                .and_then(|mut s| s.exists(params![queue, task_id, now.0]))
+                .map_err(backend)?;
+            Ok(if tombstoned { TaskLookup::Tombstoned } else { TaskLookup::Missing })
+        })
+        .await
+    }
+
+    async fn task_list(&self, p: TaskList) -> StoreResult<Vec<Task>> {
+        self.read(move |conn| {
+            let sql =
+                format!("SELECT {TASK_COLUMNS} FROM tasks WHERE queue = ?1 AND task_id > ?2 ORDER BY task_id LIMIT ?3");
+            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+            let rows = stmt
+                .query_map(
+                    params![p.queue.to_string(), p.after.unwrap_or_default(), p.limit as i64],
+                    rows::task_from_row,
+                )
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(backend)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn task_delete(&self, p: TaskDelete) -> StoreResult<()> {
+        self.write(move |conn| {
+            let queue = queue_name_of(&p.name);
+            let n = conn
+                .prepare_cached("DELETE FROM tasks WHERE queue = ?1 AND task_id = ?2")
+                .and_then(|mut s| s.execute(params![queue, p.name.task]))
+                .map_err(backend)?;
+            if n == 0 {
+                let tombstoned = conn
+                    .prepare_cached("SELECT 1 FROM tombstones WHERE queue = ?1 AND task_id = ?2 AND expires_at > ?3")
+                    .and_then(|mut s| s.exists(params![queue, p.name.task, p.now.0]))
+                    .map_err(backend)?;
+                return Err(if tombstoned { StoreError::TaskTombstoned } else { StoreError::TaskNotFound });
+            }
+            tombstone_put(conn, &queue, &p.name.task, p.tombstone_until)
+        })
+        .await
+    }
+
+    async fn task_claim(&self, p: TaskClaim) -> StoreResult<Vec<ClaimedTask>> {
+        self.write(move |conn| {
+            let queue = p.queue.to_string();
+            let grace = tasklane_core::clock::duration_micros(p.grace);
+            let ids: Vec<i64> = conn
+                .prepare_cached("SELECT id FROM tasks WHERE queue = ?1 AND due_at <= ?2 ORDER BY due_at LIMIT ?3")
+                .and_then(|mut s| {
+                    s.query_map(params![queue, p.now.0, p.limit as i64], |r| r.get(0))
+                        .and_then(|r| r.collect::<Result<Vec<i64>, _>>())
+                })
+                .map_err(backend)?;
+            let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1");
+            let mut claimed = Vec::with_capacity(ids.len());
+            for id in ids {
+                let lease_id = lease_row(conn, id, p.now, grace)?;
+                let task = conn
+                    .prepare_cached(&sql)
+                    .and_then(|mut s| s.query_row([id], rows::task_from_row))
+                    .map_err(backend)?;
+                claimed.push(ClaimedTask { task, lease_id });
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn task_claim_by_name(&self, p: TaskClaimByName) -> StoreResult<ClaimedTask> {
+        self.write(move |conn| {
+            let queue = queue_name_of(&p.name);
+            let id: Option<i64> = conn
+                .prepare_cached("SELECT id FROM tasks WHERE queue = ?1 AND task_id = ?2")
+                .and_then(|mut s| s.query_row(params![queue, p.name.task], |r| r.get(0)).optional())
+                .map_err(backend)?;
+            let Some(id) = id else {
+                let tombstoned = conn
+                    .prepare_cached("SELECT 1 FROM tombstones WHERE queue = ?1 AND task_id = ?2 AND expires_at > ?3")
+                    .and_then(|mut s| s.exists(params![queue, p.name.task, p.now.0]))
+                    .map_err(backend)?;
+                return Err(if tombstoned { StoreError::TaskTombstoned } else { StoreError::TaskNotFound });
+            };
+            let lease_id = lease_row(conn, id, p.now, tasklane_core::clock::duration_micros(p.grace))?;
+            let task = task_read(conn, &queue, &p.name.task)?.ok_or(StoreError::TaskNotFound)?;
+            Ok(ClaimedTask { task, lease_id })
+        })
+        .await
+    }
+
+    async fn task_finish(&self, p: TaskFinish) -> StoreResult<bool> {
+        self.write(move |conn| {
+            let queue = queue_name_of(&p.name);
+            let task_id = &p.name.task;
+            let held = conn
+                .prepare_cached(
+                    "SELECT 1 FROM tasks WHERE queue = ?1 AND task_id = ?2 AND state = 'leased' AND lease_id = ?3",
+                )
+                .and_then(|mut s| s.exists(params![queue, task_id, p.lease_id]))
+                .map_err(backend)?;
+            if !held {
+                return Ok(false);
+            }
+            match &p.outcome {
+                TaskOutcome::Succeeded { tombstone_until } => {
+                    conn.prepare_cached("DELETE FROM tasks WHERE queue = ?1 AND task_id = ?2")
+                        .and_then(|mut s| s.execute(params![queue, task_id]))
+                        .map_err(backend)?;
+                    tombstone_put(conn, &queue, task_id, *tombstone_until)?;
+                }
+                TaskOutcome::Retry { attempt, retry_at } => {
+                    record_attempt(conn, &queue, task_id, attempt)?;
+                    conn.prepare_cached(
+                        "UPDATE tasks SET state = 'queued', due_at = ?3, schedule_time = ?3 \
+                         WHERE queue = ?1 AND task_id = ?2",
+                    )
+                    .and_then(|mut s| s.execute(params![queue, task_id, retry_at.0]))
+                    .map_err(backend)?;
+                }
+                TaskOutcome::GaveUp { attempt, tombstone_until } => {
+                    record_attempt(conn, &queue, task_id, attempt)?;
+                    let sql = format!(
+                        "INSERT INTO dead_letters (died_at, {TASK_COLUMNS}) SELECT ?3, {TASK_COLUMNS} FROM tasks \
+                         WHERE queue = ?1 AND task_id = ?2"
+                    );
+                    conn.prepare_cached(&sql)
+                        .and_then(|mut s| s.execute(params![queue, task_id, p.now.0]))
+                        .map_err(backend)?;
+                    conn.prepare_cached("DELETE FROM tasks WHERE queue = ?1 AND task_id = ?2")
+                        .and_then(|mut s| s.execute(params![queue, task_id]))
+                        .map_err(backend)?;
+                    tombstone_put(conn, &queue, task_id, *tombstone_until)?;
+                }
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn task_next_due(&self, queue: &QueueName) -> StoreResult<Option<Timestamp>> {
+        let queue = queue.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT min(due_at) FROM tasks WHERE queue = ?1")
+                .and_then(|mut s| s.query_row([queue], |r| r.get::<_, Option<i64>>(0)))
+                .map(|t| t.map(Timestamp))
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn task_count(&self, queue: &QueueName) -> StoreResult<u64> {
+        let queue = queue.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT count(*) FROM tasks WHERE queue = ?1")
+                .and_then(|mut s| s.query_row([queue], |r| r.get::<_, i64>(0)))
+                .map(|n| n.max(0) as u64)
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn dead_letter_list(&self, queue: &QueueName, limit: usize) -> StoreResult<Vec<DeadLetter>> {
+        let queue = queue.to_string();
+        self.read(move |conn| {
+            let sql = format!("SELECT {TASK_COLUMNS}, died_at FROM dead_letters WHERE queue = ?1 ORDER BY id LIMIT ?2");
+            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+            let rows = stmt
+                .query_map(params![queue, limit as i64], |r| {
+                    Ok(DeadLetter { task: rows::task_from_row(r)?, died_at: Timestamp(r.get(22)?) })
+                })
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(backend)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64> {
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM tombstones WHERE expires_at <= ?1")
+                .and_then(|mut s| s.execute([now.0]))
+                .map(|n| n as u64)
+                .map_err(backend)
+        })
+        .await
+    }
+}
+
+fn record_attempt(conn: &Connection, queue: &str, task_id: &str, a: &crate::AttemptResult) -> StoreResult<()> {
+    let responded = i64::from(a.responded);
+    let executed = i64::from(a.responded && a.http_status < 500);
+    conn.prepare_cached(
+        "UPDATE tasks SET response_count = response_count + ?3, execution_count = execution_count + ?4, \
+         last_http_status = ?5, last_response_time = ?6, last_code = ?7, last_message = ?8 \
+         WHERE queue = ?1 AND task_id = ?2",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            queue,
+            task_id,
+            responded,
+            executed,
+            i64::from(a.http_status),
+            a.response_time.0,
+            a.status.code as i32,
+            a.status.message
+        ])
+    })
+    .map_err(backend)?;
+    Ok(())
+}

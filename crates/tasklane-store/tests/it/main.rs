@@ -1,0 +1,89 @@
+//! The store conformance suite: every case runs against every backend.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions panic on purpose
+
+mod cases;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tasklane_store::{SqliteStore, Store};
+
+/// A fresh database in its own directory, removed when the test ends.
+pub struct Fixture {
+    pub store: Arc<dyn Store>,
+    pub dir: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn fresh_dir(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tasklane-store-test-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).expect("create test dir");
+    dir
+}
+
+pub fn sqlite() -> Fixture {
+    let dir = fresh_dir("sqlite");
+    let store = SqliteStore::open(dir.join("tasklane.db")).expect("open sqlite store");
+    Fixture { store: Arc::new(store), dir }
+}
+
+macro_rules! conformance {
+    ($backend:ident: $($case:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let fixture = super::$backend();
+                    super::cases::$case(fixture.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(sqlite:
+    queue_create_get_list,
+    queue_create_twice_is_refused,
+    queue_settings_put_keeps_state_and_upserts,
+    queue_state_set_and_missing_queue,
+    queue_purge_deletes_older_tasks_only,
+    queue_delete_removes_tasks,
+    task_create_needs_queue_and_unique_name,
+    task_names_are_tombstoned_for_the_window,
+    task_list_pages_by_name,
+    task_claim_takes_due_tasks_in_order,
+    task_claim_respects_limit_and_leases,
+    task_finish_is_fenced_by_lease,
+    task_retry_reschedules_and_counts,
+    task_expired_lease_is_claimed_again,
+    task_give_up_moves_to_dead_letters,
+    task_claim_by_name_ignores_schedule,
+    task_delete_and_lookup,
+    concurrent_creates_are_all_committed,
+);
+
+#[tokio::test]
+async fn sqlite_data_survives_reopen() {
+    let dir = fresh_dir("reopen");
+    let path = dir.join("tasklane.db");
+    {
+        let store = SqliteStore::open(&path).expect("open");
+        cases::seed_queue_and_task(&store).await;
+        store.close();
+    }
+    let store = SqliteStore::open(&path).expect("reopen");
+    cases::check_seeded(&store).await;
+    store.close();
+    let _ = std::fs::remove_dir_all(&dir);
+}
