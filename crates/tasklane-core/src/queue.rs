@@ -186,6 +186,54 @@ impl QueueSpec {
     }
 }
 
+/// A `ListQueues` filter. The service filters on `state`: `state: PAUSED`, `state = PAUSED`,
+/// `state != PAUSED`, with the enum name in any case, or nothing at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueFilter {
+    #[default]
+    All,
+    StateIs(QueueState),
+    StateIsNot(QueueState),
+}
+
+impl QueueFilter {
+    pub fn parse(filter: &str) -> Result<QueueFilter, Status> {
+        let f = filter.trim();
+        if f.is_empty() {
+            return Ok(QueueFilter::All);
+        }
+        let bad = || {
+            Status::invalid_argument(format!(
+                "Invalid filter \"{filter}\": queues can be filtered by state, for example \"state: PAUSED\" or \"state != PAUSED\""
+            ))
+        };
+        let rest = f.strip_prefix("state").ok_or_else(bad)?.trim_start();
+        let (negated, value) = if let Some(v) = rest.strip_prefix("!=") {
+            (true, v)
+        } else if let Some(v) = rest.strip_prefix(':').or_else(|| rest.strip_prefix('=')) {
+            (false, v)
+        } else {
+            return Err(bad());
+        };
+        let value = value.trim().trim_matches('"');
+        let state = match value.to_ascii_uppercase().as_str() {
+            "RUNNING" => QueueState::Running,
+            "PAUSED" => QueueState::Paused,
+            "DISABLED" => QueueState::Disabled,
+            _ => return Err(bad()),
+        };
+        Ok(if negated { QueueFilter::StateIsNot(state) } else { QueueFilter::StateIs(state) })
+    }
+
+    pub fn matches(&self, queue: &Queue) -> bool {
+        match self {
+            QueueFilter::All => true,
+            QueueFilter::StateIs(s) => queue.state == *s,
+            QueueFilter::StateIsNot(s) => queue.state != *s,
+        }
+    }
+}
+
 /// `rateLimits.maxDispatchesPerSecond` → `rate_limits.max_dispatches_per_second`.
 pub fn snake_case_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len() + 8);
@@ -278,6 +326,25 @@ mod tests {
         assert_eq!(QueueSpec::apply_mask(base, patch, Some(&["state".into()])).unwrap(), base);
         let err = QueueSpec::apply_mask(base, patch, Some(&["retry_config.bogus".into()])).unwrap_err();
         assert!(err.message.contains("retry_config.bogus"));
+    }
+
+    #[test]
+    fn filters() {
+        let check = |input: &str, expected: Option<QueueFilter>| {
+            assert_eq!(QueueFilter::parse(input).ok(), expected, "{input:?}");
+        };
+        check("", Some(QueueFilter::All));
+        check("state: PAUSED", Some(QueueFilter::StateIs(QueueState::Paused)));
+        check("state:paused", Some(QueueFilter::StateIs(QueueState::Paused)));
+        check("state = RUNNING", Some(QueueFilter::StateIs(QueueState::Running)));
+        check("state != PAUSED", Some(QueueFilter::StateIsNot(QueueState::Paused)));
+        check("state: \"DISABLED\"", Some(QueueFilter::StateIs(QueueState::Disabled)));
+        check("state: SLEEPING", None);
+        check("name: x", None);
+        check("state PAUSED", None);
+        let q = QueueSpec::default().resolve(name(), QueueState::Paused, None).unwrap();
+        assert!(QueueFilter::StateIs(QueueState::Paused).matches(&q));
+        assert!(!QueueFilter::StateIsNot(QueueState::Paused).matches(&q));
     }
 
     #[test]

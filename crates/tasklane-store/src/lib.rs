@@ -192,6 +192,10 @@ pub trait Store: Send + Sync + 'static {
     async fn task_next_due(&self, queue: &QueueName) -> StoreResult<Option<Timestamp>>;
     async fn task_count(&self, queue: &QueueName) -> StoreResult<u64>;
 
+    /// Return every leased task to its queue, due at once. Only for a store that one
+    /// process owns (the embedded one), at start: no lease can be held by anyone then.
+    async fn task_lease_release_all(&self, now: Timestamp) -> StoreResult<u64>;
+
     async fn dead_letter_list(&self, queue: &QueueName, limit: usize) -> StoreResult<Vec<DeadLetter>>;
     /// Forget task-name tombstones that ended before `now`; returns how many.
     async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64>;

@@ -1,1 +1,54 @@
-fn main() {}
+//! The `tasklane` command: `serve` runs the server; the other commands are a client of
+//! its API that mirrors `gcloud tasks`.
+
+mod client;
+mod output;
+mod queues;
+mod serve;
+mod tasks;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "tasklane", version, about = "A durable task queue server that speaks the Cloud Tasks API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server on the embedded store.
+    Serve(serve::ServeArgs),
+    /// Manage queues (like `gcloud tasks queues`).
+    #[command(subcommand)]
+    Queues(queues::QueuesCommand),
+    /// Manage tasks (like `gcloud tasks`).
+    #[command(subcommand)]
+    Tasks(tasks::TasksCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Queues(cmd) => queues::run(cmd).await,
+            Command::Tasks(cmd) => tasks::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ERROR: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -620,6 +620,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn task_lease_release_all(&self, now: Timestamp) -> StoreResult<u64> {
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE tasks SET state = 'queued', due_at = min(due_at, ?1) WHERE state = 'leased'")
+                .and_then(|mut s| s.execute([now.0]))
+                .map(|n| n as u64)
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn dead_letter_list(&self, queue: &QueueName, limit: usize) -> StoreResult<Vec<DeadLetter>> {
         let queue = queue.to_string();
         self.read(move |conn| {

@@ -389,6 +389,28 @@ pub async fn concurrent_creates_are_all_committed(store: Arc<dyn Store>) {
     assert_eq!(store.task_count(&qname("q")).await.unwrap(), 450);
 }
 
+pub async fn task_lease_release_all_requeues_leased_tasks(store: Arc<dyn Store>) {
+    make_queue(&store, "q").await;
+    make_task(&store, "q", "leased", T0).await;
+    make_task(&store, "q", "later", at(100)).await;
+    let c = store.task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: T0 }).await.unwrap();
+    assert_eq!(c.len(), 1);
+    assert_eq!(store.task_lease_release_all(at(1)).await.unwrap(), 1);
+    // The released task is due at once; the scheduled one keeps its time.
+    let again = store.task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(1) }).await.unwrap();
+    let ids: Vec<_> = again.iter().map(|c| c.task.name.task.as_str()).collect();
+    assert_eq!(ids, ["leased"]);
+    assert_eq!(again[0].task.dispatch_count, 2);
+    // The old lease no longer holds.
+    let stale = TaskFinish {
+        name: tname("q", "leased"),
+        lease_id: c[0].lease_id,
+        outcome: TaskOutcome::Succeeded { tombstone_until: at(3600) },
+        now: at(2),
+    };
+    assert!(!store.task_finish(stale).await.unwrap());
+}
+
 pub async fn seed_queue_and_task(store: &dyn Store) {
     store.queue_create(QueueCreate { queue: queue("q"), now: T0 }).await.unwrap();
     store.task_create(TaskCreate { task: task("q", "t", T0, T0), now: T0 }).await.unwrap();

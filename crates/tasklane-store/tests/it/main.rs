@@ -71,6 +71,7 @@ conformance!(sqlite:
     task_claim_by_name_ignores_schedule,
     task_delete_and_lookup,
     concurrent_creates_are_all_committed,
+    task_lease_release_all_requeues_leased_tasks,
 );
 
 #[tokio::test]

@@ -1,0 +1,415 @@
+//! The dispatcher: one loop per queue that leases due tasks within the queue's rate
+//! and concurrency limits and pushes them to their workers.
+//!
+//! Each loop keeps a token bucket (rate + burst) and an in-flight count. It claims as
+//! many due tasks as both allow, spawns one delivery per task, then sleeps until the
+//! next task is due, a token is earned, a delivery finishes, or it is woken by a create
+//! or a configuration change. A lease is taken before each delivery and the outcome
+//! is written with a guarded update, so a crash at any point only causes a retry.
+
+pub mod push;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tasklane_core::rate::TokenBucket;
+use tasklane_core::task::ResponseStatus;
+use tasklane_core::{Clock, Code, Queue, QueueName, QueueState, Task, Timestamp};
+use tasklane_store::{AttemptResult, ClaimedTask, Store, TaskClaim, TaskFinish, TaskOutcome};
+use tokio::sync::{Notify, watch};
+use tracing::Instrument;
+
+use push::PushResult;
+
+/// Most tasks leased by one claim.
+const CLAIM_BATCH: usize = 256;
+/// Longest sleep of an idle queue loop, a safety net under the wake-ups.
+const MAX_IDLE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct DispatchConfig {
+    /// Added to a task's dispatch deadline to form its lease.
+    pub lease_grace: Duration,
+    /// How long a finished task's name stays reserved.
+    pub tombstone_window: Duration,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig { lease_grace: Duration::from_secs(30), tombstone_window: Duration::from_secs(3600) }
+    }
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    client: reqwest::Client,
+    config: DispatchConfig,
+    queues: Mutex<HashMap<QueueName, QueueHandle>>,
+    stop: watch::Sender<bool>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+struct QueueHandle {
+    config: watch::Sender<Arc<Queue>>,
+    wake: Arc<Notify>,
+}
+
+/// Build the one pooled HTTP client all deliveries share.
+pub fn http_client() -> Result<reqwest::Client, String> {
+    // One TLS stack: rustls on ring. Installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(10))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| format!("build HTTP client: {e}"))
+}
+
+impl Dispatcher {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, client: reqwest::Client, config: DispatchConfig) -> Self {
+        let (stop, _) = watch::channel(false);
+        Dispatcher {
+            shared: Arc::new(Shared {
+                store,
+                clock,
+                client,
+                config,
+                queues: Mutex::new(HashMap::new()),
+                stop,
+                in_flight: AtomicUsize::new(0),
+                idle: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn lease_grace(&self) -> Duration {
+        self.shared.config.lease_grace
+    }
+
+    /// Start a loop for every queue in the store.
+    pub async fn start(&self) -> Result<(), tasklane_store::StoreError> {
+        let mut after = None;
+        loop {
+            let page = self
+                .shared
+                .store
+                .queue_list(tasklane_store::QueueList { parent: None, after: after.clone(), limit: 1000 })
+                .await?;
+            let done = page.len() < 1000;
+            for queue in page {
+                after = Some(queue.name.clone());
+                self.queue_changed(queue);
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A queue was created or its settings or state changed.
+    pub fn queue_changed(&self, queue: Queue) {
+        if *self.shared.stop.borrow() {
+            return;
+        }
+        let Ok(mut queues) = self.shared.queues.lock() else { return };
+        let queue = Arc::new(queue);
+        if let Some(handle) = queues.get(&queue.name) {
+            handle.config.send_replace(queue);
+            return;
+        }
+        let (config_tx, config_rx) = watch::channel(queue.clone());
+        let wake = Arc::new(Notify::new());
+        queues.insert(queue.name.clone(), QueueHandle { config: config_tx, wake: wake.clone() });
+        let shared = self.shared.clone();
+        let span = tracing::info_span!("queue", queue = %queue.name);
+        tokio::spawn(run_queue(shared, config_rx, wake).instrument(span));
+    }
+
+    pub fn queue_removed(&self, name: &QueueName) {
+        if let Ok(mut queues) = self.shared.queues.lock() {
+            // Dropping the sender ends the queue's loop.
+            queues.remove(name);
+        }
+    }
+
+    /// A task was created: wake its queue if the task is due before the loop's next look.
+    pub fn task_created(&self, queue: &QueueName, _schedule_time: Timestamp) {
+        if let Ok(queues) = self.shared.queues.lock()
+            && let Some(handle) = queues.get(queue)
+        {
+            handle.wake.notify_one();
+        }
+    }
+
+    /// Deliver a task leased by `RunTask` at once, outside the queue's limits.
+    pub fn run_now(&self, queue: Queue, claimed: ClaimedTask) {
+        let shared = self.shared.clone();
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        let queue = Arc::new(queue);
+        tokio::spawn(async move {
+            deliver(&shared, &queue, claimed).await;
+            shared.finish_one();
+        });
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Stop claiming, then wait up to `grace` for deliveries in flight. Tasks still in
+    /// flight afterwards keep their leases and are delivered again after a restart.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shared.stop.send_replace(true);
+        if let Ok(mut queues) = self.shared.queues.lock() {
+            queues.clear();
+        }
+        let wait_idle = async {
+            loop {
+                let notified = self.shared.idle.notified();
+                if self.shared.in_flight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(grace, wait_idle).await.is_err() {
+            tracing::warn!(in_flight = self.in_flight(), "shutdown grace ended with deliveries in flight");
+        }
+    }
+}
+
+impl Shared {
+    fn finish_one(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>, wake: Arc<Notify>) {
+    let mut queue = config.borrow_and_update().clone();
+    let mut bucket = TokenBucket::new(
+        queue.rate_limits.max_dispatches_per_second,
+        queue.rate_limits.max_burst_size.max(1) as u32,
+        shared.clock.now(),
+    );
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let mut stop = shared.stop.subscribe();
+    let mut failures: u32 = 0;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let mut wait = MAX_IDLE;
+        if queue.state == QueueState::Running {
+            let now = shared.clock.now();
+            let limit = queue.rate_limits.max_concurrent_dispatches.max(1) as usize;
+            let free = limit.saturating_sub(in_flight.load(Ordering::SeqCst));
+            let tokens = bucket.available(now) as usize;
+            if free == 0 {
+                // A finishing delivery wakes the loop.
+            } else if tokens == 0 {
+                wait = bucket.time_to_next(now).unwrap_or(MAX_IDLE);
+            } else {
+                let want = free.min(tokens).min(CLAIM_BATCH);
+                let claim = TaskClaim { queue: queue.name.clone(), limit: want, grace: shared.config.lease_grace, now };
+                match shared.store.task_claim(claim).await {
+                    Ok(claimed) => {
+                        failures = 0;
+                        let n = claimed.len();
+                        bucket.take(n as u32, now);
+                        for c in claimed {
+                            in_flight.fetch_add(1, Ordering::SeqCst);
+                            shared.in_flight.fetch_add(1, Ordering::SeqCst);
+                            let (shared, queue, in_flight, wake) =
+                                (shared.clone(), queue.clone(), in_flight.clone(), wake.clone());
+                            tokio::spawn(async move {
+                                deliver(&shared, &queue, c).await;
+                                in_flight.fetch_sub(1, Ordering::SeqCst);
+                                wake.notify_one();
+                                shared.finish_one();
+                            });
+                        }
+                        if n == want {
+                            continue;
+                        }
+                        match shared.store.task_next_due(&queue.name).await {
+                            Ok(Some(due)) => wait = due.since(shared.clock.now()),
+                            Ok(None) => {}
+                            Err(e) => tracing::warn!(error = %e, "read next due time"),
+                        }
+                    }
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        wait = Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)));
+                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "claim tasks");
+                    }
+                }
+            }
+        }
+        if wait.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(wait.min(MAX_IDLE)) => {}
+            changed = config.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                queue = config.borrow_and_update().clone();
+                bucket.reconfigure(
+                    queue.rate_limits.max_dispatches_per_second,
+                    queue.rate_limits.max_burst_size.max(1) as u32,
+                    shared.clock.now(),
+                );
+            }
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// What to record for an attempt, by the queue's retry rules.
+pub fn decide(
+    queue: &Queue,
+    task: &Task,
+    result: &PushResult,
+    now: Timestamp,
+    tombstone_window: Duration,
+) -> TaskOutcome {
+    if result.succeeded() {
+        return TaskOutcome::Succeeded { tombstone_until: now.saturating_add(tombstone_window) };
+    }
+    let attempt = AttemptResult {
+        http_status: result.http_status,
+        responded: result.responded,
+        status: ResponseStatus {
+            code: if result.responded {
+                Code::from_worker_http_status(result.http_status)
+            } else if result.http_status == 504 {
+                Code::DeadlineExceeded
+            } else {
+                Code::Unknown
+            },
+            message: result.message.clone(),
+        },
+        response_time: now,
+    };
+    let attempts = task.dispatch_count.max(1) as u32;
+    let first = task.first_attempt.as_ref().and_then(|a| a.dispatch_time).unwrap_or(now);
+    let retry = &queue.retry_config;
+    if retry.gives_up(attempts, first, now) {
+        return TaskOutcome::GaveUp { attempt, tombstone_until: now.saturating_add(tombstone_window) };
+    }
+    let mut delay = retry.backoff(attempts);
+    if let Some(after) = result.retry_after {
+        delay = delay.max(after);
+    }
+    TaskOutcome::Retry { attempt, retry_at: now.saturating_add(delay) }
+}
+
+async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask) {
+    let task = &claimed.task;
+    let span = tracing::info_span!("dispatch", task = %task.name.task, attempt = task.dispatch_count);
+    async {
+        let clock = shared.clock.clone();
+        let result = push::push(&shared.client, task, move || clock.now()).await;
+        let now = shared.clock.now();
+        let outcome = decide(queue, task, &result, now, shared.config.tombstone_window);
+        match &outcome {
+            TaskOutcome::Succeeded { .. } => tracing::debug!(status = result.http_status, "delivered"),
+            TaskOutcome::Retry { retry_at, .. } => tracing::info!(
+                status = result.http_status,
+                message = %result.message,
+                retry_in_ms = retry_at.since(now).as_millis() as u64,
+                "attempt failed, will retry"
+            ),
+            TaskOutcome::GaveUp { .. } => {
+                tracing::warn!(status = result.http_status, message = %result.message, "attempt failed, giving up")
+            }
+        }
+        let finish = TaskFinish { name: task.name.clone(), lease_id: claimed.lease_id, outcome, now };
+        match shared.store.task_finish(finish).await {
+            Ok(true) => {}
+            Ok(false) => tracing::info!("outcome dropped: the lease was lost"),
+            Err(e) => tracing::error!(error = %e, "record outcome; the task will run again after its lease"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tasklane_core::queue::QueueSpec;
+    use tasklane_core::{RetryConfig, TaskSpec};
+
+    fn fixture(retry: RetryConfig) -> (Queue, Task) {
+        let name = QueueName::parse("projects/p/locations/l/queues/q").unwrap();
+        let mut queue = QueueSpec::default().resolve(name.clone(), QueueState::Running, None).unwrap();
+        queue.retry_config = retry;
+        let mut task = TaskSpec { url: "http://h/".into(), ..Default::default() }
+            .validate(&name, Timestamp::from_secs(0), || "1".into())
+            .unwrap();
+        task.dispatch_count = 1;
+        task.first_attempt =
+            Some(tasklane_core::Attempt { dispatch_time: Some(Timestamp::from_secs(0)), ..Default::default() });
+        (queue, task)
+    }
+
+    fn result(status: u16, responded: bool, retry_after: Option<u64>) -> PushResult {
+        PushResult {
+            http_status: status,
+            responded,
+            retry_after: retry_after.map(Duration::from_secs),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn outcomes() {
+        let (queue, task) = fixture(RetryConfig { max_attempts: 2, ..RetryConfig::default() });
+        let now = Timestamp::from_secs(10);
+        let window = Duration::from_secs(3600);
+        assert!(matches!(decide(&queue, &task, &result(204, true, None), now, window), TaskOutcome::Succeeded { .. }));
+        match decide(&queue, &task, &result(500, true, None), now, window) {
+            TaskOutcome::Retry { retry_at, attempt } => {
+                assert_eq!(retry_at, now.saturating_add(Duration::from_millis(100)));
+                assert_eq!(attempt.status.code, Code::Internal);
+            }
+            other => panic!("{other:?}"),
+        }
+        match decide(&queue, &task, &result(503, true, Some(30)), now, window) {
+            TaskOutcome::Retry { retry_at, .. } => assert_eq!(retry_at, now.saturating_add(Duration::from_secs(30))),
+            other => panic!("{other:?}"),
+        }
+        match decide(&queue, &task, &result(504, false, None), now, window) {
+            TaskOutcome::Retry { attempt, .. } => {
+                assert_eq!(attempt.status.code, Code::DeadlineExceeded);
+                assert!(!attempt.responded);
+            }
+            other => panic!("{other:?}"),
+        }
+        match decide(&queue, &task, &result(0, false, None), now, window) {
+            TaskOutcome::Retry { attempt, .. } => assert_eq!(attempt.status.code, Code::Unknown),
+            other => panic!("{other:?}"),
+        }
+        let mut second = task.clone();
+        second.dispatch_count = 2;
+        assert!(matches!(decide(&queue, &second, &result(500, true, None), now, window), TaskOutcome::GaveUp { .. }));
+        // A 2xx without a finished response is not a success.
+        assert!(matches!(decide(&queue, &task, &result(200, false, None), now, window), TaskOutcome::Retry { .. }));
+    }
+}

@@ -1,0 +1,216 @@
+//! One HTTP push attempt: build the request Cloud Tasks would send, send it with the
+//! task's dispatch deadline, and classify what came back. Never fails: every worker
+//! behaviour (hang, reset, garbage, redirect loop) becomes an attempt result.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tasklane_core::header::USER_AGENT;
+use tasklane_core::{Task, Timestamp};
+
+/// Longest part of a worker's response body that is read (and kept for inspection).
+pub const RESPONSE_EXCERPT: usize = 4 * 1024;
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(720 * 3600);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushResult {
+    /// The HTTP status; 504 when the deadline passed, 0 when no valid response arrived.
+    pub http_status: u16,
+    pub responded: bool,
+    pub retry_after: Option<Duration>,
+    pub message: String,
+}
+
+impl PushResult {
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.http_status) && self.responded
+    }
+}
+
+/// The headers Cloud Tasks adds to every dispatch.
+pub fn dispatch_headers(task: &Task) -> Vec<(String, String)> {
+    let mut h: Vec<(String, String)> = task.http_request.headers.clone();
+    let has = |h: &Vec<(String, String)>, name: &str| h.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    if !task.http_request.body.is_empty() && !has(&h, "content-type") {
+        h.push(("Content-Type".into(), "application/octet-stream".into()));
+    }
+    h.push(("User-Agent".into(), USER_AGENT.into()));
+    h.push(("X-CloudTasks-QueueName".into(), task.name.queue.queue.clone()));
+    h.push(("X-CloudTasks-TaskName".into(), task.name.task.clone()));
+    // dispatch_count already includes this attempt.
+    h.push(("X-CloudTasks-TaskRetryCount".into(), (task.dispatch_count - 1).max(0).to_string()));
+    h.push(("X-CloudTasks-TaskExecutionCount".into(), task.execution_count.to_string()));
+    let eta = task.schedule_time.0;
+    h.push(("X-CloudTasks-TaskETA".into(), format!("{}.{:06}", eta.div_euclid(1_000_000), eta.rem_euclid(1_000_000))));
+    if task.dispatch_count > 1 {
+        h.push(("X-CloudTasks-TaskPreviousResponse".into(), task.last_http_status.to_string()));
+        h.push(("X-CloudTasks-TaskRetryReason".into(), String::new()));
+    }
+    h
+}
+
+fn header_map(headers: &[(String, String)]) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (n, v) in headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_bytes(v.as_bytes())) {
+            map.insert(name, value);
+        }
+    }
+    map
+}
+
+/// `Retry-After` as seconds or as an HTTP date, relative to `now`.
+pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
+    }
+    let date = time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc2822).ok()?;
+    let at = Timestamp::from_micros(i64::try_from(date.unix_timestamp_nanos() / 1000).ok()?);
+    Some(at.since(now).min(MAX_RETRY_AFTER))
+}
+
+pub async fn push(client: &reqwest::Client, task: &Task, now: impl Fn() -> Timestamp) -> PushResult {
+    let r = &task.http_request;
+    let method = reqwest::Method::from_bytes(r.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
+    let mut request =
+        client.request(method, &r.url).headers(header_map(&dispatch_headers(task))).timeout(task.dispatch_deadline);
+    if !r.body.is_empty() {
+        request = request.body(r.body.clone());
+    }
+    let response = match request.send().await {
+        Ok(resp) => resp,
+        Err(e) => return failure(&e),
+    };
+    let status = response.status().as_u16();
+    let retry_after = if status == 429 || status == 503 {
+        response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, now()))
+    } else {
+        None
+    };
+    let mut response = response;
+    let mut excerpt = Vec::new();
+    // Read a bounded part of the body; the deadline still applies while reading.
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = RESPONSE_EXCERPT.saturating_sub(excerpt.len());
+                excerpt.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                if excerpt.len() >= RESPONSE_EXCERPT {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) if e.is_timeout() => return failure(&e),
+            Err(_) => break,
+        }
+    }
+    let reason = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    PushResult {
+        http_status: status,
+        responded: true,
+        retry_after,
+        message: format!("HTTP status code {status} {reason}").trim_end().to_string(),
+    }
+}
+
+fn failure(e: &reqwest::Error) -> PushResult {
+    if e.is_timeout() {
+        return PushResult {
+            http_status: 504,
+            responded: false,
+            retry_after: None,
+            message: "The worker did not answer within the dispatch deadline".into(),
+        };
+    }
+    let what = if e.is_redirect() {
+        "too many redirects".to_string()
+    } else if e.is_connect() {
+        "could not connect to the worker".to_string()
+    } else {
+        "the worker's response could not be read".to_string()
+    };
+    let mut detail = String::new();
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    PushResult {
+        http_status: 0,
+        responded: false,
+        retry_after: None,
+        message: if detail.is_empty() { what } else { format!("{what}: {detail}") },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tasklane_core::{QueueName, TaskSpec};
+
+    fn task() -> Task {
+        let q = QueueName::parse("projects/p/locations/l/queues/my-queue").unwrap();
+        TaskSpec {
+            name: Some(format!("{q}/tasks/job-7")),
+            url: "http://h/".into(),
+            body: b"{}".to_vec(),
+            headers: vec![("X-App".into(), "1".into())],
+            schedule_time: Some(Timestamp(1_700_000_000_250_000)),
+            ..Default::default()
+        }
+        .validate(&q, Timestamp(1_699_999_000_000_000), || "x".into())
+        .unwrap()
+    }
+
+    fn get<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        h.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn first_attempt_headers() {
+        let mut t = task();
+        t.dispatch_count = 1;
+        let h = dispatch_headers(&t);
+        assert_eq!(get(&h, "X-App"), Some("1"));
+        assert_eq!(get(&h, "Content-Type"), Some("application/octet-stream"));
+        assert_eq!(get(&h, "User-Agent"), Some("Google-Cloud-Tasks"));
+        assert_eq!(get(&h, "X-CloudTasks-QueueName"), Some("my-queue"));
+        assert_eq!(get(&h, "X-CloudTasks-TaskName"), Some("job-7"));
+        assert_eq!(get(&h, "X-CloudTasks-TaskRetryCount"), Some("0"));
+        assert_eq!(get(&h, "X-CloudTasks-TaskExecutionCount"), Some("0"));
+        assert_eq!(get(&h, "X-CloudTasks-TaskETA"), Some("1700000000.250000"));
+        assert_eq!(get(&h, "X-CloudTasks-TaskPreviousResponse"), None);
+        assert_eq!(get(&h, "X-CloudTasks-TaskRetryReason"), None);
+    }
+
+    #[test]
+    fn retry_headers() {
+        let mut t = task();
+        t.dispatch_count = 3;
+        t.execution_count = 1;
+        t.last_http_status = 504;
+        t.http_request.headers.push(("content-type".into(), "application/json".into()));
+        let h = dispatch_headers(&t);
+        assert_eq!(get(&h, "Content-Type"), Some("application/json"));
+        assert_eq!(get(&h, "X-CloudTasks-TaskRetryCount"), Some("2"));
+        assert_eq!(get(&h, "X-CloudTasks-TaskExecutionCount"), Some("1"));
+        assert_eq!(get(&h, "X-CloudTasks-TaskPreviousResponse"), Some("504"));
+        assert_eq!(get(&h, "X-CloudTasks-TaskRetryReason"), Some(""));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = Timestamp::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:50:37 GMT", now), Some(Duration::from_secs(60)));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:40:37 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("99999999999", now), Some(MAX_RETRY_AFTER));
+    }
+}

@@ -1,0 +1,312 @@
+//! The Cloud Tasks v2 REST/JSON API: routes, request parsing and Google-shaped errors.
+//! Every handler parses into core types and calls `CloudTasks`; nothing here decides.
+
+pub mod proto_json;
+pub mod wire;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use tasklane_core::{Code, Status};
+
+use crate::service::CloudTasks;
+use proto_json::Obj;
+use wire::Render;
+
+/// Largest request body accepted: a 1 MB task body grows by a third in base64.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// An error answered in Google's JSON shape.
+#[derive(Debug)]
+pub struct ApiError(pub Status);
+
+impl From<Status> for ApiError {
+    fn from(s: Status) -> Self {
+        ApiError(s)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = self.0.code;
+        let http = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({ "error": { "code": code.http_status(), "message": self.0.message, "status": code.name() } });
+        (http, axum::Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Query parameters of a request, and the rendering they ask for.
+struct Params {
+    pairs: Vec<(String, String)>,
+    render: Render,
+}
+
+impl Params {
+    fn from(q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<Params, ApiError> {
+        let Query(pairs) = q.map_err(|e| Status::invalid_argument(format!("Invalid query string: {e}")))?;
+        let enums_as_int =
+            pairs.iter().any(|(k, v)| k == "$alt" && v.split(';').any(|p| p.trim() == "enum-encoding=int"));
+        Ok(Params { pairs, render: Render { enums_as_int } })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        let snake = tasklane_core::queue::snake_case_path(name);
+        self.pairs.iter().find(|(k, _)| k == name || *k == snake).map(|(_, v)| v.as_str())
+    }
+
+    fn i32(&self, name: &str) -> Result<i32, Status> {
+        match self.get(name) {
+            None | Some("") => Ok(0),
+            Some(v) => v.parse().map_err(|_| Status::invalid_argument(format!("Invalid value for {name}: \"{v}\""))),
+        }
+    }
+
+    fn update_mask(&self) -> Option<Vec<String>> {
+        self.get("updateMask")
+            .map(|m| m.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect())
+    }
+
+    fn json(&self, v: Value) -> Response {
+        axum::Json(v).into_response()
+    }
+}
+
+fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Status::invalid_argument(format!("Request payload size exceeds the limit: {MAX_REQUEST_BYTES} bytes."))
+        } else {
+            Status::invalid_argument(format!("Could not read the request body: {e}"))
+        }
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Default::default()));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError(Status::invalid_argument(format!("Invalid JSON payload received. {e}"))))
+}
+
+fn location(project: &str, location: &str) -> String {
+    format!("projects/{project}/locations/{location}")
+}
+
+/// Split `queue:verb` (custom methods are the last path segment's suffix).
+fn verb(segment: &str) -> (&str, Option<&str>) {
+    match segment.split_once(':') {
+        Some((name, verb)) => (name, Some(verb)),
+        None => (segment, None),
+    }
+}
+
+pub fn router(service: CloudTasks) -> Router {
+    let base = "/v2/projects/{project}/locations/{location}";
+    Router::new()
+        .route(&format!("{base}/queues"), get(list_queues).post(create_queue))
+        .route(
+            &format!("{base}/queues/{{queue}}"),
+            get(get_queue).patch(update_queue).delete(delete_queue).post(queue_verb),
+        )
+        .route(&format!("{base}/queues/{{queue}}/tasks"), get(list_tasks).post(create_task))
+        .route(&format!("{base}/queues/{{queue}}/tasks/{{task}}"), get(get_task).delete(delete_task).post(task_verb))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(service)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError(Status::new(Code::NotFound, format!("The requested URL {} was not found on this server.", uri.path())))
+}
+
+async fn list_queues(
+    State(s): State<CloudTasks>,
+    Path((project, loc)): Path<(String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    let (queues, next) = s
+        .list_queues(
+            &location(&project, &loc),
+            p.get("filter").unwrap_or(""),
+            p.i32("pageSize")?,
+            p.get("pageToken").unwrap_or(""),
+        )
+        .await?;
+    let mut out = serde_json::Map::new();
+    if !queues.is_empty() {
+        out.insert("queues".into(), queues.iter().map(|q| wire::queue_json(q, p.render)).collect());
+    }
+    if !next.is_empty() {
+        out.insert("nextPageToken".into(), json!(next));
+    }
+    Ok(p.json(Value::Object(out)))
+}
+
+async fn create_queue(
+    State(s): State<CloudTasks>,
+    Path((project, loc)): Path<(String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    let body = body_json(body)?;
+    let (name, spec) = wire::queue_spec("queue", Some(&body))?;
+    let queue = s.create_queue(&location(&project, &loc), &name, spec).await?;
+    Ok(p.json(wire::queue_json(&queue, p.render)))
+}
+
+async fn get_queue(
+    State(s): State<CloudTasks>,
+    Path((project, loc, queue)): Path<(String, String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    let queue = s.get_queue(&format!("{}/queues/{queue}", location(&project, &loc))).await?;
+    Ok(p.json(wire::queue_json(&queue, p.render)))
+}
+
+async fn update_queue(
+    State(s): State<CloudTasks>,
+    Path((project, loc, queue)): Path<(String, String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    let body = body_json(body)?;
+    let (body_name, spec) = wire::queue_spec("queue", Some(&body))?;
+    let name = format!("{}/queues/{queue}", location(&project, &loc));
+    if !body_name.is_empty() && body_name != name {
+        return Err(Status::invalid_argument(format!(
+            "queue.name \"{body_name}\" does not match the queue in the URL \"{name}\""
+        ))
+        .into());
+    }
+    let queue = s.update_queue(&name, spec, p.update_mask()).await?;
+    Ok(p.json(wire::queue_json(&queue, p.render)))
+}
+
+async fn delete_queue(
+    State(s): State<CloudTasks>,
+    Path((project, loc, queue)): Path<(String, String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    s.delete_queue(&format!("{}/queues/{queue}", location(&project, &loc))).await?;
+    Ok(p.json(json!({})))
+}
+
+async fn queue_verb(
+    State(s): State<CloudTasks>,
+    Path((project, loc, segment)): Path<(String, String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    let body = body_json(body)?;
+    let mut o = Obj::new("", Some(&body))?;
+    o.ignore("name");
+    o.finish()?;
+    let (queue, verb) = verb(&segment);
+    let name = format!("{}/queues/{queue}", location(&project, &loc));
+    let queue = match verb {
+        Some("pause") => s.pause_queue(&name).await?,
+        Some("resume") => s.resume_queue(&name).await?,
+        Some("purge") => s.purge_queue(&name).await?,
+        _ => {
+            return Err(Status::not_found(format!(
+                "Unknown method POST {name}{}; queues support :pause, :resume and :purge",
+                verb.map(|v| format!(":{v}")).unwrap_or_default()
+            ))
+            .into());
+        }
+    };
+    Ok(p.json(wire::queue_json(&queue, p.render)))
+}
+
+async fn list_tasks(
+    State(s): State<CloudTasks>,
+    Path((project, loc, queue)): Path<(String, String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    let view = wire::view_param(p.get("responseView"))?;
+    let parent = format!("{}/queues/{queue}", location(&project, &loc));
+    let (tasks, next) = s.list_tasks(&parent, p.i32("pageSize")?, p.get("pageToken").unwrap_or(""), view).await?;
+    let mut out = serde_json::Map::new();
+    if !tasks.is_empty() {
+        out.insert("tasks".into(), tasks.iter().map(|t| wire::task_json(t, view, p.render)).collect());
+    }
+    if !next.is_empty() {
+        out.insert("nextPageToken".into(), json!(next));
+    }
+    Ok(p.json(Value::Object(out)))
+}
+
+async fn create_task(
+    State(s): State<CloudTasks>,
+    Path((project, loc, queue)): Path<(String, String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    let body = body_json(body)?;
+    let mut req = Obj::new("", Some(&body))?;
+    let view = wire::response_view_field(&mut req)?;
+    req.ignore("parent");
+    let task_value = body.get("task");
+    req.ignore("task");
+    req.finish()?;
+    let spec = wire::task_spec("task", task_value)?;
+    let parent = format!("{}/queues/{queue}", location(&project, &loc));
+    let task = s.create_task(&parent, spec, view).await?;
+    Ok(p.json(wire::task_json(&task, view, p.render)))
+}
+
+async fn get_task(
+    State(s): State<CloudTasks>,
+    Path((project, loc, queue, task)): Path<(String, String, String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    let view = wire::view_param(p.get("responseView"))?;
+    let name = format!("{}/queues/{queue}/tasks/{task}", location(&project, &loc));
+    let task = s.get_task(&name, view).await?;
+    Ok(p.json(wire::task_json(&task, view, p.render)))
+}
+
+async fn delete_task(
+    State(s): State<CloudTasks>,
+    Path((project, loc, queue, task)): Path<(String, String, String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    s.delete_task(&format!("{}/queues/{queue}/tasks/{task}", location(&project, &loc))).await?;
+    Ok(p.json(json!({})))
+}
+
+async fn task_verb(
+    State(s): State<CloudTasks>,
+    Path((project, loc, queue, segment)): Path<(String, String, String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    let body = body_json(body)?;
+    let (task, verb) = verb(&segment);
+    let name = format!("{}/queues/{queue}/tasks/{task}", location(&project, &loc));
+    if verb != Some("run") {
+        return Err(Status::not_found(format!("Unknown method POST {segment}; tasks support :run")).into());
+    }
+    let mut o = Obj::new("", Some(&body))?;
+    let view = wire::response_view_field(&mut o)?;
+    o.ignore("name");
+    o.finish()?;
+    let task = s.run_task(&name, view).await?;
+    Ok(p.json(wire::task_json(&task, view, p.render)))
+}

@@ -1,0 +1,273 @@
+//! Cloud Tasks v2 messages in JSON: requests read into core specs, core types rendered
+//! with the field names and value formats of the real API.
+
+use serde_json::{Map, Value, json};
+use tasklane_core::queue::{QueueSpec, RateSpec};
+use tasklane_core::retry::RetrySpec;
+use tasklane_core::task::{Attempt, AuthToken, TaskSpec};
+use tasklane_core::{HttpMethod, Queue, QueueState, Status, Task, TaskView};
+
+use super::proto_json::{Obj, encode_base64, format_duration_micros, format_timestamp};
+
+const QUEUE_STATES: [(&str, i32); 4] = [("STATE_UNSPECIFIED", 0), ("RUNNING", 1), ("PAUSED", 2), ("DISABLED", 3)];
+const VIEWS: [(&str, i32); 3] = [("VIEW_UNSPECIFIED", 0), ("BASIC", 1), ("FULL", 2)];
+const METHODS: [(&str, i32); 8] = [
+    ("HTTP_METHOD_UNSPECIFIED", 0),
+    ("POST", 1),
+    ("GET", 2),
+    ("HEAD", 3),
+    ("PUT", 4),
+    ("DELETE", 5),
+    ("PATCH", 6),
+    ("OPTIONS", 7),
+];
+
+/// How enums are written back: by name, or by number when the client asked for
+/// `$alt=json;enum-encoding=int` (the official REST transports do).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Render {
+    pub enums_as_int: bool,
+}
+
+impl Render {
+    fn enumeration(self, names: &[(&str, i32)], n: i32) -> Value {
+        if self.enums_as_int {
+            return Value::from(n);
+        }
+        Value::from(names.iter().find(|(_, v)| *v == n).map_or("", |(s, _)| *s))
+    }
+}
+
+pub fn view_from(n: Option<i32>) -> TaskView {
+    if n == Some(2) { TaskView::Full } else { TaskView::Basic }
+}
+
+/// A `responseView` query parameter, by name or number.
+pub fn view_param(value: Option<&str>) -> Result<TaskView, Status> {
+    match value {
+        None | Some("") => Ok(TaskView::Basic),
+        Some(v) => {
+            let n = VIEWS.iter().find(|(name, num)| *name == v || num.to_string() == v).map(|(_, n)| *n);
+            n.map(|n| view_from(Some(n))).ok_or_else(|| {
+                Status::invalid_argument(format!("Invalid value for response_view: \"{v}\"; use BASIC or FULL"))
+            })
+        }
+    }
+}
+
+/// Read a `Queue` message; returns its name (possibly empty) and settable fields.
+pub fn queue_spec(path: &str, value: Option<&Value>) -> Result<(String, QueueSpec), Status> {
+    let mut q = Obj::new(path, value)?;
+    let name = q.string("name")?.unwrap_or_default();
+    let mut spec = QueueSpec::default();
+    if let Some(mut r) = q.object("rateLimits")? {
+        spec.rate = RateSpec {
+            max_dispatches_per_second: r.f64("maxDispatchesPerSecond")?.unwrap_or(0.0),
+            max_concurrent_dispatches: r.i32("maxConcurrentDispatches")?.unwrap_or(0),
+        };
+        r.ignore("maxBurstSize"); // output only: derived from the rate
+        r.finish()?;
+    }
+    if let Some(mut r) = q.object("retryConfig")? {
+        spec.retry = RetrySpec {
+            max_attempts: r.i32("maxAttempts")?.unwrap_or(0),
+            max_retry_duration_micros: r.duration_micros("maxRetryDuration")?.unwrap_or(0),
+            min_backoff_micros: r.duration_micros("minBackoff")?.unwrap_or(0),
+            max_backoff_micros: r.duration_micros("maxBackoff")?.unwrap_or(0),
+            max_doublings: r.i32("maxDoublings")?.unwrap_or(0),
+        };
+        r.finish()?;
+    }
+    if let Some(mut l) = q.object("stackdriverLoggingConfig")? {
+        spec.logging_sampling_ratio = l.f64("samplingRatio")?.unwrap_or(0.0);
+        l.finish()?;
+    }
+    if q.object("httpTarget")?.is_some() {
+        return Err(Status::new(
+            tasklane_core::Code::Unimplemented,
+            "Queue-level http_target is not supported by this tasklane version; set the target on each task",
+        ));
+    }
+    // Output-only fields are accepted and ignored, as the real service does.
+    q.ignore("state");
+    q.ignore("purgeTime");
+    q.ignore("appEngineRoutingOverride");
+    q.finish()?;
+    Ok((name, spec))
+}
+
+/// Read a `Task` message.
+pub fn task_spec(path: &str, value: Option<&Value>) -> Result<TaskSpec, Status> {
+    let mut t = Obj::new(path, value)?;
+    if !t.is_present() {
+        return Err(Status::invalid_argument("task is required"));
+    }
+    let mut spec = TaskSpec { name: t.string("name")?, ..TaskSpec::default() };
+    if t.object("appEngineHttpRequest")?.is_some() {
+        return Err(Status::invalid_argument(
+            "App Engine tasks are not supported by tasklane; use http_request with the worker's URL",
+        ));
+    }
+    let Some(mut r) = t.object("httpRequest")? else {
+        return Err(Status::invalid_argument("task.http_request is required"));
+    };
+    spec.url = r.string("url")?.unwrap_or_default();
+    spec.method = match r.enumeration("httpMethod", "google.cloud.tasks.v2.HttpMethod", &METHODS)? {
+        None | Some(0) => None,
+        Some(n) => HttpMethod::from_i32(n),
+    };
+    spec.headers = r.string_map("headers")?;
+    spec.body = r.bytes("body")?.unwrap_or_default();
+    let oidc = r.object("oidcToken")?;
+    let oauth = r.object("oauthToken")?;
+    spec.auth = match (oidc, oauth) {
+        (Some(_), Some(_)) => {
+            return Err(Status::invalid_argument("http_request may have an oidc_token or an oauth_token, not both"));
+        }
+        (Some(mut o), None) => {
+            let token = AuthToken::Oidc {
+                service_account_email: o.string("serviceAccountEmail")?.unwrap_or_default(),
+                audience: o.string("audience")?.unwrap_or_default(),
+            };
+            o.finish()?;
+            Some(token)
+        }
+        (None, Some(mut o)) => {
+            let token = AuthToken::OAuth {
+                service_account_email: o.string("serviceAccountEmail")?.unwrap_or_default(),
+                scope: o.string("scope")?.unwrap_or_default(),
+            };
+            o.finish()?;
+            Some(token)
+        }
+        (None, None) => None,
+    };
+    r.finish()?;
+    spec.schedule_time = t.timestamp("scheduleTime")?;
+    spec.dispatch_deadline_micros = t.duration_micros("dispatchDeadline")?;
+    for output_only in ["createTime", "dispatchCount", "responseCount", "firstAttempt", "lastAttempt", "view"] {
+        t.ignore(output_only);
+    }
+    t.finish()?;
+    Ok(spec)
+}
+
+/// Read the `responseView` field of a request body.
+pub fn response_view_field(o: &mut Obj<'_>) -> Result<TaskView, Status> {
+    Ok(view_from(o.enumeration("responseView", "google.cloud.tasks.v2.Task.View", &VIEWS)?))
+}
+
+pub fn queue_json(q: &Queue, render: Render) -> Value {
+    let r = &q.rate_limits;
+    let c = &q.retry_config;
+    let mut retry = Map::new();
+    retry.insert("maxAttempts".into(), json!(c.max_attempts));
+    if let Some(d) = c.max_retry_duration {
+        retry
+            .insert("maxRetryDuration".into(), json!(format_duration_micros(tasklane_core::clock::duration_micros(d))));
+    }
+    retry.insert(
+        "minBackoff".into(),
+        json!(format_duration_micros(tasklane_core::clock::duration_micros(c.min_backoff))),
+    );
+    retry.insert(
+        "maxBackoff".into(),
+        json!(format_duration_micros(tasklane_core::clock::duration_micros(c.max_backoff))),
+    );
+    retry.insert("maxDoublings".into(), json!(c.max_doublings));
+    let state = match q.state {
+        QueueState::Running => 1,
+        QueueState::Paused => 2,
+        QueueState::Disabled => 3,
+    };
+    let mut out = Map::new();
+    out.insert("name".into(), json!(q.name.to_string()));
+    out.insert(
+        "rateLimits".into(),
+        json!({
+            "maxDispatchesPerSecond": r.max_dispatches_per_second,
+            "maxBurstSize": r.max_burst_size,
+            "maxConcurrentDispatches": r.max_concurrent_dispatches,
+        }),
+    );
+    out.insert("retryConfig".into(), Value::Object(retry));
+    out.insert("state".into(), render.enumeration(&QUEUE_STATES, state));
+    if let Some(t) = q.purge_time {
+        out.insert("purgeTime".into(), json!(format_timestamp(t)));
+    }
+    if q.logging_sampling_ratio > 0.0 {
+        out.insert("stackdriverLoggingConfig".into(), json!({ "samplingRatio": q.logging_sampling_ratio }));
+    }
+    Value::Object(out)
+}
+
+fn attempt_json(a: &Attempt) -> Value {
+    let mut out = Map::new();
+    if let Some(t) = a.schedule_time {
+        out.insert("scheduleTime".into(), json!(format_timestamp(t)));
+    }
+    if let Some(t) = a.dispatch_time {
+        out.insert("dispatchTime".into(), json!(format_timestamp(t)));
+    }
+    if let Some(t) = a.response_time {
+        out.insert("responseTime".into(), json!(format_timestamp(t)));
+    }
+    if let Some(s) = &a.response_status {
+        let mut status = Map::new();
+        if s.code as i32 != 0 {
+            status.insert("code".into(), json!(s.code as i32));
+        }
+        if !s.message.is_empty() {
+            status.insert("message".into(), json!(s.message));
+        }
+        out.insert("responseStatus".into(), Value::Object(status));
+    }
+    Value::Object(out)
+}
+
+pub fn task_json(t: &Task, view: TaskView, render: Render) -> Value {
+    let r = &t.http_request;
+    let mut req = Map::new();
+    req.insert("url".into(), json!(r.url));
+    req.insert("httpMethod".into(), render.enumeration(&METHODS, r.method as i32));
+    if !r.headers.is_empty() {
+        let headers: Map<String, Value> = r.headers.iter().map(|(n, v)| (n.clone(), json!(v))).collect();
+        req.insert("headers".into(), Value::Object(headers));
+    }
+    if view == TaskView::Full && !r.body.is_empty() {
+        req.insert("body".into(), json!(encode_base64(&r.body)));
+    }
+    match &r.auth {
+        Some(AuthToken::Oidc { service_account_email, audience }) => {
+            req.insert("oidcToken".into(), json!({"serviceAccountEmail": service_account_email, "audience": audience}));
+        }
+        Some(AuthToken::OAuth { service_account_email, scope }) => {
+            req.insert("oauthToken".into(), json!({"serviceAccountEmail": service_account_email, "scope": scope}));
+        }
+        None => {}
+    }
+    let mut out = Map::new();
+    out.insert("name".into(), json!(t.name.to_string()));
+    out.insert("httpRequest".into(), Value::Object(req));
+    out.insert("scheduleTime".into(), json!(format_timestamp(t.schedule_time)));
+    out.insert("createTime".into(), json!(format_timestamp(t.create_time)));
+    out.insert(
+        "dispatchDeadline".into(),
+        json!(format_duration_micros(tasklane_core::clock::duration_micros(t.dispatch_deadline))),
+    );
+    if t.dispatch_count != 0 {
+        out.insert("dispatchCount".into(), json!(t.dispatch_count));
+    }
+    if t.response_count != 0 {
+        out.insert("responseCount".into(), json!(t.response_count));
+    }
+    if let Some(a) = &t.first_attempt {
+        out.insert("firstAttempt".into(), attempt_json(a));
+    }
+    if let Some(a) = &t.last_attempt {
+        out.insert("lastAttempt".into(), attempt_json(a));
+    }
+    let view_n = if view == TaskView::Full { 2 } else { 1 };
+    out.insert("view".into(), render.enumeration(&VIEWS, view_n));
+    Value::Object(out)
+}

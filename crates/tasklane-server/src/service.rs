@@ -1,0 +1,281 @@
+//! The Cloud Tasks operations, independent of transport: REST (and later gRPC) parse
+//! their input into core types, call these methods, and render the result. One code
+//! path per operation means the transports cannot disagree on a result or an error.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tasklane_core::queue::QueueSpec;
+use tasklane_core::task::TaskSpec;
+use tasklane_core::{Clock, LocationName, Queue, QueueName, QueueState, Status, Task, TaskName, TaskView, Timestamp};
+use tasklane_store::{
+    QueueCreate, QueueDelete, QueueList, QueuePurge, QueueSettingsPut, QueueStateSet, Store, StoreError,
+    TaskClaimByName, TaskCreate, TaskDelete, TaskList, TaskLookup,
+};
+
+use crate::dispatch::Dispatcher;
+use crate::page_token;
+
+pub const DEFAULT_PAGE_SIZE: usize = 1000;
+pub const MAX_QUEUE_PAGE_SIZE: usize = 9800;
+pub const MAX_TASK_PAGE_SIZE: usize = 1000;
+
+const NOT_FOUND: &str = "Requested entity was not found.";
+const TASK_EXISTS: &str = "Requested entity already exists";
+const TASK_TOO_RECENT: &str = "The task cannot be created because a task with this name existed too recently.";
+const TASK_GONE: &str = "The task no longer exists, though a task with this name existed recently. \
+                         The task either successfully completed or was deleted.";
+
+/// The Cloud Tasks v2 service over a store and a dispatcher.
+#[derive(Clone)]
+pub struct CloudTasks {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    dispatcher: Dispatcher,
+    tombstone_window: Duration,
+    id_counter: Arc<AtomicU64>,
+}
+
+/// Map a store failure to what the caller sees.
+pub fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::QueueNotFound => Status::not_found(NOT_FOUND),
+        StoreError::QueueAlreadyExists => Status::already_exists("Queue already exists."),
+        StoreError::TaskNotFound => Status::not_found(NOT_FOUND),
+        StoreError::TaskTombstoned => Status::not_found(TASK_GONE),
+        StoreError::TaskAlreadyExists => Status::already_exists(TASK_EXISTS),
+        StoreError::Unavailable(m) => Status::unavailable(format!("The service is currently unavailable: {m}")),
+        StoreError::Backend(m) => {
+            tracing::error!(error = %m, "store failure");
+            Status::internal("Internal error encountered.")
+        }
+    }
+}
+
+fn page_size(requested: i32, max: usize) -> Result<usize, Status> {
+    match requested {
+        n if n < 0 => Err(Status::invalid_argument("page_size must not be negative")),
+        0 => Ok(DEFAULT_PAGE_SIZE.min(max)),
+        n => Ok((n as usize).min(max)),
+    }
+}
+
+impl CloudTasks {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        dispatcher: Dispatcher,
+        tombstone_window: Duration,
+    ) -> Self {
+        CloudTasks { store, clock, dispatcher, tombstone_window, id_counter: Arc::new(AtomicU64::new(0)) }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// A numeric task id like the real service generates: random 64 bits, never repeated in this process.
+    fn generate_task_id(&self) -> String {
+        let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(n);
+        h.write_i64(self.clock.now().0);
+        format!("{}", h.finish() >> 1)
+    }
+
+    async fn queue_required(&self, name: &QueueName) -> Result<Queue, Status> {
+        self.store.queue_get(name).await.map_err(store_status)?.ok_or_else(|| Status::not_found(NOT_FOUND))
+    }
+
+    pub async fn create_queue(&self, parent: &str, name: &str, spec: QueueSpec) -> Result<Queue, Status> {
+        let parent = LocationName::parse(parent)?;
+        if name.is_empty() {
+            return Err(Status::invalid_argument("queue.name is required"));
+        }
+        let queue_name = QueueName::parse(name)?;
+        if queue_name.parent != parent {
+            return Err(Status::invalid_argument(format!(
+                "The queue name \"{name}\" is not in the parent location \"{parent}\""
+            )));
+        }
+        let queue = spec.resolve(queue_name, QueueState::Running, None)?;
+        let queue = self.store.queue_create(QueueCreate { queue, now: self.now() }).await.map_err(store_status)?;
+        self.dispatcher.queue_changed(queue.clone());
+        Ok(queue)
+    }
+
+    pub async fn get_queue(&self, name: &str) -> Result<Queue, Status> {
+        self.queue_required(&QueueName::parse(name)?).await
+    }
+
+    pub async fn list_queues(
+        &self,
+        parent: &str,
+        filter: &str,
+        requested_page_size: i32,
+        page_token: &str,
+    ) -> Result<(Vec<Queue>, String), Status> {
+        let parent = LocationName::parse(parent)?;
+        let filter = tasklane_core::queue::QueueFilter::parse(filter)?;
+        let limit = page_size(requested_page_size, MAX_QUEUE_PAGE_SIZE)?;
+        let mut after = match page_token {
+            "" => None,
+            t => Some(QueueName::parse(&page_token::decode(t)?).map_err(|_| page_token::invalid())?),
+        };
+        let mut out = Vec::new();
+        // Filtering happens after the read, so keep reading until the page is full.
+        loop {
+            let batch = self
+                .store
+                .queue_list(QueueList { parent: Some(parent.clone()), after: after.clone(), limit: limit + 1 })
+                .await
+                .map_err(store_status)?;
+            let exhausted = batch.len() <= limit;
+            for q in batch {
+                after = Some(q.name.clone());
+                if filter.matches(&q) {
+                    out.push(q);
+                    if out.len() > limit {
+                        break;
+                    }
+                }
+            }
+            if out.len() > limit || exhausted {
+                break;
+            }
+        }
+        let next = if out.len() > limit {
+            out.truncate(limit);
+            out.last().map(|q| page_token::encode(&q.name.to_string())).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((out, next))
+    }
+
+    /// `UpdateQueue`: an upsert; `mask` of `None` replaces every settable field.
+    pub async fn update_queue(&self, name: &str, patch: QueueSpec, mask: Option<Vec<String>>) -> Result<Queue, Status> {
+        if name.is_empty() {
+            return Err(Status::invalid_argument("queue.name is required"));
+        }
+        let queue_name = QueueName::parse(name)?;
+        let existing = self.store.queue_get(&queue_name).await.map_err(store_status)?;
+        let base = existing.as_ref().map(QueueSpec::of).unwrap_or_default();
+        let merged = QueueSpec::apply_mask(base, patch, mask.as_deref())?;
+        let (state, purge_time) = existing.map_or((QueueState::Running, None), |q| (q.state, q.purge_time));
+        let queue = merged.resolve(queue_name, state, purge_time)?;
+        let queue = self
+            .store
+            .queue_settings_put(QueueSettingsPut { queue, create_if_missing: true, now: self.now() })
+            .await
+            .map_err(store_status)?;
+        self.dispatcher.queue_changed(queue.clone());
+        Ok(queue)
+    }
+
+    pub async fn delete_queue(&self, name: &str) -> Result<(), Status> {
+        let name = QueueName::parse(name)?;
+        self.store.queue_delete(QueueDelete { name: name.clone(), now: self.now() }).await.map_err(store_status)?;
+        self.dispatcher.queue_removed(&name);
+        Ok(())
+    }
+
+    async fn set_state(&self, name: &str, state: QueueState) -> Result<Queue, Status> {
+        let name = QueueName::parse(name)?;
+        let queue =
+            self.store.queue_state_set(QueueStateSet { name, state, now: self.now() }).await.map_err(store_status)?;
+        self.dispatcher.queue_changed(queue.clone());
+        Ok(queue)
+    }
+
+    pub async fn pause_queue(&self, name: &str) -> Result<Queue, Status> {
+        self.set_state(name, QueueState::Paused).await
+    }
+
+    pub async fn resume_queue(&self, name: &str) -> Result<Queue, Status> {
+        self.set_state(name, QueueState::Running).await
+    }
+
+    pub async fn purge_queue(&self, name: &str) -> Result<Queue, Status> {
+        let name = QueueName::parse(name)?;
+        let now = self.now();
+        let queue = self
+            .store
+            .queue_purge(QueuePurge { name, tombstone_until: now.saturating_add(self.tombstone_window), now })
+            .await
+            .map_err(store_status)?;
+        Ok(queue)
+    }
+
+    pub async fn create_task(&self, parent: &str, spec: TaskSpec, view: TaskView) -> Result<Task, Status> {
+        let queue_name = QueueName::parse(parent)?;
+        let now = self.now();
+        let task = spec.validate(&queue_name, now, || self.generate_task_id())?;
+        let task = self.store.task_create(TaskCreate { task, now }).await.map_err(|e| match e {
+            StoreError::QueueNotFound => Status::failed_precondition("Queue does not exist."),
+            StoreError::TaskTombstoned => Status::already_exists(TASK_TOO_RECENT),
+            other => store_status(other),
+        })?;
+        self.dispatcher.task_created(&queue_name, task.schedule_time);
+        Ok(task.with_view(view))
+    }
+
+    pub async fn get_task(&self, name: &str, view: TaskView) -> Result<Task, Status> {
+        let name = TaskName::parse(name)?;
+        match self.store.task_get(&name, self.now()).await.map_err(store_status)? {
+            TaskLookup::Found(task) => Ok(task.with_view(view)),
+            TaskLookup::Tombstoned => Err(Status::not_found(TASK_GONE)),
+            TaskLookup::Missing => Err(Status::not_found(NOT_FOUND)),
+        }
+    }
+
+    pub async fn list_tasks(
+        &self,
+        parent: &str,
+        requested_page_size: i32,
+        page_token: &str,
+        view: TaskView,
+    ) -> Result<(Vec<Task>, String), Status> {
+        let queue = QueueName::parse(parent)?;
+        self.queue_required(&queue).await?;
+        let limit = page_size(requested_page_size, MAX_TASK_PAGE_SIZE)?;
+        let after = match page_token {
+            "" => None,
+            t => Some(page_token::decode(t)?),
+        };
+        let mut tasks =
+            self.store.task_list(TaskList { queue, after, limit: limit + 1 }).await.map_err(store_status)?;
+        let next = if tasks.len() > limit {
+            tasks.truncate(limit);
+            tasks.last().map(|t| page_token::encode(&t.name.task)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((tasks.into_iter().map(|t| t.with_view(view)).collect(), next))
+    }
+
+    pub async fn delete_task(&self, name: &str) -> Result<(), Status> {
+        let name = TaskName::parse(name)?;
+        let now = self.now();
+        self.store
+            .task_delete(TaskDelete { name, tombstone_until: now.saturating_add(self.tombstone_window), now })
+            .await
+            .map_err(store_status)
+    }
+
+    /// `RunTask`: dispatch now, even when the queue is paused or at its limits.
+    pub async fn run_task(&self, name: &str, view: TaskView) -> Result<Task, Status> {
+        let name = TaskName::parse(name)?;
+        let queue = self.queue_required(&name.queue).await?;
+        let claimed = self
+            .store
+            .task_claim_by_name(TaskClaimByName { name, grace: self.dispatcher.lease_grace(), now: self.now() })
+            .await
+            .map_err(store_status)?;
+        let task = claimed.task.clone();
+        self.dispatcher.run_now(queue, claimed);
+        Ok(task.with_view(view))
+    }
+}

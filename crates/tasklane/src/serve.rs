@@ -1,0 +1,82 @@
+//! `tasklane serve`: flags and environment into a `ServerConfig`, logs, signals.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use tasklane_server::{Server, ServerConfig};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TASKLANE_LISTEN", default_value = "127.0.0.1:8790")]
+    listen: SocketAddr,
+    /// Directory of the embedded store.
+    #[arg(long, env = "TASKLANE_DATA_DIR", default_value = ".tasklane")]
+    data_dir: PathBuf,
+    /// Log filter, for example `info` or `tasklane_server=debug`.
+    #[arg(long, env = "TASKLANE_LOG", default_value = "info")]
+    log_level: String,
+    #[arg(long, env = "TASKLANE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// How long a finished or deleted task's name stays reserved, for example `1h`.
+    #[arg(long, env = "TASKLANE_TOMBSTONE_WINDOW", default_value = "1h", value_parser = crate::client::parse_cli_duration)]
+    tombstone_window: std::time::Duration,
+    /// How long shutdown waits for deliveries in flight.
+    #[arg(long, env = "TASKLANE_SHUTDOWN_GRACE", default_value = "10s", value_parser = crate::client::parse_cli_duration)]
+    shutdown_grace: std::time::Duration,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("invalid --log-level {:?}", args.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    let config = ServerConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        tombstone_window: args.tombstone_window,
+        shutdown_grace: args.shutdown_grace,
+        ..ServerConfig::default()
+    };
+    let server = Server::start(config).await.context("start tasklane")?;
+    // Tests and scripts read this line to learn the port when listening on port 0.
+    println!("tasklane listening on http://{}", server.local_addr);
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
