@@ -1,0 +1,384 @@
+//! End-to-end tests: the real binary on a free port, pushing to a local worker.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step should stop the test
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{PROJECT_LOCATION, TasklaneProcess, Worker, eventually};
+
+fn task_name(queue: &str, id: &str) -> String {
+    format!("{PROJECT_LOCATION}/queues/{queue}/tasks/{id}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivers_a_task_with_cloud_tasks_headers_and_body() {
+    let server = TasklaneProcess::start();
+    let worker = Worker::ok().await;
+    let api = server.api();
+    api.create_queue("deliver", json!({})).await;
+    let created = api
+        .create_task(
+            "deliver",
+            json!({
+                "name": task_name("deliver", "job-1"),
+                "httpRequest": {
+                    "url": worker.url("/hooks/render?x=1"),
+                    "httpMethod": "PUT",
+                    "headers": {"Content-Type": "application/json", "X-Custom": "yes", "Host": "evil.example", "User-Agent": "me"},
+                    "body": "eyJoZWxsbyI6IndvcmxkIn0="
+                }
+            }),
+        )
+        .await;
+    assert_eq!(created["name"], task_name("deliver", "job-1"));
+    assert_eq!(created["view"], "BASIC");
+    assert!(created["httpRequest"].get("body").is_none(), "BASIC view has no body: {created}");
+
+    let got = worker.wait_for(1, Duration::from_secs(10)).await;
+    let r = &got[0];
+    assert_eq!(r.path, "/hooks/render");
+    assert_eq!(&r.body[..], br#"{"hello":"world"}"#);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("x-custom"), Some("yes"));
+    assert_eq!(r.header("user-agent"), Some("Google-Cloud-Tasks"));
+    assert_ne!(r.header("host"), Some("evil.example"));
+    assert_eq!(r.header("x-cloudtasks-queuename"), Some("deliver"));
+    assert_eq!(r.header("x-cloudtasks-taskname"), Some("job-1"));
+    assert_eq!(r.header("x-cloudtasks-taskretrycount"), Some("0"));
+    assert_eq!(r.header("x-cloudtasks-taskexecutioncount"), Some("0"));
+    let eta: f64 = r.header("x-cloudtasks-tasketa").unwrap().parse().unwrap();
+    assert!(eta > 1.7e9, "eta {eta}");
+    assert_eq!(r.header("x-cloudtasks-taskpreviousresponse"), None);
+
+    // Delivered tasks leave the queue, and their name stays reserved.
+    eventually("the task to finish", Duration::from_secs(5), || async { api.task_count("deliver").await == 0 }).await;
+    let (status, err) = api
+        .call(
+            Method::POST,
+            &format!("{PROJECT_LOCATION}/queues/deliver/tasks"),
+            Some(json!({"task": {"name": task_name("deliver", "job-1"), "httpRequest": {"url": worker.url("/")}}})),
+        )
+        .await;
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["error"]["status"], "ALREADY_EXISTS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_worker_sees_retry_headers_and_backoff_gaps() {
+    let server = TasklaneProcess::start();
+    // 500, then 404, then 200.
+    let worker = Worker::start(Arc::new(|_, i| match i {
+        0 => (500, Duration::ZERO),
+        1 => (404, Duration::ZERO),
+        _ => (200, Duration::ZERO),
+    }))
+    .await;
+    let api = server.api();
+    api.create_queue("retry", json!({"retryConfig": {"minBackoff": "1s", "maxBackoff": "10s", "maxDoublings": 2}}))
+        .await;
+    api.create_task("retry", json!({"name": task_name("retry", "t"), "httpRequest": {"url": worker.url("/w")}})).await;
+
+    let got = worker.wait_for(3, Duration::from_secs(15)).await;
+    assert_eq!(got[1].header("x-cloudtasks-taskretrycount"), Some("1"));
+    assert_eq!(got[1].header("x-cloudtasks-taskpreviousresponse"), Some("500"));
+    assert_eq!(got[1].header("x-cloudtasks-taskretryreason"), Some(""));
+    assert_eq!(got[1].header("x-cloudtasks-taskexecutioncount"), Some("0"), "a 5xx is not an execution");
+    assert_eq!(got[2].header("x-cloudtasks-taskretrycount"), Some("2"));
+    assert_eq!(got[2].header("x-cloudtasks-taskpreviousresponse"), Some("404"));
+    assert_eq!(got[2].header("x-cloudtasks-taskexecutioncount"), Some("1"));
+    // Backoff: 1 s after the first failure, 2 s after the second.
+    let gap1 = got[1].at - got[0].at;
+    let gap2 = got[2].at - got[1].at;
+    assert!(gap1 >= Duration::from_millis(950) && gap1 < Duration::from_millis(2500), "first gap {gap1:?}");
+    assert!(gap2 >= Duration::from_millis(1950) && gap2 < Duration::from_millis(3500), "second gap {gap2:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_are_recorded_and_a_task_gives_up_after_max_attempts() {
+    let server = TasklaneProcess::start();
+    let worker = Worker::start(Arc::new(|_, _| (503, Duration::ZERO))).await;
+    let api = server.api();
+    api.create_queue("giveup", json!({"retryConfig": {"maxAttempts": 2, "minBackoff": "0.2s"}})).await;
+    api.create_task("giveup", json!({"name": task_name("giveup", "t"), "httpRequest": {"url": worker.url("/")}})).await;
+    worker.wait_for(2, Duration::from_secs(10)).await;
+    eventually("the task to give up", Duration::from_secs(5), || async { api.task_count("giveup").await == 0 }).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(worker.received().len(), 2, "no attempt after max_attempts");
+    let (status, err) = api.call(Method::GET, &task_name("giveup", "t"), None).await;
+    assert_eq!(status, 404);
+    assert!(err["error"]["message"].as_str().unwrap().contains("existed recently"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stops_delivery_and_resume_restarts_it() {
+    let server = TasklaneProcess::start();
+    let worker = Worker::ok().await;
+    let api = server.api();
+    api.create_queue("pausing", json!({})).await;
+    let paused = api.queue_verb("pausing", "pause").await;
+    assert_eq!(paused["state"], "PAUSED");
+    for i in 0..5 {
+        api.create_task("pausing", json!({"httpRequest": {"url": worker.url(&format!("/{i}"))}})).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(worker.received().is_empty(), "a paused queue dispatches nothing");
+    assert_eq!(api.task_count("pausing").await, 5);
+
+    // RunTask dispatches even while paused.
+    let listed = api.ok(Method::GET, &format!("{PROJECT_LOCATION}/queues/pausing/tasks"), None).await;
+    let first = listed["tasks"][0]["name"].as_str().unwrap().to_string();
+    let ran = api.ok(Method::POST, &format!("{first}:run"), Some(json!({}))).await;
+    assert_eq!(ran["dispatchCount"], 1);
+    worker.wait_for(1, Duration::from_secs(5)).await;
+
+    let resumed = api.queue_verb("pausing", "resume").await;
+    assert_eq!(resumed["state"], "RUNNING");
+    worker.wait_for(5, Duration::from_secs(10)).await;
+    eventually("all tasks to finish", Duration::from_secs(5), || async { api.task_count("pausing").await == 0 }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_spreads_sixty_tasks_over_about_six_seconds() {
+    let server = TasklaneProcess::start();
+    let worker = Worker::ok().await;
+    let api = server.api();
+    api.create_queue("rated", json!({"rateLimits": {"maxDispatchesPerSecond": 10}})).await;
+    api.queue_verb("rated", "pause").await;
+    for i in 0..60 {
+        api.create_task("rated", json!({"httpRequest": {"url": worker.url(&format!("/{i}"))}})).await;
+    }
+    let start = Instant::now();
+    api.queue_verb("rated", "resume").await;
+    let got = worker.wait_for(60, Duration::from_secs(20)).await;
+    let span = got[59].at.duration_since(start);
+    // A burst of 10, then 50 more at 10 per second: about 5 s; generous band.
+    assert!(span >= Duration::from_secs(4) && span <= Duration::from_secs(9), "60 tasks took {span:?}");
+    // In no one-second window are there more than burst + rate deliveries.
+    let times: Vec<Instant> = got.iter().map(|r| r.at).collect();
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..].iter().take_while(|u| u.duration_since(*t) < Duration::from_secs(1)).count();
+        assert!(in_window <= 21, "{in_window} deliveries within one second");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_dispatches_caps_tasks_in_flight() {
+    let server = TasklaneProcess::start();
+    let worker = Worker::start(Arc::new(|_, _| (200, Duration::from_millis(150)))).await;
+    let api = server.api();
+    api.create_queue("narrow", json!({"rateLimits": {"maxConcurrentDispatches": 2}})).await;
+    for i in 0..12 {
+        api.create_task("narrow", json!({"httpRequest": {"url": worker.url(&format!("/{i}"))}})).await;
+    }
+    worker.wait_for(12, Duration::from_secs(15)).await;
+    assert_eq!(worker.max_in_flight(), 2, "never more than 2 in flight, and the limit is used");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_task_scheduled_or_in_flight() {
+    let server = TasklaneProcess::start();
+    let answered: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::new()));
+    let seen = answered.clone();
+    // In-flight tasks hang on their first attempt so the kill lands mid-delivery.
+    let worker = Worker::start(Arc::new(move |r, _| {
+        let id = r.header("x-cloudtasks-taskname").unwrap_or("").to_string();
+        let first = r.header("x-cloudtasks-taskretrycount") == Some("0");
+        if id.starts_with("slow") && first {
+            return (200, Duration::from_secs(30));
+        }
+        seen.lock().unwrap().insert(id);
+        (200, Duration::ZERO)
+    }))
+    .await;
+    let api = server.api();
+    api.create_queue("durable", json!({})).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let id = format!("slow{i}");
+        api.create_task("durable", json!({"name": task_name("durable", &id), "httpRequest": {"url": worker.url("/")}}))
+            .await;
+        ids.push(id);
+    }
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(3);
+    let soon = soon.format(&time::format_description::well_known::Rfc3339).unwrap();
+    for i in 0..20 {
+        let id = format!("later{i}");
+        api.create_task(
+            "durable",
+            json!({"name": task_name("durable", &id), "scheduleTime": soon, "httpRequest": {"url": worker.url("/")}}),
+        )
+        .await;
+        ids.push(id);
+    }
+    worker.wait_for(5, Duration::from_secs(10)).await; // the slow ones are in flight
+    let data_dir = server.kill_hard();
+
+    let restarted = TasklaneProcess::start_in(data_dir.clone());
+    let api = restarted.api();
+    let want: HashSet<String> = ids.into_iter().collect();
+    eventually("every task to be delivered after the restart", Duration::from_secs(20), || {
+        let answered = answered.clone();
+        let want = want.clone();
+        async move { want.is_subset(&answered.lock().unwrap()) }
+    })
+    .await;
+    eventually("the queue to drain", Duration::from_secs(5), || async { api.task_count("durable").await == 0 }).await;
+    drop(restarted);
+    let _ = std::fs::remove_dir_all(data_dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_workers_cost_one_attempt_each() {
+    let server = TasklaneProcess::start();
+    let api = server.api();
+    // A listener that resets every connection, and a worker that redirects forever.
+    let reset = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let reset_addr = reset.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in reset.incoming().flatten().take(50) {
+            drop(stream);
+        }
+    });
+    let garbage = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let garbage_addr = garbage.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in garbage.incoming().flatten().take(50) {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"this is not HTTP\r\n\r\n");
+        }
+    });
+    let looping = Worker::start(Arc::new(|_, _| (200, Duration::ZERO))).await;
+    let redirect_app = axum::Router::new().fallback(|uri: axum::http::Uri| async move {
+        axum::response::Redirect::temporary(&format!("{}x", uri.path()))
+    });
+    let redirect_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirect_addr = redirect_listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(redirect_listener, redirect_app).await });
+    drop(looping);
+
+    api.create_queue("bad-workers", json!({"retryConfig": {"minBackoff": "60s"}})).await;
+    for (id, url) in [
+        ("reset", format!("http://{reset_addr}/")),
+        ("garbage", format!("http://{garbage_addr}/")),
+        ("redirect", format!("http://{redirect_addr}/loop")),
+        ("closed", "http://127.0.0.1:9/".to_string()),
+    ] {
+        api.create_task("bad-workers", json!({"name": task_name("bad-workers", id), "httpRequest": {"url": url}}))
+            .await;
+    }
+    let mut results: HashMap<String, Value> = HashMap::new();
+    let start = Instant::now();
+    while results.len() < 4 {
+        assert!(start.elapsed() < Duration::from_secs(15), "only {:?} recorded an attempt", results.keys());
+        for id in ["reset", "garbage", "redirect", "closed"] {
+            let t = api.ok(Method::GET, &task_name("bad-workers", id), None).await;
+            if t.pointer("/lastAttempt/responseStatus").is_some() {
+                results.insert(id.to_string(), t);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (id, t) in &results {
+        assert_eq!(t["dispatchCount"], 1, "{id}: {t}");
+        assert_eq!(t.pointer("/lastAttempt/responseStatus/code"), Some(&json!(2)), "{id} is UNKNOWN: {t}");
+        assert!(t.get("responseCount").is_none(), "{id} got no response: {t}");
+    }
+    // The server is still healthy and dispatching.
+    let ok = Worker::ok().await;
+    api.create_queue("after", json!({})).await;
+    api.create_task("after", json!({"httpRequest": {"url": ok.url("/")}})).await;
+    ok.wait_for(1, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly_and_data_survives_restart() {
+    let server = TasklaneProcess::start();
+    let api = server.api();
+    api.create_queue("kept", json!({"rateLimits": {"maxDispatchesPerSecond": 7}})).await;
+    api.queue_verb("kept", "pause").await;
+    api.create_task("kept", json!({"name": task_name("kept", "stays"), "httpRequest": {"url": "http://127.0.0.1:9/"}}))
+        .await;
+    let dir = server.data_dir.clone();
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let again = TasklaneProcess::start_in(dir.clone());
+    let api = again.api();
+    let q = api.ok(Method::GET, &format!("{PROJECT_LOCATION}/queues/kept"), None).await;
+    assert_eq!(q["state"], "PAUSED");
+    assert_eq!(q["rateLimits"]["maxDispatchesPerSecond"], 7.0);
+    let t = api.ok(Method::GET, &task_name("kept", "stays"), None).await;
+    assert_eq!(t["name"], task_name("kept", "stays"));
+    drop(again);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_mirrors_gcloud_tasks() {
+    let server = TasklaneProcess::start();
+    let worker = Worker::ok().await;
+    let endpoint = format!("http://{}", server.addr);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tasklane"))
+            .args(args)
+            .args(["--endpoint", &endpoint, "--project", "test", "--location", "here"])
+            .output()
+            .expect("run tasklane");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) =
+        run(&["queues", "create", "cli-q", "--max-dispatches-per-second", "20", "--max-attempts", "5"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("maxDispatchesPerSecond: 20"), "{out}");
+    let (ok, out, _) = run(&["queues", "update", "cli-q", "--min-backoff", "2s", "--format", "json"]);
+    assert!(ok);
+    let q: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(q["retryConfig"]["minBackoff"], "2s");
+    assert_eq!(q["retryConfig"]["maxAttempts"], 5, "update changes only the flags given");
+    let (ok, out, _) = run(&["queues", "list"]);
+    assert!(ok && out.contains("cli-q") && out.contains("RUNNING"), "{out}");
+    let (ok, _, err) = run(&["queues", "pause", "cli-q"]);
+    assert!(ok && err.contains("Paused queue [cli-q]"), "{err}");
+    let url = worker.url("/cli");
+    let (ok, _, err) = run(&[
+        "tasks",
+        "create-http-task",
+        "first",
+        "--queue",
+        "cli-q",
+        "--url",
+        &url,
+        "--body-content",
+        "hi",
+        "--header",
+        "X-A: b",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["tasks", "describe", "first", "--queue", "cli-q", "--format", "json"]);
+    assert!(ok);
+    let t: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(t["httpRequest"]["body"], "aGk=");
+    assert_eq!(t["httpRequest"]["headers"]["X-A"], "b");
+    let (ok, out, _) = run(&["tasks", "list", "--queue", "cli-q"]);
+    assert!(ok && out.contains("first"), "{out}");
+    let (ok, _, _) = run(&["tasks", "run", "first", "--queue", "cli-q"]);
+    assert!(ok);
+    let got = worker.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(&got[0].body[..], b"hi");
+    let (ok, _, err) = run(&["queues", "describe", "missing"]);
+    assert!(!ok && err.contains("NOT_FOUND"), "{err}");
+    let (ok, _, err) = run(&["queues", "create", "bad_name"]);
+    assert!(!ok && err.contains("INVALID_ARGUMENT") && err.contains("QUEUE_ID"), "{err}");
+    let (ok, _, _) = run(&["queues", "delete", "cli-q"]);
+    assert!(ok);
+}
