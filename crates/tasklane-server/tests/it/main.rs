@@ -30,12 +30,14 @@ impl Drop for Api {
 async fn api() -> Api {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!("tasklane-api-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let dir =
+        std::env::temp_dir().join(format!("tasklane-api-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
     std::fs::create_dir_all(&dir).unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.join("db")).unwrap());
     let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
     let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
-    let dispatcher = Dispatcher::new(store.clone(), clock_dyn.clone(), http_client().unwrap(), DispatchConfig::default());
+    let dispatcher =
+        Dispatcher::new(store.clone(), clock_dyn.clone(), http_client().unwrap(), DispatchConfig::default());
     let service = CloudTasks::new(store, clock_dyn, dispatcher, Duration::from_secs(3600));
     Api { router: rest::router(service), clock, dir }
 }
@@ -66,7 +68,12 @@ impl Api {
     }
 
     async fn queue(&self, id: &str) {
-        self.ok("POST", &format!("{LOC}/queues"), &json!({"name": format!("projects/p/locations/l/queues/{id}")}).to_string()).await;
+        self.ok(
+            "POST",
+            &format!("{LOC}/queues"),
+            &json!({"name": format!("projects/p/locations/l/queues/{id}")}).to_string(),
+        )
+        .await;
     }
 }
 
@@ -82,22 +89,104 @@ async fn bad_queue_requests_are_refused_with_what_to_fix() {
     api.check_err("POST", &create, "{not json", 400, "INVALID_ARGUMENT", "Invalid JSON payload received.").await;
     api.check_err("POST", &create, "[1]", 400, "INVALID_ARGUMENT", "Expected an object").await;
     api.check_err("POST", &create, "{}", 400, "INVALID_ARGUMENT", "queue.name is required").await;
-    api.check_err("POST", &create, r#"{"name": "projects/p/locations/l/queues/bad_id"}"#, 400, "INVALID_ARGUMENT", "QUEUE_ID").await;
-    api.check_err("POST", &create, r#"{"name": "projects/p/locations/other/queues/q"}"#, 400, "INVALID_ARGUMENT", "parent location").await;
-    api.check_err("POST", &create, &q(json!({"rateLimits": {"maxDispatchesPerSecond": 501}})), 400, "INVALID_ARGUMENT", "at most 500").await;
-    api.check_err("POST", &create, &q(json!({"rateLimits": {"maxConcurrentDispatches": 5001}})), 400, "INVALID_ARGUMENT", "at most 5000").await;
-    api.check_err("POST", &create, &q(json!({"retryConfig": {"maxAttempts": -2}})), 400, "INVALID_ARGUMENT", "max_attempts").await;
-    api.check_err("POST", &create, &q(json!({"retryConfig": {"minBackoff": "-1s"}})), 400, "INVALID_ARGUMENT", "must not be negative").await;
-    api.check_err("POST", &create, &q(json!({"retryConfig": {"minBackoff": "20s", "maxBackoff": "10s"}})), 400, "INVALID_ARGUMENT", "less than or equal").await;
-    api.check_err("POST", &create, &q(json!({"retryConfig": {"minBackoff": "soon"}})), 400, "INVALID_ARGUMENT", "retry_config.min_backoff").await;
-    api.check_err("POST", &create, &q(json!({"retryConfig": {"maxAttempts": "x"}})), 400, "INVALID_ARGUMENT", "retry_config.max_attempts").await;
-    api.check_err("POST", &create, &q(json!({"rateLimits": {"bogus": 1}})), 400, "INVALID_ARGUMENT", "Unknown name \"bogus\" at 'queue.rate_limits'").await;
+    api.check_err(
+        "POST",
+        &create,
+        r#"{"name": "projects/p/locations/l/queues/bad_id"}"#,
+        400,
+        "INVALID_ARGUMENT",
+        "QUEUE_ID",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        r#"{"name": "projects/p/locations/other/queues/q"}"#,
+        400,
+        "INVALID_ARGUMENT",
+        "parent location",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &q(json!({"rateLimits": {"maxDispatchesPerSecond": 501}})),
+        400,
+        "INVALID_ARGUMENT",
+        "at most 500",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &q(json!({"rateLimits": {"maxConcurrentDispatches": 5001}})),
+        400,
+        "INVALID_ARGUMENT",
+        "at most 5000",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &q(json!({"retryConfig": {"maxAttempts": -2}})),
+        400,
+        "INVALID_ARGUMENT",
+        "max_attempts",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &q(json!({"retryConfig": {"minBackoff": "-1s"}})),
+        400,
+        "INVALID_ARGUMENT",
+        "must not be negative",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &q(json!({"retryConfig": {"minBackoff": "20s", "maxBackoff": "10s"}})),
+        400,
+        "INVALID_ARGUMENT",
+        "less than or equal",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &q(json!({"retryConfig": {"minBackoff": "soon"}})),
+        400,
+        "INVALID_ARGUMENT",
+        "retry_config.min_backoff",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &q(json!({"retryConfig": {"maxAttempts": "x"}})),
+        400,
+        "INVALID_ARGUMENT",
+        "retry_config.max_attempts",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &q(json!({"rateLimits": {"bogus": 1}})),
+        400,
+        "INVALID_ARGUMENT",
+        "Unknown name \"bogus\" at 'queue.rate_limits'",
+    )
+    .await;
     api.check_err("GET", &format!("{LOC}/queues/nope"), "", 404, "NOT_FOUND", "Requested entity was not found.").await;
     api.check_err("POST", &format!("{LOC}/queues/nope:pause"), "", 404, "NOT_FOUND", "not found").await;
-    api.check_err("POST", &format!("{LOC}/queues/nope:explode"), "", 404, "NOT_FOUND", ":pause, :resume and :purge").await;
+    api.check_err("POST", &format!("{LOC}/queues/nope:explode"), "", 404, "NOT_FOUND", ":pause, :resume and :purge")
+        .await;
     api.check_err("GET", &format!("{LOC}/queues?pageSize=-1"), "", 400, "INVALID_ARGUMENT", "page_size").await;
     api.check_err("GET", &format!("{LOC}/queues?pageToken=!!!"), "", 400, "INVALID_ARGUMENT", "page_token").await;
-    api.check_err("GET", &format!("{LOC}/queues?filter=color:red"), "", 400, "INVALID_ARGUMENT", "filtered by state").await;
+    api.check_err("GET", &format!("{LOC}/queues?filter=color:red"), "", 400, "INVALID_ARGUMENT", "filtered by state")
+        .await;
     api.check_err("GET", "/v3/whatever", "", 404, "NOT_FOUND", "/v3/whatever").await;
     // Nothing above created anything.
     let listed = api.ok("GET", &format!("{LOC}/queues"), "").await;
@@ -115,26 +204,163 @@ async fn bad_task_requests_are_refused_and_change_nothing() {
     api.check_err("POST", &create, "{}", 400, "INVALID_ARGUMENT", "task is required").await;
     api.check_err("POST", &create, &t(json!({})), 400, "INVALID_ARGUMENT", "task.http_request is required").await;
     api.check_err("POST", &create, &t(json!({"httpRequest": {}})), 400, "INVALID_ARGUMENT", "url is required").await;
-    api.check_err("POST", &create, &t(json!({"httpRequest": {"url": "ftp://x/"}})), 400, "INVALID_ARGUMENT", "http://").await;
-    api.check_err("POST", &create, &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/", "httpMethod": "FETCH"}})), 400, "INVALID_ARGUMENT", "http_request.http_method").await;
-    api.check_err("POST", &create, &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/", "httpMethod": "GET", "body": "aGk="}})), 400, "INVALID_ARGUMENT", "POST, PUT or PATCH").await;
-    api.check_err("POST", &create, &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/", "body": "@@@"}})), 400, "INVALID_ARGUMENT", "task.http_request.body").await;
-    api.check_err("POST", &create, &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/", "headers": {"Bad Name": "x"}}})), 400, "INVALID_ARGUMENT", "Invalid header name").await;
-    api.check_err("POST", &create, &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/"}, "dispatchDeadline": "5s"})), 400, "INVALID_ARGUMENT", "between 15 seconds and 30 minutes").await;
-    api.check_err("POST", &create, &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/"}, "scheduleTime": "2099-01-01T00:00:00Z"})), 400, "INVALID_ARGUMENT", "720 hours").await;
-    api.check_err("POST", &create, &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/"}, "scheduleTime": "tomorrow"})), 400, "INVALID_ARGUMENT", "task.schedule_time").await;
-    api.check_err("POST", &create, &t(json!({"name": "projects/p/locations/l/queues/q/tasks/a.b", "httpRequest": {"url": "http://127.0.0.1:9/"}})), 400, "INVALID_ARGUMENT", "TASK_ID").await;
-    api.check_err("POST", &create, &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/"}, "appEngineHttpRequest": {}})), 400, "INVALID_ARGUMENT", "App Engine").await;
+    api.check_err("POST", &create, &t(json!({"httpRequest": {"url": "ftp://x/"}})), 400, "INVALID_ARGUMENT", "http://")
+        .await;
+    api.check_err(
+        "POST",
+        &create,
+        &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/", "httpMethod": "FETCH"}})),
+        400,
+        "INVALID_ARGUMENT",
+        "http_request.http_method",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/", "httpMethod": "GET", "body": "aGk="}})),
+        400,
+        "INVALID_ARGUMENT",
+        "POST, PUT or PATCH",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/", "body": "@@@"}})),
+        400,
+        "INVALID_ARGUMENT",
+        "task.http_request.body",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/", "headers": {"Bad Name": "x"}}})),
+        400,
+        "INVALID_ARGUMENT",
+        "Invalid header name",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/"}, "dispatchDeadline": "5s"})),
+        400,
+        "INVALID_ARGUMENT",
+        "between 15 seconds and 30 minutes",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/"}, "scheduleTime": "2099-01-01T00:00:00Z"})),
+        400,
+        "INVALID_ARGUMENT",
+        "720 hours",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/"}, "scheduleTime": "tomorrow"})),
+        400,
+        "INVALID_ARGUMENT",
+        "task.schedule_time",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &t(json!({"name": "projects/p/locations/l/queues/q/tasks/a.b", "httpRequest": {"url": "http://127.0.0.1:9/"}})),
+        400,
+        "INVALID_ARGUMENT",
+        "TASK_ID",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &create,
+        &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/"}, "appEngineHttpRequest": {}})),
+        400,
+        "INVALID_ARGUMENT",
+        "App Engine",
+    )
+    .await;
     let big = "A".repeat(1_500_000);
-    api.check_err("POST", &create, &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/", "body": big}})), 400, "INVALID_ARGUMENT", "Task size too large").await;
+    api.check_err(
+        "POST",
+        &create,
+        &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/", "body": big}})),
+        400,
+        "INVALID_ARGUMENT",
+        "Task size too large",
+    )
+    .await;
     let huge = "A".repeat(5_000_000);
-    api.check_err("POST", &create, &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/", "body": huge}})), 400, "INVALID_ARGUMENT", "payload size exceeds the limit").await;
-    api.check_err("POST", &format!("{LOC}/queues/missing/tasks"), &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/"}})), 400, "FAILED_PRECONDITION", "Queue does not exist.").await;
-    api.check_err("GET", &format!("{LOC}/queues/missing/tasks"), "", 404, "NOT_FOUND", "Requested entity was not found.").await;
-    api.check_err("GET", &format!("{LOC}/queues/q/tasks/nope"), "", 404, "NOT_FOUND", "Requested entity was not found.").await;
-    api.check_err("DELETE", &format!("{LOC}/queues/q/tasks/nope"), "", 404, "NOT_FOUND", "Requested entity was not found.").await;
-    api.check_err("POST", &format!("{LOC}/queues/q/tasks/nope:run"), "", 404, "NOT_FOUND", "Requested entity was not found.").await;
-    api.check_err("GET", &format!("{LOC}/queues/q/tasks?responseView=HUGE"), "", 400, "INVALID_ARGUMENT", "BASIC or FULL").await;
+    api.check_err(
+        "POST",
+        &create,
+        &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/", "body": huge}})),
+        400,
+        "INVALID_ARGUMENT",
+        "payload size exceeds the limit",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &format!("{LOC}/queues/missing/tasks"),
+        &t(json!({"httpRequest": {"url": "http://127.0.0.1:9/"}})),
+        400,
+        "FAILED_PRECONDITION",
+        "Queue does not exist.",
+    )
+    .await;
+    api.check_err(
+        "GET",
+        &format!("{LOC}/queues/missing/tasks"),
+        "",
+        404,
+        "NOT_FOUND",
+        "Requested entity was not found.",
+    )
+    .await;
+    api.check_err(
+        "GET",
+        &format!("{LOC}/queues/q/tasks/nope"),
+        "",
+        404,
+        "NOT_FOUND",
+        "Requested entity was not found.",
+    )
+    .await;
+    api.check_err(
+        "DELETE",
+        &format!("{LOC}/queues/q/tasks/nope"),
+        "",
+        404,
+        "NOT_FOUND",
+        "Requested entity was not found.",
+    )
+    .await;
+    api.check_err(
+        "POST",
+        &format!("{LOC}/queues/q/tasks/nope:run"),
+        "",
+        404,
+        "NOT_FOUND",
+        "Requested entity was not found.",
+    )
+    .await;
+    api.check_err(
+        "GET",
+        &format!("{LOC}/queues/q/tasks?responseView=HUGE"),
+        "",
+        400,
+        "INVALID_ARGUMENT",
+        "BASIC or FULL",
+    )
+    .await;
     let listed = api.ok("GET", &format!("{LOC}/queues/q/tasks"), "").await;
     assert_eq!(listed, json!({}), "no bad request created a task");
 }
@@ -169,7 +395,8 @@ async fn task_round_trip_views_paging_and_tombstones() {
     assert_eq!(ints["httpRequest"]["body"], "aGk=");
 
     // A generated name is numeric.
-    let generated = api.ok("POST", &create, &json!({"task": {"httpRequest": {"url": "http://127.0.0.1:9/"}}}).to_string()).await;
+    let generated =
+        api.ok("POST", &create, &json!({"task": {"httpRequest": {"url": "http://127.0.0.1:9/"}}}).to_string()).await;
     let id = generated["name"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
     assert!(!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()), "{id}");
 
@@ -209,23 +436,50 @@ async fn update_queue_follows_the_mask_rules_and_keeps_state() {
     assert_eq!(q["state"], "RUNNING");
     api.ok("POST", &format!("{path}:pause"), "{}").await;
     // A leaf path changes only that field; state is kept.
-    let q = api.ok("PATCH", &format!("{path}?updateMask=retryConfig.maxDoublings"), r#"{"retryConfig": {"maxDoublings": 4, "maxAttempts": 99}}"#).await;
+    let q = api
+        .ok(
+            "PATCH",
+            &format!("{path}?updateMask=retryConfig.maxDoublings"),
+            r#"{"retryConfig": {"maxDoublings": 4, "maxAttempts": 99}}"#,
+        )
+        .await;
     assert_eq!(q["retryConfig"]["maxDoublings"], 4);
     assert_eq!(q["retryConfig"]["maxAttempts"], 3);
     assert_eq!(q["rateLimits"]["maxDispatchesPerSecond"], 10.0);
     assert_eq!(q["state"], "PAUSED");
     // A sub-message path replaces the whole sub-message.
-    let q = api.ok("PATCH", &format!("{path}?updateMask=retryConfig"), r#"{"retryConfig": {"minBackoff": "1s"}}"#).await;
-    assert_eq!(q["retryConfig"], json!({"maxAttempts": 100, "minBackoff": "1s", "maxBackoff": "3600s", "maxDoublings": 16}));
+    let q =
+        api.ok("PATCH", &format!("{path}?updateMask=retryConfig"), r#"{"retryConfig": {"minBackoff": "1s"}}"#).await;
+    assert_eq!(
+        q["retryConfig"],
+        json!({"maxAttempts": 100, "minBackoff": "1s", "maxBackoff": "3600s", "maxDoublings": 16})
+    );
     // An empty mask changes nothing; no mask replaces everything; output-only fields are ignored.
-    let same = api.ok("PATCH", &format!("{path}?updateMask="), r#"{"rateLimits": {"maxDispatchesPerSecond": 1}}"#).await;
+    let same =
+        api.ok("PATCH", &format!("{path}?updateMask="), r#"{"rateLimits": {"maxDispatchesPerSecond": 1}}"#).await;
     assert_eq!(same, q);
     let all = api.ok("PATCH", &path, r#"{"state": "RUNNING", "rateLimits": {"maxDispatchesPerSecond": 2}}"#).await;
     assert_eq!(all["rateLimits"]["maxDispatchesPerSecond"], 2.0);
     assert_eq!(all["retryConfig"]["minBackoff"], "0.100s");
     assert_eq!(all["state"], "PAUSED");
-    api.check_err("PATCH", &format!("{path}?updateMask=colour"), "{}", 400, "INVALID_ARGUMENT", "update_mask path \"colour\"").await;
-    api.check_err("PATCH", &path, r#"{"name": "projects/p/locations/l/queues/other"}"#, 400, "INVALID_ARGUMENT", "does not match").await;
+    api.check_err(
+        "PATCH",
+        &format!("{path}?updateMask=colour"),
+        "{}",
+        400,
+        "INVALID_ARGUMENT",
+        "update_mask path \"colour\"",
+    )
+    .await;
+    api.check_err(
+        "PATCH",
+        &path,
+        r#"{"name": "projects/p/locations/l/queues/other"}"#,
+        400,
+        "INVALID_ARGUMENT",
+        "does not match",
+    )
+    .await;
     // Filters.
     api.queue("running").await;
     let paused = api.ok("GET", &format!("{LOC}/queues?filter=state:%20PAUSED"), "").await;

@@ -382,3 +382,26 @@ async fn the_cli_mirrors_gcloud_tasks() {
     let (ok, _, _) = run(&["queues", "delete", "cli-q"]);
     assert!(ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_worker_costs_one_attempt_at_the_deadline() {
+    let server = TasklaneProcess::start();
+    // The first attempt hangs past the 15 s deadline (the shortest allowed); the retry succeeds.
+    let worker =
+        Worker::start(Arc::new(|_, i| if i == 0 { (200, Duration::from_secs(25)) } else { (200, Duration::ZERO) }))
+            .await;
+    let api = server.api();
+    api.create_queue("hang", json!({"retryConfig": {"minBackoff": "0.1s"}})).await;
+    api.create_task(
+        "hang",
+        json!({"name": task_name("hang", "t"), "dispatchDeadline": "15s", "httpRequest": {"url": worker.url("/")}}),
+    )
+    .await;
+    let got = worker.wait_for(2, Duration::from_secs(30)).await;
+    let gap = got[1].at - got[0].at;
+    assert!(gap >= Duration::from_secs(15) && gap < Duration::from_secs(20), "retry came after {gap:?}");
+    assert_eq!(got[1].header("x-cloudtasks-taskpreviousresponse"), Some("504"));
+    assert_eq!(got[1].header("x-cloudtasks-taskretrycount"), Some("1"));
+    assert_eq!(got[1].header("x-cloudtasks-taskexecutioncount"), Some("0"));
+    eventually("the task to finish", Duration::from_secs(5), || async { api.task_count("hang").await == 0 }).await;
+}
