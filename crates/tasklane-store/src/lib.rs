@@ -10,8 +10,11 @@ use async_trait::async_trait;
 use tasklane_core::task::ResponseStatus;
 use tasklane_core::{LocationName, Queue, QueueName, QueueState, Task, TaskName, Timestamp};
 
+mod columns;
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

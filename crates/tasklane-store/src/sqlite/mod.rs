@@ -18,12 +18,12 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tasklane_core::{Queue, QueueName, Task, TaskName, Timestamp};
 use tokio::sync::oneshot;
 
+use crate::columns::{self, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::{
     ClaimedTask, DeadLetter, QueueCreate, QueueDelete, QueueList, QueuePurge, QueueSettingsPut, QueueStateSet, Store,
     StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup,
     TaskOutcome,
 };
-use rows::{QUEUE_COLUMNS, TASK_COLUMNS};
 
 const MAX_BATCH: usize = 1024;
 const READERS: usize = 2;
@@ -249,7 +249,7 @@ impl Store for SqliteStore {
             if queue_exists(conn, &name)? {
                 return Err(StoreError::QueueAlreadyExists);
             }
-            let s = rows::queue_settings(&p.queue);
+            let s = columns::queue_settings(&p.queue);
             conn.prepare_cached(
                 "INSERT INTO queues (name, parent, state, max_dispatches_per_second, max_burst_size, \
                  max_concurrent_dispatches, max_attempts, max_retry_duration_us, min_backoff_us, max_backoff_us, \
@@ -283,7 +283,7 @@ impl Store for SqliteStore {
     async fn queue_settings_put(&self, p: QueueSettingsPut) -> StoreResult<Queue> {
         self.write(move |conn| {
             let name = p.queue.name.to_string();
-            let s = rows::queue_settings(&p.queue);
+            let s = columns::queue_settings(&p.queue);
             let updated = conn
                 .prepare_cached(
                     "UPDATE queues SET max_dispatches_per_second = ?2, max_burst_size = ?3, \
@@ -417,7 +417,7 @@ impl Store for SqliteStore {
             if tombstoned {
                 return Err(StoreError::TaskTombstoned);
             }
-            let (auth_kind, auth_email, auth_param) = rows::auth_columns(&t.http_request.auth);
+            let (auth_kind, auth_email, auth_param) = columns::auth_columns(&t.http_request.auth);
             let inserted = conn
                 .prepare_cached(
                     "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, \
@@ -432,7 +432,7 @@ impl Store for SqliteStore {
                         t.schedule_time.0,
                         t.http_request.url,
                         t.http_request.method.as_str(),
-                        rows::encode_headers(&t.http_request.headers),
+                        columns::encode_headers(&t.http_request.headers),
                         t.http_request.body,
                         auth_kind,
                         auth_email,

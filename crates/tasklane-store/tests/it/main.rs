@@ -6,17 +6,23 @@ mod cases;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tasklane_store::{SqliteStore, Store};
+use tasklane_store::{PgStore, SqliteStore, Store};
 
-/// A fresh database in its own directory, removed when the test ends.
+/// A fresh database for one test: a SQLite file in its own directory, or a PostgreSQL schema.
 pub struct Fixture {
     pub store: Arc<dyn Store>,
-    pub dir: PathBuf,
+    dir: Option<PathBuf>,
+    pg: Option<(PgStore, String)>,
 }
 
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+impl Fixture {
+    pub async fn cleanup(self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some((pg, schema)) = &self.pg {
+            let _ = pg.drop_schema(schema).await;
+        }
     }
 }
 
@@ -32,10 +38,23 @@ pub fn fresh_dir(tag: &str) -> PathBuf {
     dir
 }
 
-pub fn sqlite() -> Fixture {
+pub async fn sqlite() -> Option<Fixture> {
     let dir = fresh_dir("sqlite");
     let store = SqliteStore::open(dir.join("tasklane.db")).expect("open sqlite store");
-    Fixture { store: Arc::new(store), dir }
+    Some(Fixture { store: Arc::new(store), dir: Some(dir), pg: None })
+}
+
+/// The PostgreSQL backend runs when `TASKLANE_TEST_DATABASE_URL` is set; CI always sets it.
+pub async fn postgres() -> Option<Fixture> {
+    let Ok(url) = std::env::var("TASKLANE_TEST_DATABASE_URL") else {
+        eprintln!("TASKLANE_TEST_DATABASE_URL is not set: skipping the PostgreSQL backend");
+        return None;
+    };
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let schema = format!("t_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    let store = PgStore::connect(&url, Some(&schema)).await.expect("connect to TASKLANE_TEST_DATABASE_URL");
+    Some(Fixture { store: Arc::new(store.clone()), dir: None, pg: Some((store, schema)) })
 }
 
 macro_rules! conformance {
@@ -44,15 +63,18 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let fixture = super::$backend();
+                    let Some(fixture) = super::$backend().await else { return };
                     super::cases::$case(fixture.store.clone()).await;
+                    fixture.cleanup().await;
                 }
             )*
         }
     };
 }
 
-conformance!(sqlite:
+macro_rules! every_case {
+    ($($backend:ident),*) => {
+        $(conformance!($backend:
     queue_create_get_list,
     queue_create_twice_is_refused,
     queue_settings_put_keeps_state_and_upserts,
@@ -72,7 +94,11 @@ conformance!(sqlite:
     task_delete_and_lookup,
     concurrent_creates_are_all_committed,
     task_lease_release_all_requeues_leased_tasks,
-);
+);)*
+    };
+}
+
+every_case!(sqlite, postgres);
 
 #[tokio::test]
 async fn sqlite_data_survives_reopen() {

@@ -1,0 +1,164 @@
+//! Rows of the store, independent of the database: the column lists every backend
+//! selects, and the one mapping from a row to core types, over a small getter trait
+//! that each backend implements for its own row type.
+
+use std::time::Duration;
+
+use tasklane_core::queue::{Queue, QueueState, RateLimits};
+use tasklane_core::retry::RetryConfig;
+use tasklane_core::task::{Attempt, AuthToken, HttpMethod, HttpRequest, ResponseStatus, Task};
+use tasklane_core::{Code, QueueName, TaskName, Timestamp};
+
+pub const QUEUE_COLUMNS: &str = "name, state, max_dispatches_per_second, max_burst_size, max_concurrent_dispatches, \
+     max_attempts, max_retry_duration_us, min_backoff_us, max_backoff_us, max_doublings, logging_sampling_ratio, purge_time";
+
+/// The task columns shared by `tasks` and `dead_letters`, in the order `task_from` reads them.
+pub const TASK_COLUMNS: &str = "queue, task_id, url, method, headers, body, auth_kind, auth_email, auth_param, \
+     schedule_time, create_time, dispatch_deadline_us, dispatch_count, response_count, execution_count, \
+     last_http_status, first_dispatch_time, last_schedule_time, last_dispatch_time, last_response_time, last_code, last_message";
+
+/// Typed access to a row's columns by position.
+pub trait Columns {
+    type Error;
+    fn int(&self, i: usize) -> Result<i32, Self::Error>;
+    fn opt_int(&self, i: usize) -> Result<Option<i32>, Self::Error>;
+    fn big(&self, i: usize) -> Result<i64, Self::Error>;
+    fn opt_big(&self, i: usize) -> Result<Option<i64>, Self::Error>;
+    fn real(&self, i: usize) -> Result<f64, Self::Error>;
+    fn text(&self, i: usize) -> Result<String, Self::Error>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>, Self::Error>;
+    fn blob(&self, i: usize) -> Result<Vec<u8>, Self::Error>;
+    fn corrupt(what: &str, value: &str) -> Self::Error;
+}
+
+pub fn duration_from(us: i64) -> Duration {
+    Duration::from_micros(us.max(0) as u64)
+}
+
+fn micros(d: Duration) -> i64 {
+    tasklane_core::clock::duration_micros(d)
+}
+
+pub fn queue_from<R: Columns>(row: &R) -> Result<Queue, R::Error> {
+    let name = row.text(0)?;
+    let state = row.text(1)?;
+    Ok(Queue {
+        name: QueueName::parse(&name).map_err(|_| R::corrupt("queue name", &name))?,
+        state: QueueState::parse(&state).ok_or_else(|| R::corrupt("queue state", &state))?,
+        rate_limits: RateLimits {
+            max_dispatches_per_second: row.real(2)?,
+            max_burst_size: row.int(3)?,
+            max_concurrent_dispatches: row.int(4)?,
+        },
+        retry_config: RetryConfig {
+            max_attempts: row.int(5)?,
+            max_retry_duration: row.opt_big(6)?.map(duration_from),
+            min_backoff: duration_from(row.big(7)?),
+            max_backoff: duration_from(row.big(8)?),
+            max_doublings: row.int(9)?,
+        },
+        logging_sampling_ratio: row.real(10)?,
+        purge_time: row.opt_big(11)?.map(Timestamp),
+    })
+}
+
+/// A queue's settings columns: rate, burst, concurrency, max attempts, max retry duration,
+/// min backoff, max backoff, max doublings, sampling ratio.
+pub type QueueSettings = (f64, i32, i32, i32, Option<i64>, i64, i64, i32, f64);
+
+pub fn queue_settings(q: &Queue) -> QueueSettings {
+    (
+        q.rate_limits.max_dispatches_per_second,
+        q.rate_limits.max_burst_size,
+        q.rate_limits.max_concurrent_dispatches,
+        q.retry_config.max_attempts,
+        q.retry_config.max_retry_duration.map(micros),
+        micros(q.retry_config.min_backoff),
+        micros(q.retry_config.max_backoff),
+        q.retry_config.max_doublings,
+        q.logging_sampling_ratio,
+    )
+}
+
+/// Headers are stored one `name: value` per line; sanitised values hold no CR or LF.
+pub fn encode_headers(headers: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (n, v) in headers {
+        out.push_str(n);
+        out.push_str(": ");
+        out.push_str(v);
+        out.push('\n');
+    }
+    out
+}
+
+pub fn decode_headers(s: &str) -> Vec<(String, String)> {
+    s.lines().filter_map(|line| line.split_once(": ").map(|(n, v)| (n.to_string(), v.to_string()))).collect()
+}
+
+pub fn auth_columns(auth: &Option<AuthToken>) -> (Option<&'static str>, Option<&str>, Option<&str>) {
+    match auth {
+        None => (None, None, None),
+        Some(AuthToken::Oidc { service_account_email, audience }) => {
+            (Some("oidc"), Some(service_account_email), Some(audience))
+        }
+        Some(AuthToken::OAuth { service_account_email, scope }) => {
+            (Some("oauth"), Some(service_account_email), Some(scope))
+        }
+    }
+}
+
+pub fn task_from<R: Columns>(row: &R) -> Result<Task, R::Error> {
+    let queue = row.text(0)?;
+    let queue_name = QueueName::parse(&queue).map_err(|_| R::corrupt("queue name", &queue))?;
+    let name = TaskName { queue: queue_name, task: row.text(1)? };
+    let method = row.text(3)?;
+    let auth_email = row.opt_text(7)?;
+    let auth_param = row.opt_text(8)?;
+    let auth = match row.opt_text(6)?.as_deref() {
+        None => None,
+        Some("oidc") => Some(AuthToken::Oidc {
+            service_account_email: auth_email.unwrap_or_default(),
+            audience: auth_param.unwrap_or_default(),
+        }),
+        Some("oauth") => Some(AuthToken::OAuth {
+            service_account_email: auth_email.unwrap_or_default(),
+            scope: auth_param.unwrap_or_default(),
+        }),
+        Some(other) => return Err(R::corrupt("auth kind", other)),
+    };
+    let first_dispatch = row.opt_big(16)?;
+    let last_schedule = row.opt_big(17)?;
+    let last_dispatch = row.opt_big(18)?;
+    let last_response = row.opt_big(19)?;
+    let last_code = row.opt_int(20)?;
+    let last_message = row.opt_text(21)?;
+    let last_attempt = last_dispatch.map(|dispatch| Attempt {
+        schedule_time: last_schedule.map(Timestamp),
+        dispatch_time: Some(Timestamp(dispatch)),
+        response_time: last_response.map(Timestamp),
+        response_status: last_code.map(|c| ResponseStatus {
+            code: Code::from_i32(c).unwrap_or(Code::Unknown),
+            message: last_message.clone().unwrap_or_default(),
+        }),
+    });
+    Ok(Task {
+        name,
+        http_request: HttpRequest {
+            url: row.text(2)?,
+            method: HttpMethod::parse(&method).ok_or_else(|| R::corrupt("method", &method))?,
+            headers: decode_headers(&row.text(4)?),
+            body: row.blob(5)?,
+            auth,
+        },
+        schedule_time: Timestamp(row.big(9)?),
+        create_time: Timestamp(row.big(10)?),
+        dispatch_deadline: duration_from(row.big(11)?),
+        dispatch_count: row.int(12)?,
+        response_count: row.int(13)?,
+        execution_count: row.int(14)?,
+        last_http_status: row.int(15)?.clamp(0, 999) as u16,
+        first_attempt: first_dispatch.map(|t| Attempt { dispatch_time: Some(Timestamp(t)), ..Attempt::default() }),
+        last_attempt,
+    })
+}

@@ -1,0 +1,664 @@
+//! The PostgreSQL backend, for several tasklane nodes sharing one database.
+//!
+//! Claims lease due tasks in one statement with `FOR UPDATE SKIP LOCKED`, so nodes never
+//! lease the same task twice; every outcome is written under its lease id. The schema is
+//! created on connect under an advisory lock, so nodes that start together are safe.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tasklane_core::{Queue, QueueName, Task, TaskName, Timestamp};
+use tokio_postgres::{NoTls, Row};
+
+use crate::columns::{self, Columns, QUEUE_COLUMNS, TASK_COLUMNS};
+use crate::{
+    AttemptResult, ClaimedTask, DeadLetter, QueueCreate, QueueDelete, QueueList, QueuePurge, QueueSettingsPut,
+    QueueStateSet, Store, StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish,
+    TaskList, TaskLookup, TaskOutcome,
+};
+
+const SCHEMA: &str = include_str!("schema.sql");
+/// Serialises schema creation across nodes starting at once.
+const MIGRATION_LOCK: i64 = 0x7461_736b_6c61_6e65; // "tasklane"
+const POOL_SIZE: usize = 16;
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+fn backend(e: tokio_postgres::Error) -> StoreError {
+    if e.is_closed() || e.as_db_error().is_none() {
+        return StoreError::Unavailable(e.to_string());
+    }
+    StoreError::Backend(e.as_db_error().map_or_else(|| e.to_string(), |d| d.to_string()))
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl Columns for Row {
+    type Error = StoreError;
+
+    fn int(&self, i: usize) -> StoreResult<i32> {
+        self.try_get(i).map_err(backend)
+    }
+    fn opt_int(&self, i: usize) -> StoreResult<Option<i32>> {
+        self.try_get(i).map_err(backend)
+    }
+    fn big(&self, i: usize) -> StoreResult<i64> {
+        self.try_get(i).map_err(backend)
+    }
+    fn opt_big(&self, i: usize) -> StoreResult<Option<i64>> {
+        self.try_get(i).map_err(backend)
+    }
+    fn real(&self, i: usize) -> StoreResult<f64> {
+        self.try_get(i).map_err(backend)
+    }
+    fn text(&self, i: usize) -> StoreResult<String> {
+        self.try_get(i).map_err(backend)
+    }
+    fn opt_text(&self, i: usize) -> StoreResult<Option<String>> {
+        self.try_get(i).map_err(backend)
+    }
+    fn blob(&self, i: usize) -> StoreResult<Vec<u8>> {
+        self.try_get(i).map_err(backend)
+    }
+    fn corrupt(what: &str, value: &str) -> StoreError {
+        StoreError::Backend(format!("stored {what} {value:?} is not valid"))
+    }
+}
+
+/// Column list with a table alias: `t.queue, t.task_id, …`.
+fn prefixed(columns: &str, alias: &str) -> String {
+    columns.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}
+
+fn queue_name_of(name: &TaskName) -> String {
+    name.queue.to_string()
+}
+
+impl PgStore {
+    /// Connect, in `schema` when given (created if missing), and create the tables.
+    pub async fn connect(url: &str, schema: Option<&str>) -> StoreResult<PgStore> {
+        let mut config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid database URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if let Some(schema) = schema {
+            if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(StoreError::Backend(format!("invalid schema name {schema:?}")));
+            }
+            let (client, connection) = config.connect(NoTls).await.map_err(backend)?;
+            let task = tokio::spawn(connection);
+            client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(backend)?;
+            drop(client);
+            let _ = task.await;
+            config.options(format!("-c search_path={schema}"));
+        }
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("build connection pool: {e}")))?;
+        let store = PgStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut client = self.pool.get().await.map_err(pool_error)?;
+        let tx = client.transaction().await.map_err(backend)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(backend)?;
+        tx.batch_execute(SCHEMA).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Drop every table of this store (tests use it to clean their schema).
+    pub async fn drop_schema(&self, schema: &str) -> StoreResult<()> {
+        let client = self.client().await?;
+        client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.map_err(backend)
+    }
+}
+
+async fn tombstoned(
+    client: &impl deadpool_postgres::GenericClient,
+    queue: &str,
+    task_id: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let row = client
+        .query_opt(
+            "SELECT 1 FROM tombstones WHERE queue = $1 AND task_id = $2 AND expires_at > $3",
+            &[&queue, &task_id, &now.0],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(row.is_some())
+}
+
+async fn tombstone_put(
+    client: &impl deadpool_postgres::GenericClient,
+    queue: &str,
+    task_id: &str,
+    until: Timestamp,
+) -> StoreResult<()> {
+    client
+        .execute(
+            "INSERT INTO tombstones (queue, task_id, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (queue, task_id) DO UPDATE SET expires_at = GREATEST(tombstones.expires_at, excluded.expires_at)",
+            &[&queue, &task_id, &until.0],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// The SET clause that leases a task at `$now` with `$grace` (parameters named by the caller).
+fn lease_set(now: &str, grace: &str, alias: &str) -> String {
+    format!(
+        "state = 'leased', lease_id = {alias}.lease_id + 1, due_at = {now} + {alias}.dispatch_deadline_us + {grace}, \
+         dispatch_count = {alias}.dispatch_count + 1, first_dispatch_time = coalesce({alias}.first_dispatch_time, {now}), \
+         last_schedule_time = {alias}.schedule_time, last_dispatch_time = {now}, last_response_time = NULL, \
+         last_code = NULL, last_message = NULL"
+    )
+}
+
+async fn record_attempt(
+    client: &impl deadpool_postgres::GenericClient,
+    queue: &str,
+    task_id: &str,
+    lease_id: i64,
+    a: &AttemptResult,
+) -> StoreResult<bool> {
+    let responded = i32::from(a.responded);
+    let executed = i32::from(a.responded && a.http_status < 500);
+    let n = client
+        .execute(
+            "UPDATE tasks SET response_count = response_count + $4, execution_count = execution_count + $5, \
+             last_http_status = $6, last_response_time = $7, last_code = $8, last_message = $9 \
+             WHERE queue = $1 AND task_id = $2 AND state = 'leased' AND lease_id = $3",
+            &[
+                &queue,
+                &task_id,
+                &lease_id,
+                &responded,
+                &executed,
+                &i32::from(a.http_status),
+                &a.response_time.0,
+                &(a.status.code as i32),
+                &a.status.message,
+            ],
+        )
+        .await
+        .map_err(backend)?;
+    Ok(n == 1)
+}
+
+fn queue_insert_sql(on_conflict: &str) -> String {
+    format!(
+        "INSERT INTO queues (name, parent, state, max_dispatches_per_second, max_burst_size, max_concurrent_dispatches, \
+         max_attempts, max_retry_duration_us, min_backoff_us, max_backoff_us, max_doublings, logging_sampling_ratio, \
+         purge_time, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) {on_conflict} RETURNING {QUEUE_COLUMNS}"
+    )
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn queue_create(&self, p: QueueCreate) -> StoreResult<Queue> {
+        let client = self.client().await?;
+        let s = columns::queue_settings(&p.queue);
+        let row = client
+            .query_opt(
+                &queue_insert_sql("ON CONFLICT (name) DO NOTHING"),
+                &[
+                    &p.queue.name.to_string(),
+                    &p.queue.name.parent.to_string(),
+                    &p.queue.state.as_str(),
+                    &s.0,
+                    &s.1,
+                    &s.2,
+                    &s.3,
+                    &s.4,
+                    &s.5,
+                    &s.6,
+                    &s.7,
+                    &s.8,
+                    &p.queue.purge_time.map(|t| t.0),
+                    &p.now.0,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        columns::queue_from(&row.ok_or(StoreError::QueueAlreadyExists)?)
+    }
+
+    async fn queue_settings_put(&self, p: QueueSettingsPut) -> StoreResult<Queue> {
+        let client = self.client().await?;
+        let s = columns::queue_settings(&p.queue);
+        let name = p.queue.name.to_string();
+        let row = if p.create_if_missing {
+            client
+                .query_opt(
+                    &queue_insert_sql(
+                        "ON CONFLICT (name) DO UPDATE SET max_dispatches_per_second = excluded.max_dispatches_per_second, \
+                         max_burst_size = excluded.max_burst_size, max_concurrent_dispatches = excluded.max_concurrent_dispatches, \
+                         max_attempts = excluded.max_attempts, max_retry_duration_us = excluded.max_retry_duration_us, \
+                         min_backoff_us = excluded.min_backoff_us, max_backoff_us = excluded.max_backoff_us, \
+                         max_doublings = excluded.max_doublings, logging_sampling_ratio = excluded.logging_sampling_ratio, \
+                         updated_at = excluded.updated_at",
+                    ),
+                    &[
+                        &name,
+                        &p.queue.name.parent.to_string(),
+                        &"running",
+                        &s.0,
+                        &s.1,
+                        &s.2,
+                        &s.3,
+                        &s.4,
+                        &s.5,
+                        &s.6,
+                        &s.7,
+                        &s.8,
+                        &None::<i64>,
+                        &p.now.0,
+                    ],
+                )
+                .await
+        } else {
+            client
+                .query_opt(
+                    &format!(
+                        "UPDATE queues SET max_dispatches_per_second = $2, max_burst_size = $3, \
+                         max_concurrent_dispatches = $4, max_attempts = $5, max_retry_duration_us = $6, \
+                         min_backoff_us = $7, max_backoff_us = $8, max_doublings = $9, logging_sampling_ratio = $10, \
+                         updated_at = $11 WHERE name = $1 RETURNING {QUEUE_COLUMNS}"
+                    ),
+                    &[&name, &s.0, &s.1, &s.2, &s.3, &s.4, &s.5, &s.6, &s.7, &s.8, &p.now.0],
+                )
+                .await
+        }
+        .map_err(backend)?;
+        columns::queue_from(&row.ok_or(StoreError::QueueNotFound)?)
+    }
+
+    async fn queue_get(&self, name: &QueueName) -> StoreResult<Option<Queue>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(&format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE name = $1"), &[&name.to_string()])
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(columns::queue_from).transpose()
+    }
+
+    async fn queue_list(&self, p: QueueList) -> StoreResult<Vec<Queue>> {
+        let client = self.client().await?;
+        let parent = p.parent.map(|l| l.to_string());
+        let after = p.after.map(|n| n.to_string()).unwrap_or_default();
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {QUEUE_COLUMNS} FROM queues WHERE ($1::text IS NULL OR parent = $1) AND name > $2 \
+                     ORDER BY name LIMIT $3"
+                ),
+                &[&parent, &after, &(p.limit as i64)],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter().map(columns::queue_from).collect()
+    }
+
+    async fn queue_state_set(&self, p: QueueStateSet) -> StoreResult<Queue> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("UPDATE queues SET state = $2, updated_at = $3 WHERE name = $1 RETURNING {QUEUE_COLUMNS}"),
+                &[&p.name.to_string(), &p.state.as_str(), &p.now.0],
+            )
+            .await
+            .map_err(backend)?;
+        columns::queue_from(&row.ok_or(StoreError::QueueNotFound)?)
+    }
+
+    async fn queue_purge(&self, p: QueuePurge) -> StoreResult<Queue> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let name = p.name.to_string();
+        let row = tx
+            .query_opt(
+                &format!(
+                    "UPDATE queues SET purge_time = $2, updated_at = $2 WHERE name = $1 RETURNING {QUEUE_COLUMNS}"
+                ),
+                &[&name, &p.now.0],
+            )
+            .await
+            .map_err(backend)?;
+        let queue = columns::queue_from(&row.ok_or(StoreError::QueueNotFound)?)?;
+        tx.execute(
+            "INSERT INTO tombstones (queue, task_id, expires_at) \
+             SELECT queue, task_id, $3 FROM tasks WHERE queue = $1 AND create_time <= $2 \
+             ON CONFLICT (queue, task_id) DO UPDATE SET expires_at = GREATEST(tombstones.expires_at, excluded.expires_at)",
+            &[&name, &p.now.0, &p.tombstone_until.0],
+        )
+        .await
+        .map_err(backend)?;
+        tx.execute("DELETE FROM tasks WHERE queue = $1 AND create_time <= $2", &[&name, &p.now.0])
+            .await
+            .map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(queue)
+    }
+
+    async fn queue_delete(&self, p: QueueDelete) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let name = p.name.to_string();
+        let n = tx.execute("DELETE FROM queues WHERE name = $1", &[&name]).await.map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::QueueNotFound);
+        }
+        tx.execute("DELETE FROM tasks WHERE queue = $1", &[&name]).await.map_err(backend)?;
+        tx.execute("DELETE FROM tombstones WHERE queue = $1", &[&name]).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn task_create(&self, p: TaskCreate) -> StoreResult<Task> {
+        let client = self.client().await?;
+        let t = &p.task;
+        let queue = queue_name_of(&t.name);
+        let (auth_kind, auth_email, auth_param) = columns::auth_columns(&t.http_request.auth);
+        let inserted = client
+            .query_opt(
+                "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, auth_email, \
+                 auth_param, schedule_time, create_time, dispatch_deadline_us) \
+                 SELECT $1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12 \
+                 WHERE EXISTS (SELECT 1 FROM queues WHERE name = $1) \
+                 AND NOT EXISTS (SELECT 1 FROM tombstones WHERE queue = $1 AND task_id = $2 AND expires_at > $13) \
+                 ON CONFLICT (queue, task_id) DO NOTHING RETURNING id",
+                &[
+                    &queue,
+                    &t.name.task,
+                    &t.schedule_time.0,
+                    &t.http_request.url,
+                    &t.http_request.method.as_str(),
+                    &columns::encode_headers(&t.http_request.headers),
+                    &t.http_request.body,
+                    &auth_kind,
+                    &auth_email,
+                    &auth_param,
+                    &t.create_time.0,
+                    &tasklane_core::clock::duration_micros(t.dispatch_deadline),
+                    &p.now.0,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        if inserted.is_some() {
+            return Ok(p.task);
+        }
+        // Nothing inserted: say why.
+        let queue_exists =
+            client.query_opt("SELECT 1 FROM queues WHERE name = $1", &[&queue]).await.map_err(backend)?.is_some();
+        if !queue_exists {
+            return Err(StoreError::QueueNotFound);
+        }
+        if tombstoned(&client, &queue, &t.name.task, p.now).await? {
+            return Err(StoreError::TaskTombstoned);
+        }
+        Err(StoreError::TaskAlreadyExists)
+    }
+
+    async fn task_get(&self, name: &TaskName, now: Timestamp) -> StoreResult<TaskLookup> {
+        let client = self.client().await?;
+        let queue = queue_name_of(name);
+        let row = client
+            .query_opt(
+                &format!("SELECT {TASK_COLUMNS} FROM tasks WHERE queue = $1 AND task_id = $2"),
+                &[&queue, &name.task],
+            )
+            .await
+            .map_err(backend)?;
+        if let Some(row) = row {
+            return Ok(TaskLookup::Found(Box::new(columns::task_from(&row)?)));
+        }
+        Ok(if tombstoned(&client, &queue, &name.task, now).await? {
+            TaskLookup::Tombstoned
+        } else {
+            TaskLookup::Missing
+        })
+    }
+
+    async fn task_list(&self, p: TaskList) -> StoreResult<Vec<Task>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE queue = $1 AND task_id > $2 ORDER BY task_id LIMIT $3"
+                ),
+                &[&p.queue.to_string(), &p.after.unwrap_or_default(), &(p.limit as i64)],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter().map(columns::task_from).collect()
+    }
+
+    async fn task_delete(&self, p: TaskDelete) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let queue = queue_name_of(&p.name);
+        let n = tx
+            .execute("DELETE FROM tasks WHERE queue = $1 AND task_id = $2", &[&queue, &p.name.task])
+            .await
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(if tombstoned(&tx, &queue, &p.name.task, p.now).await? {
+                StoreError::TaskTombstoned
+            } else {
+                StoreError::TaskNotFound
+            });
+        }
+        tombstone_put(&tx, &queue, &p.name.task, p.tombstone_until).await?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn task_claim(&self, p: TaskClaim) -> StoreResult<Vec<ClaimedTask>> {
+        let client = self.client().await?;
+        let sql = format!(
+            "WITH due AS (SELECT id, due_at FROM tasks WHERE queue = $1 AND due_at <= $2 ORDER BY due_at LIMIT $3 \
+             FOR UPDATE SKIP LOCKED) \
+             UPDATE tasks t SET {} FROM due WHERE t.id = due.id RETURNING due.due_at, t.lease_id, {}",
+            lease_set("$2", "$4", "t"),
+            prefixed(TASK_COLUMNS, "t")
+        );
+        let grace = tasklane_core::clock::duration_micros(p.grace);
+        let rows =
+            client.query(&sql, &[&p.queue.to_string(), &p.now.0, &(p.limit as i64), &grace]).await.map_err(backend)?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let due: i64 = row.try_get(0).map_err(backend)?;
+            let lease_id: i64 = row.try_get(1).map_err(backend)?;
+            claimed.push((due, ClaimedTask { task: columns::task_from(&Shifted { row, by: 2 })?, lease_id }));
+        }
+        claimed.sort_by_key(|(due, _)| *due);
+        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn task_claim_by_name(&self, p: TaskClaimByName) -> StoreResult<ClaimedTask> {
+        let client = self.client().await?;
+        let queue = queue_name_of(&p.name);
+        let sql = format!(
+            "UPDATE tasks t SET {} WHERE t.queue = $1 AND t.task_id = $2 RETURNING t.lease_id, {}",
+            lease_set("$3", "$4", "t"),
+            prefixed(TASK_COLUMNS, "t")
+        );
+        let grace = tasklane_core::clock::duration_micros(p.grace);
+        let row = client.query_opt(&sql, &[&queue, &p.name.task, &p.now.0, &grace]).await.map_err(backend)?;
+        match row {
+            Some(row) => Ok(ClaimedTask {
+                lease_id: row.try_get(0).map_err(backend)?,
+                task: columns::task_from(&Shifted { row: &row, by: 1 })?,
+            }),
+            None => Err(if tombstoned(&client, &queue, &p.name.task, p.now).await? {
+                StoreError::TaskTombstoned
+            } else {
+                StoreError::TaskNotFound
+            }),
+        }
+    }
+
+    async fn task_finish(&self, p: TaskFinish) -> StoreResult<bool> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let queue = queue_name_of(&p.name);
+        let task_id = &p.name.task;
+        let held = match &p.outcome {
+            TaskOutcome::Succeeded { tombstone_until } => {
+                let n = tx
+                    .execute(
+                        "DELETE FROM tasks WHERE queue = $1 AND task_id = $2 AND state = 'leased' AND lease_id = $3",
+                        &[&queue, task_id, &p.lease_id],
+                    )
+                    .await
+                    .map_err(backend)?;
+                if n == 1 {
+                    tombstone_put(&tx, &queue, task_id, *tombstone_until).await?;
+                }
+                n == 1
+            }
+            TaskOutcome::Retry { attempt, retry_at } => {
+                let held = record_attempt(&tx, &queue, task_id, p.lease_id, attempt).await?;
+                if held {
+                    tx.execute(
+                        "UPDATE tasks SET state = 'queued', due_at = $3, schedule_time = $3 WHERE queue = $1 AND task_id = $2",
+                        &[&queue, task_id, &retry_at.0],
+                    )
+                    .await
+                    .map_err(backend)?;
+                }
+                held
+            }
+            TaskOutcome::GaveUp { attempt, tombstone_until } => {
+                let held = record_attempt(&tx, &queue, task_id, p.lease_id, attempt).await?;
+                if held {
+                    tx.execute(
+                        &format!(
+                            "INSERT INTO dead_letters (died_at, {TASK_COLUMNS}) SELECT $3, {TASK_COLUMNS} FROM tasks \
+                             WHERE queue = $1 AND task_id = $2"
+                        ),
+                        &[&queue, task_id, &p.now.0],
+                    )
+                    .await
+                    .map_err(backend)?;
+                    tx.execute("DELETE FROM tasks WHERE queue = $1 AND task_id = $2", &[&queue, task_id])
+                        .await
+                        .map_err(backend)?;
+                    tombstone_put(&tx, &queue, task_id, *tombstone_until).await?;
+                }
+                held
+            }
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(held)
+    }
+
+    async fn task_next_due(&self, queue: &QueueName) -> StoreResult<Option<Timestamp>> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT min(due_at) FROM tasks WHERE queue = $1", &[&queue.to_string()])
+            .await
+            .map_err(backend)?;
+        Ok(row.try_get::<_, Option<i64>>(0).map_err(backend)?.map(Timestamp))
+    }
+
+    async fn task_count(&self, queue: &QueueName) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT count(*) FROM tasks WHERE queue = $1", &[&queue.to_string()])
+            .await
+            .map_err(backend)?;
+        Ok(row.try_get::<_, i64>(0).map_err(backend)?.max(0) as u64)
+    }
+
+    async fn task_lease_release_all(&self, now: Timestamp) -> StoreResult<u64> {
+        let client = self.client().await?;
+        client
+            .execute("UPDATE tasks SET state = 'queued', due_at = LEAST(due_at, $1) WHERE state = 'leased'", &[&now.0])
+            .await
+            .map_err(backend)
+    }
+
+    async fn dead_letter_list(&self, queue: &QueueName, limit: usize) -> StoreResult<Vec<DeadLetter>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {TASK_COLUMNS}, died_at FROM dead_letters WHERE queue = $1 ORDER BY id LIMIT $2"),
+                &[&queue.to_string(), &(limit as i64)],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter { task: columns::task_from(r)?, died_at: Timestamp(r.try_get(22).map_err(backend)?) })
+            })
+            .collect()
+    }
+
+    async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64> {
+        let client = self.client().await?;
+        client.execute("DELETE FROM tombstones WHERE expires_at <= $1", &[&now.0]).await.map_err(backend)
+    }
+}
+
+/// A row read from column `by` on, so the shared mapping can follow extra leading columns.
+struct Shifted<'a> {
+    row: &'a Row,
+    by: usize,
+}
+
+impl Columns for Shifted<'_> {
+    type Error = StoreError;
+
+    fn int(&self, i: usize) -> StoreResult<i32> {
+        self.row.int(i + self.by)
+    }
+    fn opt_int(&self, i: usize) -> StoreResult<Option<i32>> {
+        self.row.opt_int(i + self.by)
+    }
+    fn big(&self, i: usize) -> StoreResult<i64> {
+        self.row.big(i + self.by)
+    }
+    fn opt_big(&self, i: usize) -> StoreResult<Option<i64>> {
+        self.row.opt_big(i + self.by)
+    }
+    fn real(&self, i: usize) -> StoreResult<f64> {
+        self.row.real(i + self.by)
+    }
+    fn text(&self, i: usize) -> StoreResult<String> {
+        self.row.text(i + self.by)
+    }
+    fn opt_text(&self, i: usize) -> StoreResult<Option<String>> {
+        self.row.opt_text(i + self.by)
+    }
+    fn blob(&self, i: usize) -> StoreResult<Vec<u8>> {
+        self.row.blob(i + self.by)
+    }
+    fn corrupt(what: &str, value: &str) -> StoreError {
+        <Row as Columns>::corrupt(what, value)
+    }
+}

@@ -1,0 +1,96 @@
+-- tasklane PostgreSQL schema, version 1. Times are microseconds since the Unix epoch.
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    parent TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('running', 'paused', 'disabled')),
+    max_dispatches_per_second DOUBLE PRECISION NOT NULL,
+    max_burst_size INTEGER NOT NULL,
+    max_concurrent_dispatches INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    max_retry_duration_us BIGINT,
+    min_backoff_us BIGINT NOT NULL,
+    max_backoff_us BIGINT NOT NULL,
+    max_doublings INTEGER NOT NULL,
+    logging_sampling_ratio DOUBLE PRECISION NOT NULL,
+    purge_time BIGINT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queues_parent ON queues (parent, name);
+
+-- The hot table: only tasks that still have to run. Finished tasks leave it.
+CREATE TABLE IF NOT EXISTS tasks (
+    id BIGSERIAL PRIMARY KEY,
+    queue TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('queued', 'leased')),
+    due_at BIGINT NOT NULL,
+    lease_id BIGINT NOT NULL DEFAULT 0,
+    url TEXT NOT NULL,
+    method TEXT NOT NULL CHECK (method IN ('POST', 'GET', 'HEAD', 'PUT', 'DELETE', 'PATCH', 'OPTIONS')),
+    headers TEXT NOT NULL,
+    body BYTEA NOT NULL,
+    auth_kind TEXT CHECK (auth_kind IN ('oidc', 'oauth')),
+    auth_email TEXT,
+    auth_param TEXT,
+    schedule_time BIGINT NOT NULL,
+    create_time BIGINT NOT NULL,
+    dispatch_deadline_us BIGINT NOT NULL,
+    dispatch_count INTEGER NOT NULL DEFAULT 0,
+    response_count INTEGER NOT NULL DEFAULT 0,
+    execution_count INTEGER NOT NULL DEFAULT 0,
+    last_http_status INTEGER NOT NULL DEFAULT 0,
+    first_dispatch_time BIGINT,
+    last_schedule_time BIGINT,
+    last_dispatch_time BIGINT,
+    last_response_time BIGINT,
+    last_code INTEGER,
+    last_message TEXT,
+    UNIQUE (queue, task_id)
+);
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (queue, due_at);
+
+-- Names of tasks that finished or were deleted, reserved until expires_at.
+CREATE TABLE IF NOT EXISTS tombstones (
+    queue TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    PRIMARY KEY (queue, task_id)
+);
+CREATE INDEX IF NOT EXISTS tombstones_expiry ON tombstones (expires_at);
+
+-- Tasks that gave up, with their last attempt: nothing is lost silently.
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id BIGSERIAL PRIMARY KEY,
+    died_at BIGINT NOT NULL,
+    queue TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    method TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    body BYTEA NOT NULL,
+    auth_kind TEXT,
+    auth_email TEXT,
+    auth_param TEXT,
+    schedule_time BIGINT NOT NULL,
+    create_time BIGINT NOT NULL,
+    dispatch_deadline_us BIGINT NOT NULL,
+    dispatch_count INTEGER NOT NULL,
+    response_count INTEGER NOT NULL,
+    execution_count INTEGER NOT NULL,
+    last_http_status INTEGER NOT NULL,
+    first_dispatch_time BIGINT,
+    last_schedule_time BIGINT,
+    last_dispatch_time BIGINT,
+    last_response_time BIGINT,
+    last_code INTEGER,
+    last_message TEXT
+);
+CREATE INDEX IF NOT EXISTS dead_letters_queue ON dead_letters (queue, id);
+
+INSERT INTO meta (key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING;
