@@ -173,6 +173,53 @@ pub struct DeadLetter {
     pub died_at: Timestamp,
 }
 
+/// A node's periodic sign of life, with the address it serves on.
+#[derive(Debug, Clone)]
+pub struct NodeHeartbeat {
+    pub node_id: String,
+    pub address: String,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub node_id: String,
+    pub address: String,
+    pub started_at: Timestamp,
+    pub heartbeat_at: Timestamp,
+}
+
+/// Extend every queue lease this node holds until `until`; returns the queues it holds.
+#[derive(Debug, Clone)]
+pub struct QueueOwnerRenew {
+    pub node_id: String,
+    pub until: Timestamp,
+    pub now: Timestamp,
+}
+
+/// Take a queue's lease if nobody holds it or its lease ended before `now`.
+#[derive(Debug, Clone)]
+pub struct QueueOwnerAcquire {
+    pub node_id: String,
+    pub queue: QueueName,
+    pub until: Timestamp,
+    pub now: Timestamp,
+}
+
+/// Give back one queue, or every queue this node holds.
+#[derive(Debug, Clone)]
+pub struct QueueOwnerRelease {
+    pub node_id: String,
+    pub queue: Option<QueueName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueOwner {
+    pub queue: QueueName,
+    pub node_id: String,
+    pub lease_until: Timestamp,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn queue_create(&self, p: QueueCreate) -> StoreResult<Queue>;
@@ -202,4 +249,13 @@ pub trait Store: Send + Sync + 'static {
     async fn dead_letter_list(&self, queue: &QueueName, limit: usize) -> StoreResult<Vec<DeadLetter>>;
     /// Forget task-name tombstones that ended before `now`; returns how many.
     async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64>;
+
+    async fn node_heartbeat(&self, p: NodeHeartbeat) -> StoreResult<()>;
+    /// Nodes whose last heartbeat is at or after `alive_since`.
+    async fn node_list(&self, alive_since: Timestamp) -> StoreResult<Vec<Node>>;
+    async fn node_remove(&self, node_id: &str) -> StoreResult<()>;
+    async fn queue_owner_renew(&self, p: QueueOwnerRenew) -> StoreResult<Vec<QueueName>>;
+    async fn queue_owner_acquire(&self, p: QueueOwnerAcquire) -> StoreResult<bool>;
+    async fn queue_owner_release(&self, p: QueueOwnerRelease) -> StoreResult<()>;
+    async fn queue_owner_list(&self) -> StoreResult<Vec<QueueOwner>>;
 }

@@ -14,9 +14,10 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::columns::{self, Columns, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::{
-    AttemptResult, ClaimedTask, DeadLetter, QueueCreate, QueueDelete, QueueList, QueuePurge, QueueSettingsPut,
-    QueueStateSet, Store, StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish,
-    TaskList, TaskLookup, TaskOutcome,
+    AttemptResult, ClaimedTask, DeadLetter, Node, NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwner,
+    QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Store,
+    StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup,
+    TaskOutcome,
 };
 
 const SCHEMA: &str = include_str!("schema.sql");
@@ -375,6 +376,7 @@ impl Store for PgStore {
         }
         tx.execute("DELETE FROM tasks WHERE queue = $1", &[&name]).await.map_err(backend)?;
         tx.execute("DELETE FROM tombstones WHERE queue = $1", &[&name]).await.map_err(backend)?;
+        tx.execute("DELETE FROM queue_owners WHERE queue = $1", &[&name]).await.map_err(backend)?;
         tx.commit().await.map_err(backend)
     }
 
@@ -622,6 +624,120 @@ impl Store for PgStore {
     async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64> {
         let client = self.client().await?;
         client.execute("DELETE FROM tombstones WHERE expires_at <= $1", &[&now.0]).await.map_err(backend)
+    }
+
+    async fn node_heartbeat(&self, p: NodeHeartbeat) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO nodes (node_id, address, started_at, heartbeat_at) VALUES ($1, $2, $3, $3) \
+                 ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, heartbeat_at = excluded.heartbeat_at",
+                &[&p.node_id, &p.address, &p.now.0],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn node_list(&self, alive_since: Timestamp) -> StoreResult<Vec<Node>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT node_id, address, started_at, heartbeat_at FROM nodes WHERE heartbeat_at >= $1 ORDER BY node_id",
+                &[&alive_since.0],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Node {
+                    node_id: r.try_get(0).map_err(backend)?,
+                    address: r.try_get(1).map_err(backend)?,
+                    started_at: Timestamp(r.try_get(2).map_err(backend)?),
+                    heartbeat_at: Timestamp(r.try_get(3).map_err(backend)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn node_remove(&self, node_id: &str) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        tx.execute("DELETE FROM queue_owners WHERE node_id = $1", &[&node_id]).await.map_err(backend)?;
+        tx.execute("DELETE FROM nodes WHERE node_id = $1", &[&node_id]).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn queue_owner_renew(&self, p: QueueOwnerRenew) -> StoreResult<Vec<QueueName>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "UPDATE queue_owners SET lease_until = $2 WHERE node_id = $1 RETURNING queue",
+                &[&p.node_id, &p.until.0],
+            )
+            .await
+            .map_err(backend)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let name: String = r.try_get(0).map_err(backend)?;
+            if let Ok(q) = QueueName::parse(&name) {
+                out.push(q);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn queue_owner_acquire(&self, p: QueueOwnerAcquire) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "INSERT INTO queue_owners (queue, node_id, lease_until) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM queues WHERE name = $1) \
+                 ON CONFLICT (queue) DO UPDATE SET node_id = excluded.node_id, lease_until = excluded.lease_until \
+                 WHERE queue_owners.lease_until < $4 OR queue_owners.node_id = excluded.node_id",
+                &[&p.queue.to_string(), &p.node_id, &p.until.0, &p.now.0],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(n == 1)
+    }
+
+    async fn queue_owner_release(&self, p: QueueOwnerRelease) -> StoreResult<()> {
+        let client = self.client().await?;
+        match &p.queue {
+            Some(q) => {
+                client
+                    .execute(
+                        "DELETE FROM queue_owners WHERE node_id = $1 AND queue = $2",
+                        &[&p.node_id, &q.to_string()],
+                    )
+                    .await
+            }
+            None => client.execute("DELETE FROM queue_owners WHERE node_id = $1", &[&p.node_id]).await,
+        }
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn queue_owner_list(&self) -> StoreResult<Vec<QueueOwner>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT queue, node_id, lease_until FROM queue_owners ORDER BY queue", &[])
+            .await
+            .map_err(backend)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let queue: String = r.try_get(0).map_err(backend)?;
+            if let Ok(queue) = QueueName::parse(&queue) {
+                out.push(QueueOwner {
+                    queue,
+                    node_id: r.try_get(1).map_err(backend)?,
+                    lease_until: Timestamp(r.try_get(2).map_err(backend)?),
+                });
+            }
+        }
+        Ok(out)
     }
 }
 

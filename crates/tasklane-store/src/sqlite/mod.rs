@@ -20,9 +20,9 @@ use tokio::sync::oneshot;
 
 use crate::columns::{self, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::{
-    ClaimedTask, DeadLetter, QueueCreate, QueueDelete, QueueList, QueuePurge, QueueSettingsPut, QueueStateSet, Store,
-    StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup,
-    TaskOutcome,
+    ClaimedTask, DeadLetter, Node, NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire,
+    QueueOwnerRelease, QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Store, StoreError, StoreResult,
+    TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup, TaskOutcome,
 };
 
 const MAX_BATCH: usize = 1024;
@@ -398,6 +398,7 @@ impl Store for SqliteStore {
             }
             conn.execute("DELETE FROM tasks WHERE queue = ?1", [&name]).map_err(backend)?;
             conn.execute("DELETE FROM tombstones WHERE queue = ?1", [&name]).map_err(backend)?;
+            conn.execute("DELETE FROM queue_owners WHERE queue = ?1", [&name]).map_err(backend)?;
             Ok(())
         })
         .await
@@ -652,6 +653,118 @@ impl Store for SqliteStore {
                 .and_then(|mut s| s.execute([now.0]))
                 .map(|n| n as u64)
                 .map_err(backend)
+        })
+        .await
+    }
+
+    async fn node_heartbeat(&self, p: NodeHeartbeat) -> StoreResult<()> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO nodes (node_id, address, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?3) \
+                 ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, heartbeat_at = excluded.heartbeat_at",
+            )
+            .and_then(|mut s| s.execute(params![p.node_id, p.address, p.now.0]))
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn node_list(&self, alive_since: Timestamp) -> StoreResult<Vec<Node>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT node_id, address, started_at, heartbeat_at FROM nodes WHERE heartbeat_at >= ?1 ORDER BY node_id",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([alive_since.0], |r| {
+                    Ok(Node {
+                        node_id: r.get(0)?,
+                        address: r.get(1)?,
+                        started_at: Timestamp(r.get(2)?),
+                        heartbeat_at: Timestamp(r.get(3)?),
+                    })
+                })
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(backend)?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn node_remove(&self, node_id: &str) -> StoreResult<()> {
+        let node_id = node_id.to_string();
+        self.write(move |conn| {
+            conn.execute("DELETE FROM queue_owners WHERE node_id = ?1", [&node_id]).map_err(backend)?;
+            conn.execute("DELETE FROM nodes WHERE node_id = ?1", [&node_id]).map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn queue_owner_renew(&self, p: QueueOwnerRenew) -> StoreResult<Vec<QueueName>> {
+        self.write(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("UPDATE queue_owners SET lease_until = ?2 WHERE node_id = ?1 RETURNING queue")
+                .map_err(backend)?;
+            let names: Vec<String> = stmt
+                .query_map(params![p.node_id, p.until.0], |r| r.get(0))
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(backend)?;
+            let mut out: Vec<QueueName> = names.iter().filter_map(|n| QueueName::parse(n).ok()).collect();
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn queue_owner_acquire(&self, p: QueueOwnerAcquire) -> StoreResult<bool> {
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "INSERT INTO queue_owners (queue, node_id, lease_until) \
+                     SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM queues WHERE name = ?1) \
+                     ON CONFLICT (queue) DO UPDATE SET node_id = excluded.node_id, lease_until = excluded.lease_until \
+                     WHERE queue_owners.lease_until < ?4 OR queue_owners.node_id = excluded.node_id",
+                )
+                .and_then(|mut s| s.execute(params![p.queue.to_string(), p.node_id, p.until.0, p.now.0]))
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn queue_owner_release(&self, p: QueueOwnerRelease) -> StoreResult<()> {
+        self.write(move |conn| {
+            match &p.queue {
+                Some(q) => conn.execute(
+                    "DELETE FROM queue_owners WHERE node_id = ?1 AND queue = ?2",
+                    params![p.node_id, q.to_string()],
+                ),
+                None => conn.execute("DELETE FROM queue_owners WHERE node_id = ?1", [&p.node_id]),
+            }
+            .map(|_| ())
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn queue_owner_list(&self) -> StoreResult<Vec<QueueOwner>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT queue, node_id, lease_until FROM queue_owners ORDER BY queue")
+                .map_err(backend)?;
+            let rows: Vec<(String, String, i64)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(backend)?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(q, node_id, until)| {
+                    QueueName::parse(&q).ok().map(|queue| QueueOwner { queue, node_id, lease_until: Timestamp(until) })
+                })
+                .collect())
         })
         .await
     }

@@ -92,4 +92,19 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 CREATE INDEX IF NOT EXISTS dead_letters_queue ON dead_letters (queue, id);
 
+-- Cluster membership and queue ownership: each queue is dispatched by one node at a time.
+CREATE TABLE IF NOT EXISTS nodes (
+    node_id TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS queue_owners (
+    queue TEXT PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    lease_until BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_owners_node ON queue_owners (node_id);
+
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');

@@ -94,6 +94,8 @@ macro_rules! every_case {
     task_delete_and_lookup,
     concurrent_creates_are_all_committed,
     task_lease_release_all_requeues_leased_tasks,
+    nodes_heartbeat_list_and_leave,
+    queue_ownership_is_exclusive_until_the_lease_ends,
 );)*
     };
 }
