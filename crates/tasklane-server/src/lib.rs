@@ -1,6 +1,8 @@
 //! The tasklane server: the Cloud Tasks service, the dispatcher, the REST API and the
 //! background maintenance, assembled by `Server::start`.
 
+mod admin;
+pub mod cluster;
 pub mod dispatch;
 mod page_token;
 pub mod rest;
@@ -12,23 +14,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::get;
 use tasklane_core::{Clock, SystemClock};
-use tasklane_store::{SqliteStore, Store};
+use tasklane_store::{PgStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use cluster::ClusterConfig;
 pub use dispatch::{DispatchConfig, Dispatcher};
 pub use service::CloudTasks;
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// The embedded store's directory (unused with `database_url`).
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL: run as one node of a cluster sharing that database.
+    pub database_url: Option<String>,
     pub tombstone_window: Duration,
     pub lease_grace: Duration,
     /// How long shutdown waits for deliveries in flight.
     pub shutdown_grace: Duration,
+    pub cluster: ClusterConfig,
 }
 
 impl Default for ServerConfig {
@@ -36,9 +42,11 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             data_dir: PathBuf::from(".tasklane"),
+            database_url: None,
             tombstone_window: Duration::from_secs(3600),
             lease_grace: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -54,124 +62,193 @@ pub enum StartError {
     Locked(PathBuf),
     #[error("open the store: {0}")]
     Store(#[from] tasklane_store::StoreError),
+    #[error("cannot use the database at {url}: {error}")]
+    Database { url: String, error: tasklane_store::StoreError },
     #[error("listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Http(String),
 }
 
-/// A running server. Dropping it does not stop it; call `shutdown`.
-pub struct Server {
-    pub local_addr: SocketAddr,
-    dispatcher: Dispatcher,
-    stop: watch::Sender<bool>,
-    http: tokio::task::JoinHandle<()>,
-    store: SqliteStore,
-    _lock: std::fs::File,
-    shutdown_grace: Duration,
-}
-
-/// Liveness: the process answers.
-async fn healthz() -> &'static str {
-    "ok"
-}
-
-async fn readyz(axum::extract::State(store): axum::extract::State<Arc<dyn Store>>) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let probe = tasklane_store::QueueList { parent: None, after: None, limit: 1 };
-    match store.queue_list(probe).await {
-        Ok(_) => "ready".into_response(),
-        Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}")).into_response(),
+/// A database URL with its password hidden, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
     }
 }
 
-impl Server {
-    /// Open the embedded store, start the dispatcher and serve the API.
-    pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|source| StartError::DataDir { path: config.data_dir.clone(), source })?;
-        let lock_path = config.data_dir.join("tasklane.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| StartError::DataDir { path: lock_path.clone(), source })?;
-        // One process owns an embedded store: its leases are then known to be its own.
-        if lock.try_lock().is_err() {
-            return Err(StartError::Locked(config.data_dir.clone()));
-        }
-        let sqlite = SqliteStore::open(config.data_dir.join("tasklane.db"))?;
-        let store: Arc<dyn Store> = Arc::new(sqlite.clone());
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        // Leases left by a previous process of this store cannot be held by anyone now.
-        let released = store.task_lease_release_all(clock.now()).await?;
-        if released > 0 {
-            tracing::info!(tasks = released, "returned tasks leased by the previous run to their queues");
-        }
-        let client = dispatch::http_client().map_err(StartError::Http)?;
-        let dispatcher = Dispatcher::new(
-            store.clone(),
-            clock.clone(),
-            client,
-            DispatchConfig { lease_grace: config.lease_grace, tombstone_window: config.tombstone_window },
-        );
-        dispatcher.start().await?;
-        let service = CloudTasks::new(store.clone(), clock.clone(), dispatcher.clone(), config.tombstone_window);
+enum Backend {
+    Embedded { sqlite: SqliteStore, _lock: std::fs::File },
+    Cluster { node_id: String, keeper: tokio::task::JoinHandle<()> },
+}
 
-        let app = Router::new()
-            .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz).with_state(store.clone()))
-            .merge(rest::router(service));
+/// A running server. Dropping it does not stop it; call `shutdown`.
+pub struct Server {
+    pub local_addr: SocketAddr,
+    /// This node's id in a cluster; `None` on the embedded store.
+    pub node_id: Option<String>,
+    store: Arc<dyn Store>,
+    dispatcher: Dispatcher,
+    stop: watch::Sender<bool>,
+    http: tokio::task::JoinHandle<()>,
+    backend: Backend,
+    shutdown_grace: Duration,
+}
+
+fn new_node_id(clock: &dyn Clock) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_i64(clock.now().0);
+    format!("node-{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+impl Server {
+    /// Open the store, start the dispatcher and serve the API.
+    pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
-        let (stop, mut stop_rx) = watch::channel(false);
-        let mut maintenance_stop = stop.subscribe();
+        let client = dispatch::http_client().map_err(StartError::Http)?;
+        let dispatch_config =
+            DispatchConfig { lease_grace: config.lease_grace, tombstone_window: config.tombstone_window };
+        let (stop, stop_rx) = watch::channel(false);
+
+        let (store, dispatcher, backend, node_id): (Arc<dyn Store>, Dispatcher, Backend, Option<String>) = match &config
+            .database_url
+        {
+            None => {
+                let (sqlite, lock) = open_embedded(&config.data_dir)?;
+                let store: Arc<dyn Store> = Arc::new(sqlite.clone());
+                // Leases left by a previous process of this store cannot be held by anyone now.
+                let released = store.task_lease_release_all(clock.now()).await?;
+                if released > 0 {
+                    tracing::info!(tasks = released, "returned tasks leased by the previous run to their queues");
+                }
+                let dispatcher = Dispatcher::new(store.clone(), clock.clone(), client, dispatch_config);
+                dispatcher.start().await?;
+                (store, dispatcher, Backend::Embedded { sqlite, _lock: lock }, None)
+            }
+            Some(url) => {
+                let pg = PgStore::connect(url, None)
+                    .await
+                    .map_err(|error| StartError::Database { url: redact(url), error })?;
+                let store: Arc<dyn Store> = Arc::new(pg.clone());
+                let node_id = new_node_id(&*clock);
+                let notifier = cluster::wake_relay(pg.clone(), stop_rx.clone());
+                let dispatcher = Dispatcher::clustered(store.clone(), clock.clone(), client, dispatch_config, notifier);
+                cluster::listen(&pg, dispatcher.clone());
+                let keeper = cluster::OwnershipKeeper {
+                    store: store.clone(),
+                    clock: clock.clone(),
+                    dispatcher: dispatcher.clone(),
+                    node_id: node_id.clone(),
+                    address: local_addr.to_string(),
+                    config: config.cluster.clone(),
+                };
+                let keeper = tokio::spawn(keeper.run(stop_rx.clone()));
+                (store, dispatcher, Backend::Cluster { node_id: node_id.clone(), keeper }, Some(node_id))
+            }
+        };
+        let service = CloudTasks::new(store.clone(), clock.clone(), dispatcher.clone(), config.tombstone_window);
+        let app = Router::new()
+            .merge(admin::router(store.clone(), clock.clone(), config.cluster.lease))
+            .merge(rest::router(service));
+
+        let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(async move {
             let graceful = async move {
-                let _ = stop_rx.changed().await;
+                let _ = http_stop.changed().await;
             };
             if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
                 tracing::error!(error = %e, "http server stopped");
             }
         });
-        let maintenance_store = store.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        match maintenance_store.tombstone_expire(clock.now()).await {
-                            Ok(n) if n > 0 => tracing::debug!(expired = n, "expired task-name tombstones"),
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(error = %e, "expire tombstones"),
-                        }
-                    }
-                    _ = maintenance_stop.changed() => break,
-                }
-            }
-        });
-        tracing::info!(addr = %local_addr, data_dir = %config.data_dir.display(), "tasklane is serving");
+        spawn_maintenance(store.clone(), clock.clone(), stop_rx);
+        tracing::info!(addr = %local_addr, node = node_id.as_deref().unwrap_or("embedded"), "tasklane is serving");
         Ok(Server {
             local_addr,
+            node_id,
+            store,
             dispatcher,
             stop,
             http,
-            store: sqlite,
-            _lock: lock,
+            backend,
             shutdown_grace: config.shutdown_grace,
         })
     }
 
     /// Stop taking requests and new work, let deliveries in flight finish (up to the
-    /// grace period), then close the store. Tasks not finished keep their leases.
+    /// grace period), hand queues over to other nodes, then close the store. Tasks not
+    /// finished keep their leases and run again after them.
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
         self.dispatcher.shutdown(self.shutdown_grace).await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
-        self.store.close();
+        match self.backend {
+            Backend::Embedded { sqlite, _lock } => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+                sqlite.close();
+            }
+            Backend::Cluster { node_id, keeper } => {
+                let _ = keeper.await;
+                cluster::OwnershipKeeper::leave(&*self.store, &node_id).await;
+                let _ = tokio::time::timeout(Duration::from_secs(5), self.http).await;
+            }
+        }
         tracing::info!("tasklane stopped");
+    }
+}
+
+fn open_embedded(data_dir: &std::path::Path) -> Result<(SqliteStore, std::fs::File), StartError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir { path: data_dir.to_path_buf(), source })?;
+    let lock_path = data_dir.join("tasklane.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| StartError::DataDir { path: lock_path.clone(), source })?;
+    // One process owns an embedded store: its leases are then known to be its own.
+    if lock.try_lock().is_err() {
+        return Err(StartError::Locked(data_dir.to_path_buf()));
+    }
+    let sqlite = SqliteStore::open(data_dir.join("tasklane.db"))?;
+    Ok((sqlite, lock))
+}
+
+fn spawn_maintenance(store: Arc<dyn Store>, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    match store.tombstone_expire(clock.now()).await {
+                        Ok(n) if n > 0 => tracing::debug!(expired = n, "expired task-name tombstones"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "expire tombstones"),
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_urls_are_redacted() {
+        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(super::redact("host=h user=u"), "host=h user=u");
     }
 }

@@ -14,7 +14,7 @@ mod columns;
 pub mod postgres;
 pub mod sqlite;
 
-pub use postgres::PgStore;
+pub use postgres::{PgStore, WAKE_CHANNEL};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

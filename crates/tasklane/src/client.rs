@@ -46,10 +46,16 @@ impl ClientArgs {
         }
     }
 
+    /// Call the Cloud Tasks API at `/v2/{path}`.
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        self.call_url(method, &format!("v2/{path}"), body).await
+    }
+
+    /// Call tasklane at `/{path}`.
+    pub async fn call_url(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder().build().context("build HTTP client")?;
-        let url = format!("{}/v2/{path}", self.endpoint.trim_end_matches('/'));
+        let url = format!("{}/{path}", self.endpoint.trim_end_matches('/'));
         let mut request = client.request(method, &url);
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(body.to_string());

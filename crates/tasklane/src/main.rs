@@ -2,6 +2,7 @@
 //! its API that mirrors `gcloud tasks`.
 
 mod client;
+mod cluster;
 mod output;
 mod queues;
 mod serve;
@@ -26,6 +27,9 @@ enum Command {
     /// Manage tasks (like `gcloud tasks`).
     #[command(subcommand)]
     Tasks(tasks::TasksCommand),
+    /// Inspect a cluster of tasklane nodes.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +46,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Queues(cmd) => queues::run(cmd).await,
             Command::Tasks(cmd) => tasks::run(cmd).await,
+            Command::Cluster(cmd) => cluster::run(cmd).await,
         }
     });
     match result {

@@ -15,6 +15,12 @@ pub struct ServeArgs {
     /// Directory of the embedded store.
     #[arg(long, env = "TASKLANE_DATA_DIR", default_value = ".tasklane")]
     data_dir: PathBuf,
+    /// PostgreSQL URL: run as one node of a cluster sharing this database instead of the embedded store.
+    #[arg(long, env = "TASKLANE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Added to a task's dispatch deadline to form its lease; after that a task is run again.
+    #[arg(long, env = "TASKLANE_LEASE_GRACE", default_value = "30s", value_parser = crate::client::parse_cli_duration)]
+    lease_grace: std::time::Duration,
     /// Log filter, for example `info` or `tasklane_server=debug`.
     #[arg(long, env = "TASKLANE_LOG", default_value = "info")]
     log_level: String,
@@ -45,13 +51,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
+        database_url: args.database_url,
+        lease_grace: args.lease_grace,
         tombstone_window: args.tombstone_window,
         shutdown_grace: args.shutdown_grace,
         ..ServerConfig::default()
     };
     let server = Server::start(config).await.context("start tasklane")?;
-    // Tests and scripts read this line to learn the port when listening on port 0.
-    println!("tasklane listening on http://{}", server.local_addr);
+    // Tests and scripts read the first line to learn the port when listening on port 0.
+    // A closed stdout must not stop the server, so write errors are ignored.
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "tasklane listening on http://{}", server.local_addr);
+        if let Some(node) = &server.node_id {
+            let _ = writeln!(out, "tasklane node {node}");
+        }
+        let _ = out.flush();
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     server.shutdown().await;

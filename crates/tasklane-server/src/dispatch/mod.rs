@@ -48,6 +48,9 @@ pub struct Dispatcher {
 }
 
 struct Shared {
+    /// `None`: this process dispatches every queue (embedded store). `Some`: only the
+    /// queues the ownership keeper hands it (cluster), and others are woken by `notifier`.
+    notifier: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     client: reqwest::Client,
@@ -78,9 +81,20 @@ pub fn http_client() -> Result<reqwest::Client, String> {
 
 impl Dispatcher {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, client: reqwest::Client, config: DispatchConfig) -> Self {
+        Dispatcher::build(store, clock, client, config, None)
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        client: reqwest::Client,
+        config: DispatchConfig,
+        notifier: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    ) -> Self {
         let (stop, _) = watch::channel(false);
         Dispatcher {
             shared: Arc::new(Shared {
+                notifier,
                 store,
                 clock,
                 client,
@@ -90,6 +104,72 @@ impl Dispatcher {
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
             }),
+        }
+    }
+
+    /// A dispatcher for one node of a cluster: it runs only the queues given to
+    /// `set_owned`, and sends the names of other queues it must wake to `notifier`.
+    pub fn clustered(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        client: reqwest::Client,
+        config: DispatchConfig,
+        notifier: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Self {
+        Dispatcher::build(store, clock, client, config, Some(notifier))
+    }
+
+    fn clustered_mode(&self) -> bool {
+        self.shared.notifier.is_some()
+    }
+
+    fn notify_owner(&self, queue: &QueueName) {
+        if let Some(n) = &self.shared.notifier {
+            let _ = n.send(queue.to_string());
+        }
+    }
+
+    /// The queues this node now owns: start loops for new ones, stop the others.
+    pub fn set_owned(&self, owned: &[QueueName]) {
+        let mut to_load = Vec::new();
+        if let Ok(mut queues) = self.shared.queues.lock() {
+            queues.retain(|name, _| owned.contains(name));
+            to_load.extend(owned.iter().filter(|q| !queues.contains_key(*q)).cloned());
+        }
+        for name in to_load {
+            self.reload(name);
+        }
+    }
+
+    /// The queues this node runs loops for.
+    pub fn owned(&self) -> Vec<QueueName> {
+        self.shared.queues.lock().map(|q| q.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// Read a queue's settings from the store and apply them to its loop (starting it if needed).
+    fn reload(&self, name: QueueName) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this.shared.store.queue_get(&name).await {
+                Ok(Some(queue)) => this.start_or_update(queue, true),
+                Ok(None) => this.drop_loop(&name),
+                Err(e) => tracing::warn!(queue = %name, error = %e, "reload queue settings"),
+            }
+        });
+    }
+
+    /// A wake-up from another node: `queue` changed or has new tasks; empty means every queue.
+    pub fn woken(&self, queue: &str) {
+        let names: Vec<QueueName> = if queue.is_empty() {
+            self.owned()
+        } else {
+            match QueueName::parse(queue) {
+                Ok(n) if self.owned().contains(&n) => vec![n],
+                _ => return,
+            }
+        };
+        for name in names {
+            self.reload(name);
         }
     }
 
@@ -117,8 +197,17 @@ impl Dispatcher {
         }
     }
 
-    /// A queue was created or its settings or state changed.
+    /// A queue was created or its settings or state changed (by this node's API).
     pub fn queue_changed(&self, queue: Queue) {
+        if self.clustered_mode() {
+            // The owner, maybe another node, reloads the settings from the store.
+            self.notify_owner(&queue.name);
+        }
+        self.start_or_update(queue, !self.clustered_mode());
+    }
+
+    /// Apply settings to a queue's loop; start the loop only if `may_start`.
+    fn start_or_update(&self, queue: Queue, may_start: bool) {
         if *self.shared.stop.borrow() {
             return;
         }
@@ -126,6 +215,10 @@ impl Dispatcher {
         let queue = Arc::new(queue);
         if let Some(handle) = queues.get(&queue.name) {
             handle.config.send_replace(queue);
+            handle.wake.notify_one();
+            return;
+        }
+        if !may_start {
             return;
         }
         let (config_tx, config_rx) = watch::channel(queue.clone());
@@ -136,7 +229,13 @@ impl Dispatcher {
         tokio::spawn(run_queue(shared, config_rx, wake).instrument(span));
     }
 
+    /// A queue was deleted (by this node's API): stop its loop here and at its owner.
     pub fn queue_removed(&self, name: &QueueName) {
+        self.drop_loop(name);
+        self.notify_owner(name);
+    }
+
+    fn drop_loop(&self, name: &QueueName) {
         if let Ok(mut queues) = self.shared.queues.lock() {
             // Dropping the sender ends the queue's loop.
             queues.remove(name);
@@ -149,7 +248,9 @@ impl Dispatcher {
             && let Some(handle) = queues.get(queue)
         {
             handle.wake.notify_one();
+            return;
         }
+        self.notify_owner(queue);
     }
 
     /// Deliver a task leased by `RunTask` at once, outside the queue's limits.

@@ -28,7 +28,11 @@ const POOL_SIZE: usize = 16;
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    config: tokio_postgres::Config,
 }
+
+/// The channel nodes use to wake each other: the payload is a queue name.
+pub const WAKE_CHANNEL: &str = "tasklane_wake";
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -36,15 +40,30 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+/// An error with its causes, so "db error" says which error.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 fn backend(e: tokio_postgres::Error) -> StoreError {
     if e.is_closed() || e.as_db_error().is_none() {
-        return StoreError::Unavailable(e.to_string());
+        return StoreError::Unavailable(with_causes(&e));
     }
     StoreError::Backend(e.as_db_error().map_or_else(|| e.to_string(), |d| d.to_string()))
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::Unavailable(with_causes(&e))
 }
 
 impl Columns for Row {
@@ -107,12 +126,13 @@ impl PgStore {
             let _ = task.await;
             config.options(format!("-c search_path={schema}"));
         }
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| StoreError::Unavailable(format!("build connection pool: {e}")))?;
-        let store = PgStore { pool };
+        let store = PgStore { pool, config };
         store.migrate().await?;
         Ok(store)
     }
@@ -129,10 +149,71 @@ impl PgStore {
         self.pool.get().await.map_err(pool_error)
     }
 
+    /// Wake the queues' owners, wherever they run: one `NOTIFY` per queue name.
+    pub async fn notify(&self, queues: &[String]) -> StoreResult<()> {
+        let client = self.client().await?;
+        for q in queues {
+            client.execute("SELECT pg_notify($1, $2)", &[&WAKE_CHANNEL, q]).await.map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    /// Listen for wake-ups on a dedicated connection, reconnecting with backoff when it
+    /// drops. Each notification's payload (a queue name) is sent to the returned channel.
+    pub fn listen(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let config = self.config.clone();
+        tokio::spawn(async move {
+            let mut failures: u32 = 0;
+            while !tx.is_closed() {
+                match listen_once(&config, &tx).await {
+                    Ok(()) => failures = 0,
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        tracing::warn!(error = %e, "wake-up listener lost its connection");
+                    }
+                }
+                let wait = Duration::from_millis(200u64.saturating_mul(1 << failures.min(5)));
+                tokio::time::sleep(wait).await;
+            }
+        });
+        rx
+    }
+
     /// Drop every table of this store (tests use it to clean their schema).
     pub async fn drop_schema(&self, schema: &str) -> StoreResult<()> {
         let client = self.client().await?;
         client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.map_err(backend)
+    }
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    tx: &tokio::sync::mpsc::UnboundedSender<String>,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let forward = tx.clone();
+    let pump = tokio::spawn(async move {
+        loop {
+            let message = std::future::poll_fn(|cx| connection.poll_message(cx)).await;
+            match message {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if forward.send(n.payload().to_string()).is_err() {
+                        return Ok(());
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    });
+    client.batch_execute(&format!("LISTEN {WAKE_CHANNEL}")).await?;
+    // A wake-up may have been missed while the connection was down: wake every queue.
+    let _ = tx.send(String::new());
+    match pump.await {
+        Ok(result) => result,
+        Err(_) => Ok(()),
     }
 }
 

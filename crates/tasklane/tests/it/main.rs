@@ -1,6 +1,7 @@
 //! End-to-end tests: the real binary on a free port, pushing to a local worker.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step should stop the test
 
+mod cluster;
 mod support;
 
 use std::collections::{HashMap, HashSet};

@@ -39,31 +39,43 @@ pub struct TasklaneProcess {
 
 impl TasklaneProcess {
     pub fn start() -> TasklaneProcess {
-        let mut p = TasklaneProcess::start_in(fresh_dir("data"));
-        p.owns_dir = true;
-        p
+        TasklaneProcess::start_in(fresh_dir("data"))
     }
 
     /// Start on an existing data directory (to restart after a crash).
     pub fn start_in(data_dir: PathBuf) -> TasklaneProcess {
+        let args = vec!["--data-dir".to_string(), data_dir.display().to_string()];
+        TasklaneProcess::spawn(&args, data_dir)
+    }
+
+    /// Start a cluster node on a PostgreSQL URL, with a short lease grace so tasks of a
+    /// killed node come back quickly.
+    pub fn start_node(database_url: &str) -> TasklaneProcess {
+        let args: Vec<String> = ["--database-url", database_url, "--lease-grace", "1s"].map(String::from).to_vec();
+        TasklaneProcess::spawn(&args, fresh_dir("node"))
+    }
+
+    fn spawn(extra: &[String], data_dir: PathBuf) -> TasklaneProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tasklane"))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn,tasklane_server=info"])
-            .arg("--data-dir")
-            .arg(&data_dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start tasklane");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        let mut reader = BufReader::new(stdout);
+        reader.read_line(&mut line).expect("read the listening line");
+        // Keep reading so the server never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
         let addr = line
             .trim()
             .strip_prefix("tasklane listening on http://")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .expect("address");
-        TasklaneProcess { child, addr, data_dir, owns_dir: false }
+        TasklaneProcess { child, addr, data_dir, owns_dir: true }
     }
 
     pub fn api(&self) -> Api {
@@ -117,6 +129,18 @@ impl Api {
         let status = resp.status().as_u16();
         let value = serde_json::from_str(&resp.text().await.unwrap_or_default()).unwrap_or(Value::Null);
         (status, value)
+    }
+
+    /// Like `call`, but a connection failure is `None` instead of a panic.
+    pub async fn try_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
+        let mut req = self.client.request(method, format!("{}/{path}", self.base));
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_string());
+        }
+        let resp = req.send().await.ok()?;
+        let status = resp.status().as_u16();
+        let value = serde_json::from_str(&resp.text().await.ok()?).unwrap_or(Value::Null);
+        Some((status, value))
     }
 
     pub async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {

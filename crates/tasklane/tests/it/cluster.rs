@@ -1,0 +1,165 @@
+//! Several nodes on one PostgreSQL database. These run when `TASKLANE_TEST_DATABASE_URL`
+//! is set (CI always sets it); each test works in a schema of its own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tasklane_store::PgStore;
+
+use crate::support::{PROJECT_LOCATION, TasklaneProcess, Worker, eventually};
+
+/// A URL whose connections use a fresh schema, or `None` when PostgreSQL is not configured.
+async fn fresh_database(tag: &str) -> Option<(String, PgStore, String)> {
+    let Ok(url) = std::env::var("TASKLANE_TEST_DATABASE_URL") else {
+        eprintln!("TASKLANE_TEST_DATABASE_URL is not set: skipping the cluster test");
+        return None;
+    };
+    let schema = format!("e2e_{tag}_{}", std::process::id());
+    let store = PgStore::connect(&url, Some(&schema)).await.expect("create the test schema");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Some((format!("{url}{sep}options=-c%20search_path%3D{schema}"), store, schema))
+}
+
+/// When each task was delivered.
+#[derive(Default)]
+struct Ledger {
+    deliveries: HashMap<String, Vec<Instant>>,
+}
+
+/// A task is leased for its deadline (15 s) plus the grace (1 s) before another node may run it.
+const LEASE: Duration = Duration::from_secs(16);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_deliver_everything_and_survive_a_kill_9() {
+    let Some((url, schema_store, schema)) = fresh_database("kill").await else { return };
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let l = ledger.clone();
+    let worker = Worker::start(Arc::new(move |r, _| {
+        let name = r.header("x-cloudtasks-taskname").unwrap_or("").to_string();
+        l.lock().unwrap().deliveries.entry(name).or_default().push(r.at);
+        (200, Duration::from_millis(2))
+    }))
+    .await;
+    let nodes: Vec<TasklaneProcess> = (0..3).map(|_| TasklaneProcess::start_node(&url)).collect();
+    let apis: Vec<_> = nodes.iter().map(|n| n.api()).collect();
+    const QUEUES: usize = 6;
+    const PER_QUEUE: usize = 500;
+    for q in 0..QUEUES {
+        apis[q % 3].create_queue(&format!("c{q}"), json!({})).await;
+    }
+    // Every node takes its share of the queues.
+    eventually("queues to spread over the three nodes", Duration::from_secs(15), || async {
+        let status = apis[0].ok(reqwest::Method::GET, "../v1/cluster", None).await;
+        let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
+        nodes.len() == 3 && nodes.iter().all(|n| n["queues"].as_array().is_some_and(|q| q.len() == 2))
+    })
+    .await;
+
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for q in 0..QUEUES {
+        for chunk in 0..5 {
+            let api = nodes[(q + chunk) % 3].api();
+            let url = worker.url("/");
+            handles.push(tokio::spawn(async move {
+                // The names whose create was acknowledged: each must be delivered.
+                let mut accepted = Vec::new();
+                for i in (chunk * PER_QUEUE / 5)..((chunk + 1) * PER_QUEUE / 5) {
+                    let id = format!("t{q}x{i}");
+                    let task = json!({"task": {
+                        "name": format!("{PROJECT_LOCATION}/queues/c{q}/tasks/{id}"),
+                        "dispatchDeadline": "15s",
+                        "httpRequest": {"url": url},
+                    }});
+                    let path = format!("{PROJECT_LOCATION}/queues/c{q}/tasks");
+                    if let Some((200, _)) = api.try_call(reqwest::Method::POST, &path, Some(task)).await {
+                        accepted.push(id);
+                    }
+                }
+                accepted
+            }));
+        }
+    }
+    // Kill one node once a third of the work is done.
+    let total = QUEUES * PER_QUEUE;
+    eventually("a third of the tasks to be delivered", Duration::from_secs(60), || {
+        let ledger = ledger.clone();
+        async move { ledger.lock().unwrap().deliveries.len() >= total / 3 }
+    })
+    .await;
+    let mut nodes = nodes;
+    let killed = nodes.remove(0);
+    killed.kill_hard();
+    let mut accepted = Vec::new();
+    for h in handles {
+        // Creates sent to the killed node after its death fail and were never accepted.
+        accepted.extend(h.await.expect("create tasks"));
+    }
+    // Tasks whose creates went to the killed node before it died are in the store too;
+    // tasks whose creates failed were never accepted. Check against what the store holds.
+    let api = nodes[0].api();
+    eventually("every accepted task to be delivered", Duration::from_secs(90), || {
+        let api = &api;
+        async move {
+            let mut pending = 0;
+            for q in 0..QUEUES {
+                pending += api.task_count(&format!("c{q}")).await;
+            }
+            pending == 0
+        }
+    })
+    .await;
+    let elapsed = start.elapsed();
+    let deliveries = std::mem::take(&mut ledger.lock().unwrap().deliveries);
+    let delivered = deliveries.len();
+    let duplicates: usize = deliveries.values().map(|t| t.len() - 1).sum();
+    eprintln!("cluster: {delivered} tasks delivered, {duplicates} duplicates, in {elapsed:?}");
+    assert!(accepted.len() >= total * 2 / 3, "only {} of {total} creates were accepted", accepted.len());
+    let missing: Vec<&String> = accepted.iter().filter(|id| !deliveries.contains_key(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} accepted tasks never delivered, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    // No task ran on two nodes at once: a second delivery comes only after the lease ended.
+    for (name, times) in &deliveries {
+        for pair in times.windows(2) {
+            let gap = pair[1].duration_since(pair[0]);
+            assert!(gap >= LEASE - Duration::from_millis(500), "{name} was delivered twice {gap:?} apart");
+        }
+    }
+    drop(nodes);
+    let _ = schema_store.drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_limit_holds_across_three_nodes() {
+    let Some((url, schema_store, schema)) = fresh_database("rate").await else { return };
+    let worker = Worker::ok().await;
+    let nodes: Vec<TasklaneProcess> = (0..3).map(|_| TasklaneProcess::start_node(&url)).collect();
+    let api = nodes[0].api();
+    api.create_queue("limited", json!({"rateLimits": {"maxDispatchesPerSecond": 50}})).await;
+    api.queue_verb("limited", "pause").await;
+    for i in 0..200 {
+        nodes[i % 3].api().create_task("limited", json!({"httpRequest": {"url": worker.url(&format!("/{i}"))}})).await;
+    }
+    let start = Instant::now();
+    api.queue_verb("limited", "resume").await;
+    let got = worker.wait_for(200, Duration::from_secs(30)).await;
+    let span = got[199].at.duration_since(start);
+    // A burst of 10, then 190 at 50 per second: about 3.8 s.
+    assert!(span >= Duration::from_secs(3), "200 tasks at 50/s took only {span:?}");
+    let times: Vec<Instant> = got.iter().map(|r| r.at).collect();
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..].iter().take_while(|u| u.duration_since(*t) < Duration::from_secs(1)).count();
+        assert!(in_window <= 62, "{in_window} deliveries within one second at 50/s (burst 10)");
+    }
+    let status: Value = api.ok(reqwest::Method::GET, "../v1/cluster", None).await;
+    let owners: usize = status["nodes"].as_array().unwrap().iter().map(|n| n["queues"].as_array().unwrap().len()).sum();
+    assert_eq!(owners, 1, "one node dispatches the queue: {status}");
+    drop(nodes);
+    let _ = schema_store.drop_schema(&schema).await;
+}
