@@ -105,6 +105,8 @@ pub struct TaskDelete {
 
 /// Lease up to `limit` due tasks of a queue, earliest due first. A task whose lease
 /// expired is due again. Each lease lasts the task's dispatch deadline plus `grace`.
+/// Nothing is leased unless the queue is running, checked in the same statement, so a
+/// pause takes effect at once whatever the dispatcher last saw.
 #[derive(Debug, Clone)]
 pub struct TaskClaim {
     pub queue: QueueName,

@@ -312,6 +312,19 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
         if *stop.borrow() {
             break;
         }
+        // A wake-up may win the select below over a config change: read it here too.
+        match config.has_changed() {
+            Err(_) => break,
+            Ok(true) => {
+                queue = config.borrow_and_update().clone();
+                bucket.reconfigure(
+                    queue.rate_limits.max_dispatches_per_second,
+                    queue.rate_limits.max_burst_size.max(1) as u32,
+                    shared.clock.now(),
+                );
+            }
+            Ok(false) => {}
+        }
         let mut wait = MAX_IDLE;
         if queue.state == QueueState::Running {
             let now = shared.clock.now();

@@ -563,8 +563,9 @@ impl Store for PgStore {
     async fn task_claim(&self, p: TaskClaim) -> StoreResult<Vec<ClaimedTask>> {
         let client = self.client().await?;
         let sql = format!(
-            "WITH due AS (SELECT id, due_at FROM tasks WHERE queue = $1 AND due_at <= $2 ORDER BY due_at LIMIT $3 \
-             FOR UPDATE SKIP LOCKED) \
+            "WITH due AS (SELECT id, due_at FROM tasks WHERE queue = $1 AND due_at <= $2 \
+             AND EXISTS (SELECT 1 FROM queues WHERE name = $1 AND state = 'running') \
+             ORDER BY due_at LIMIT $3 FOR UPDATE OF tasks SKIP LOCKED) \
              UPDATE tasks t SET {} FROM due WHERE t.id = due.id RETURNING due.due_at, t.lease_id, {}",
             lease_set("$2", "$4", "t"),
             prefixed(TASK_COLUMNS, "t")

@@ -508,7 +508,11 @@ impl Store for SqliteStore {
             let queue = p.queue.to_string();
             let grace = tasklane_core::clock::duration_micros(p.grace);
             let ids: Vec<i64> = conn
-                .prepare_cached("SELECT id FROM tasks WHERE queue = ?1 AND due_at <= ?2 ORDER BY due_at LIMIT ?3")
+                .prepare_cached(
+                    "SELECT id FROM tasks WHERE queue = ?1 AND due_at <= ?2 \
+                     AND EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND state = 'running') \
+                     ORDER BY due_at LIMIT ?3",
+                )
                 .and_then(|mut s| {
                     s.query_map(params![queue, p.now.0, p.limit as i64], |r| r.get(0))
                         .and_then(|r| r.collect::<Result<Vec<i64>, _>>())

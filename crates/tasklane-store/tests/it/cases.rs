@@ -238,6 +238,21 @@ pub async fn task_claim_respects_limit_and_leases(store: Arc<dyn Store>) {
     assert_eq!(store.task_next_due(&qname("q")).await.unwrap(), Some(lease_end));
 }
 
+pub async fn task_claim_takes_nothing_from_a_paused_queue(store: Arc<dyn Store>) {
+    make_queue(&store, "q").await;
+    make_task(&store, "q", "t", T0).await;
+    store.queue_state_set(QueueStateSet { name: qname("q"), state: QueueState::Paused, now: T0 }).await.unwrap();
+    let claim = || TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(1) };
+    assert!(store.task_claim(claim()).await.unwrap().is_empty(), "a paused queue leases nothing");
+    // RunTask still works on a paused queue.
+    let run =
+        store.task_claim_by_name(TaskClaimByName { name: tname("q", "t"), grace: GRACE, now: at(1) }).await.unwrap();
+    assert_eq!(run.task.dispatch_count, 1);
+    store.queue_state_set(QueueStateSet { name: qname("q"), state: QueueState::Running, now: at(2) }).await.unwrap();
+    let later = TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(3600) };
+    assert_eq!(store.task_claim(later).await.unwrap().len(), 1, "resumed, and the RunTask lease ended");
+}
+
 pub async fn task_finish_is_fenced_by_lease(store: Arc<dyn Store>) {
     make_queue(&store, "q").await;
     make_task(&store, "q", "t", T0).await;

@@ -299,16 +299,24 @@ async fn misbehaving_workers_cost_one_attempt_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_shuts_down_cleanly_and_data_survives_restart() {
+async fn sigterm_drains_deliveries_in_flight_and_data_survives_restart() {
     let server = TasklaneProcess::start();
+    // A delivery that takes 1.5 s is in flight when SIGTERM arrives.
+    let worker = Worker::start(Arc::new(|_, _| (200, Duration::from_millis(1500)))).await;
     let api = server.api();
     api.create_queue("kept", json!({"rateLimits": {"maxDispatchesPerSecond": 7}})).await;
+    api.create_task("kept", json!({"name": task_name("kept", "inflight"), "httpRequest": {"url": worker.url("/")}}))
+        .await;
+    worker.wait_for(1, Duration::from_secs(5)).await;
     api.queue_verb("kept", "pause").await;
     api.create_task("kept", json!({"name": task_name("kept", "stays"), "httpRequest": {"url": "http://127.0.0.1:9/"}}))
         .await;
     let dir = server.data_dir.clone();
+    let started = Instant::now();
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
+    assert!(started.elapsed() >= Duration::from_millis(1000), "shutdown waited for the delivery in flight");
+
     let again = TasklaneProcess::start_in(dir.clone());
     let api = again.api();
     let q = api.ok(Method::GET, &format!("{PROJECT_LOCATION}/queues/kept"), None).await;
@@ -316,8 +324,12 @@ async fn sigterm_shuts_down_cleanly_and_data_survives_restart() {
     assert_eq!(q["rateLimits"]["maxDispatchesPerSecond"], 7.0);
     let t = api.ok(Method::GET, &task_name("kept", "stays"), None).await;
     assert_eq!(t["name"], task_name("kept", "stays"));
-    drop(again);
-    let _ = std::fs::remove_dir_all(dir);
+    // The drained delivery was recorded as done: it is not run again.
+    let (status, _) = api.call(Method::GET, &task_name("kept", "inflight"), None).await;
+    assert_eq!(status, 404, "the delivered task is finished");
+    api.queue_verb("kept", "resume").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(worker.received().len(), 1, "no second delivery after the restart");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
