@@ -227,21 +227,35 @@ fn open_embedded(data_dir: &std::path::Path) -> Result<(SqliteStore, std::fs::Fi
 
 fn spawn_maintenance(store: Arc<dyn Store>, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let mut tick = tokio::time::interval(MAINTENANCE_TICK);
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
-                _ = tick.tick() => {
-                    match store.tombstone_expire(clock.now()).await {
-                        Ok(n) if n > 0 => tracing::debug!(expired = n, "expired task-name tombstones"),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "expire tombstones"),
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            ticks += 1;
+            match store.store_maintain(clock.now()).await {
+                Ok(done) => {
+                    for what in done {
+                        tracing::debug!(%what, "maintenance");
                     }
                 }
-                _ = stop.changed() => break,
+                Err(e) => tracing::warn!(error = %e, "store maintenance"),
+            }
+            if ticks % 6 == 1 {
+                match store.tombstone_expire(clock.now()).await {
+                    Ok(n) if n > 0 => tracing::debug!(expired = n, "expired task-name tombstones"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "expire tombstones"),
+                }
             }
         }
     });
 }
+
+/// How often maintenance runs (tombstones expire every sixth tick).
+const MAINTENANCE_TICK: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

@@ -252,6 +252,10 @@ pub trait Store: Send + Sync + 'static {
     /// Forget task-name tombstones that ended before `now`; returns how many.
     async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64>;
 
+    /// Keep storage healthy under churn; returns what was done, for the log.
+    /// PostgreSQL vacuums the hot tables once dead rows pile up; SQLite reuses freed pages itself.
+    async fn store_maintain(&self, now: Timestamp) -> StoreResult<Vec<String>>;
+
     async fn node_heartbeat(&self, p: NodeHeartbeat) -> StoreResult<()>;
     /// Nodes whose last heartbeat is at or after `alive_since`.
     async fn node_list(&self, alive_since: Timestamp) -> StoreResult<Vec<Node>>;

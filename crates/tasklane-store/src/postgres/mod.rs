@@ -29,7 +29,25 @@ const POOL_SIZE: usize = 16;
 pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
+    finisher: tokio::sync::mpsc::UnboundedSender<Finished>,
 }
+
+/// A successful outcome waiting to be group-committed.
+struct Finished {
+    queue: String,
+    task_id: String,
+    lease_id: i64,
+    tombstone_until: i64,
+    reply: tokio::sync::oneshot::Sender<StoreResult<bool>>,
+}
+
+/// Tables whose rows come and go all the time: vacuumed by `store_maintain`.
+const HOT_TABLES: [&str; 3] = ["tasks", "tombstones", "queue_owners"];
+/// Dead rows a hot table may hold before `store_maintain` vacuums it.
+const VACUUM_MIN_DEAD: i64 = 1000;
+
+/// Most successful outcomes committed together.
+const FINISH_BATCH: usize = 1000;
 
 /// The channel nodes use to wake each other: the payload is a queue name.
 pub const WAKE_CHANNEL: &str = "tasklane_wake";
@@ -132,7 +150,8 @@ impl PgStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|e| StoreError::Unavailable(format!("build connection pool: {e}")))?;
-        let store = PgStore { pool, config };
+        let finisher = spawn_finisher(pool.clone());
+        let store = PgStore { pool, config, finisher };
         store.migrate().await?;
         Ok(store)
     }
@@ -180,11 +199,93 @@ impl PgStore {
         rx
     }
 
+    /// A table's size on disk with its indexes and TOAST, in bytes (for measurements).
+    pub async fn relation_size(&self, table: &str) -> StoreResult<i64> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT pg_total_relation_size(($1::text)::regclass)", &[&table])
+            .await
+            .map_err(backend)?;
+        row.try_get(0).map_err(backend)
+    }
+
     /// Drop every table of this store (tests use it to clean their schema).
     pub async fn drop_schema(&self, schema: &str) -> StoreResult<()> {
         let client = self.client().await?;
         client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.map_err(backend)
     }
+}
+
+/// Commit successful outcomes in batches: everything waiting is written by one
+/// transaction, so a busy node pays one commit per batch rather than per task.
+fn spawn_finisher(pool: Pool) -> tokio::sync::mpsc::UnboundedSender<Finished> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < FINISH_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            match finish_batch(&pool, &batch).await {
+                Ok(done) => {
+                    for job in batch {
+                        let held = done.contains(&(job.queue, job.task_id));
+                        let _ = job.reply.send(Ok(held));
+                    }
+                }
+                Err(e) => {
+                    for job in batch {
+                        let _ = job.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    });
+    tx
+}
+
+async fn finish_batch(pool: &Pool, batch: &[Finished]) -> StoreResult<std::collections::HashSet<(String, String)>> {
+    let queues: Vec<&str> = batch.iter().map(|j| j.queue.as_str()).collect();
+    let ids: Vec<&str> = batch.iter().map(|j| j.task_id.as_str()).collect();
+    let leases: Vec<i64> = batch.iter().map(|j| j.lease_id).collect();
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(backend)?;
+    let rows = tx
+        .query(
+            "DELETE FROM tasks t USING unnest($1::text[], $2::text[], $3::bigint[]) AS f(queue, task_id, lease_id) \
+             WHERE t.queue = f.queue AND t.task_id = f.task_id AND t.state = 'leased' AND t.lease_id = f.lease_id \
+             RETURNING t.queue, t.task_id",
+            &[&queues, &ids, &leases],
+        )
+        .await
+        .map_err(backend)?;
+    let mut done = std::collections::HashSet::with_capacity(rows.len());
+    for r in &rows {
+        done.insert((r.try_get::<_, String>(0).map_err(backend)?, r.try_get::<_, String>(1).map_err(backend)?));
+    }
+    // Each deleted task once, so the upsert never meets the same row twice.
+    let (mut tq, mut tid, mut until) = (Vec::new(), Vec::new(), Vec::new());
+    for (queue, task_id) in &done {
+        let expires =
+            batch.iter().filter(|j| &j.queue == queue && &j.task_id == task_id).map(|j| j.tombstone_until).max();
+        tq.push(queue.as_str());
+        tid.push(task_id.as_str());
+        until.push(expires.unwrap_or_default());
+    }
+    if !tq.is_empty() {
+        tx.execute(
+            "INSERT INTO tombstones (queue, task_id, expires_at) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) \
+             ON CONFLICT (queue, task_id) DO UPDATE SET expires_at = GREATEST(tombstones.expires_at, excluded.expires_at)",
+            &[&tq, &tid, &until],
+        )
+        .await
+        .map_err(backend)?;
+    }
+    tx.commit().await.map_err(backend)?;
+    Ok(done)
 }
 
 async fn listen_once(
@@ -607,24 +708,24 @@ impl Store for PgStore {
     }
 
     async fn task_finish(&self, p: TaskFinish) -> StoreResult<bool> {
+        if let TaskOutcome::Succeeded { tombstone_until } = &p.outcome {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let job = Finished {
+                queue: queue_name_of(&p.name),
+                task_id: p.name.task.clone(),
+                lease_id: p.lease_id,
+                tombstone_until: tombstone_until.0,
+                reply,
+            };
+            self.finisher.send(job).map_err(|_| StoreError::Unavailable("the outcome writer stopped".into()))?;
+            return answer.await.map_err(|_| StoreError::Unavailable("the outcome writer stopped".into()))?;
+        }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         let queue = queue_name_of(&p.name);
         let task_id = &p.name.task;
         let held = match &p.outcome {
-            TaskOutcome::Succeeded { tombstone_until } => {
-                let n = tx
-                    .execute(
-                        "DELETE FROM tasks WHERE queue = $1 AND task_id = $2 AND state = 'leased' AND lease_id = $3",
-                        &[&queue, task_id, &p.lease_id],
-                    )
-                    .await
-                    .map_err(backend)?;
-                if n == 1 {
-                    tombstone_put(&tx, &queue, task_id, *tombstone_until).await?;
-                }
-                n == 1
-            }
+            TaskOutcome::Succeeded { .. } => unreachable!("successes are group-committed above"),
             TaskOutcome::Retry { attempt, retry_at } => {
                 let held = record_attempt(&tx, &queue, task_id, p.lease_id, attempt).await?;
                 if held {
@@ -706,6 +807,32 @@ impl Store for PgStore {
     async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64> {
         let client = self.client().await?;
         client.execute("DELETE FROM tombstones WHERE expires_at <= $1", &[&now.0]).await.map_err(backend)
+    }
+
+    async fn store_maintain(&self, _now: Timestamp) -> StoreResult<Vec<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT relname::text, n_dead_tup, n_live_tup FROM pg_stat_user_tables \
+                 WHERE schemaname = current_schema() AND relname = ANY($1)",
+                &[&HOT_TABLES.to_vec()],
+            )
+            .await
+            .map_err(backend)?;
+        let mut done = Vec::new();
+        for r in &rows {
+            let table: String = r.try_get(0).map_err(backend)?;
+            let dead: i64 = r.try_get(1).map_err(backend)?;
+            let live: i64 = r.try_get(2).map_err(backend)?;
+            if dead >= VACUUM_MIN_DEAD && dead * 10 >= live {
+                // Only known table names reach here. SKIP_LOCKED: another node may be vacuuming.
+                if let Some(t) = HOT_TABLES.iter().find(|t| **t == table) {
+                    client.batch_execute(&format!("VACUUM (SKIP_LOCKED) {t}")).await.map_err(backend)?;
+                    done.push(format!("vacuumed {t} ({dead} dead rows)"));
+                }
+            }
+        }
+        Ok(done)
     }
 
     async fn node_heartbeat(&self, p: NodeHeartbeat) -> StoreResult<()> {

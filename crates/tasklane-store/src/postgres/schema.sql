@@ -108,4 +108,9 @@ CREATE TABLE IF NOT EXISTS queue_owners (
 );
 CREATE INDEX IF NOT EXISTS queue_owners_node ON queue_owners (node_id);
 
+-- Hot tables churn all the time: let autovacuum act on a small fraction of dead rows too.
+-- (tasklane also vacuums them itself, as autovacuum looks at a database once a minute.)
+ALTER TABLE tasks SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000);
+ALTER TABLE tombstones SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000);
+
 INSERT INTO meta (key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING;

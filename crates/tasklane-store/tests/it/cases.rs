@@ -493,6 +493,35 @@ pub async fn queue_ownership_is_exclusive_until_the_lease_ends(store: Arc<dyn St
     assert_eq!(queues, ["r"]);
 }
 
+pub async fn concurrent_finishes_are_each_fenced(store: Arc<dyn Store>) {
+    make_queue(&store, "q").await;
+    for i in 0..200 {
+        make_task(&store, "q", &format!("t{i:03}"), T0).await;
+    }
+    let claimed = store.task_claim(TaskClaim { queue: qname("q"), limit: 200, grace: GRACE, now: T0 }).await.unwrap();
+    assert_eq!(claimed.len(), 200);
+    let mut handles = Vec::new();
+    for (i, c) in claimed.into_iter().enumerate() {
+        let store = store.clone();
+        // Every other outcome carries a stale lease and must change nothing.
+        let lease_id = if i % 2 == 0 { c.lease_id } else { c.lease_id - 1 };
+        handles.push(tokio::spawn(async move {
+            let finish = TaskFinish {
+                name: c.task.name.clone(),
+                lease_id,
+                outcome: TaskOutcome::Succeeded { tombstone_until: at(3600) },
+                now: at(1),
+            };
+            (i, store.task_finish(finish).await.unwrap())
+        }));
+    }
+    for h in handles {
+        let (i, held) = h.await.unwrap();
+        assert_eq!(held, i % 2 == 0, "outcome {i}");
+    }
+    assert_eq!(store.task_count(&qname("q")).await.unwrap(), 100);
+}
+
 pub async fn seed_queue_and_task(store: &dyn Store) {
     store.queue_create(QueueCreate { queue: queue("q"), now: T0 }).await.unwrap();
     store.task_create(TaskCreate { task: task("q", "t", T0, T0), now: T0 }).await.unwrap();
@@ -504,4 +533,50 @@ pub async fn check_seeded(store: &dyn Store) {
         store.task_get(&tname("q", "t"), T0).await.unwrap(),
         TaskLookup::Found(Box::new(task("q", "t", T0, T0)))
     );
+}
+
+/// Run `rounds` of `per_round` tasks through create, claim and success, with store
+/// maintenance after each round; returns `measure()` after each round.
+pub async fn churn_rounds<F, Fut>(store: Arc<dyn Store>, rounds: usize, per_round: usize, measure: F) -> Vec<i64>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    make_queue(&store, "churn").await;
+    let mut sizes = Vec::new();
+    for round in 0..rounds {
+        let now = at(round as i64 * 10);
+        let mut creates = Vec::new();
+        for i in 0..per_round {
+            let store = store.clone();
+            creates.push(tokio::spawn(async move {
+                let t = task("churn", &format!("r{round}x{i}"), now, now);
+                store.task_create(TaskCreate { task: t, now }).await.unwrap();
+            }));
+        }
+        for c in creates {
+            c.await.unwrap();
+        }
+        let claimed =
+            store.task_claim(TaskClaim { queue: qname("churn"), limit: per_round, grace: GRACE, now }).await.unwrap();
+        assert_eq!(claimed.len(), per_round);
+        let mut finishes = Vec::new();
+        for c in claimed {
+            let store = store.clone();
+            finishes.push(tokio::spawn(async move {
+                let outcome = TaskOutcome::Succeeded { tombstone_until: now };
+                let finish = TaskFinish { name: c.task.name, lease_id: c.lease_id, outcome, now };
+                assert!(store.task_finish(finish).await.unwrap());
+            }));
+        }
+        for f in finishes {
+            f.await.unwrap();
+        }
+        // Statistics reach the server about once a second; maintenance reads them.
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        store.store_maintain(now).await.unwrap();
+        store.tombstone_expire(now.saturating_add(std::time::Duration::from_secs(1))).await.unwrap();
+        sizes.push(measure().await);
+    }
+    sizes
 }
