@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tasklane_store::PgStore;
 
-use crate::support::{PROJECT_LOCATION, TasklaneProcess, Worker, eventually};
+use crate::support::{CuttableProxy, PROJECT_LOCATION, TasklaneProcess, Worker, eventually};
 
 /// A URL whose connections use a fresh schema, or `None` when PostgreSQL is not configured.
 async fn fresh_database(tag: &str) -> Option<(String, PgStore, String)> {
@@ -161,5 +161,79 @@ async fn a_rate_limit_holds_across_three_nodes() {
     let owners: usize = status["nodes"].as_array().unwrap().iter().map(|n| n["queues"].as_array().unwrap().len()).sum();
     assert_eq!(owners, 1, "one node dispatches the queue: {status}");
     drop(nodes);
+    let _ = schema_store.drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_stop_and_recover_when_the_database_goes_away() {
+    let Some((url, schema_store, schema)) = fresh_database("outage").await else { return };
+    // Reach the database through a proxy the test can cut.
+    let config: tokio_postgres::Config = url.parse().expect("database URL");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let upstream = tokio::net::lookup_host((host.as_str(), port)).await.unwrap().next().unwrap();
+    let proxy = CuttableProxy::start(upstream).await;
+    let mut proxied = format!(
+        "host=127.0.0.1 port={} user={} dbname={} options='-c search_path={schema}'",
+        proxy.port,
+        config.get_user().unwrap_or("postgres"),
+        config.get_dbname().unwrap_or("postgres"),
+    );
+    if let Some(password) = config.get_password() {
+        proxied.push_str(&format!(" password={}", String::from_utf8_lossy(password)));
+    }
+
+    let worker = Worker::ok().await;
+    let nodes: Vec<TasklaneProcess> = (0..2).map(|_| TasklaneProcess::start_node(&proxied)).collect();
+    let api = nodes[0].api();
+    api.create_queue("steady", json!({"rateLimits": {"maxDispatchesPerSecond": 40}})).await;
+    for i in 0..120 {
+        let name = format!("{PROJECT_LOCATION}/queues/steady/tasks/s{i}");
+        nodes[i % 2]
+            .api()
+            .create_task(
+                "steady",
+                json!({"name": name, "dispatchDeadline": "15s", "httpRequest": {"url": worker.url("/")}}),
+            )
+            .await;
+    }
+    worker.wait_for(20, Duration::from_secs(15)).await;
+
+    proxy.cut();
+    let client = crate::support::client();
+    let ready = |addr: std::net::SocketAddr| {
+        let client = client.clone();
+        async move { client.get(format!("http://{addr}/readyz")).send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    };
+    eventually("both nodes to report not ready", Duration::from_secs(10), || async {
+        ready(nodes[0].addr).await == 503 && ready(nodes[1].addr).await == 503
+    })
+    .await;
+    // Without the database no queue lease can be renewed, so dispatching stops.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let before = worker.received().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(worker.received().len(), before, "no dispatch while the database is away");
+
+    proxy.restore();
+    eventually("both nodes to be ready again", Duration::from_secs(15), || async {
+        ready(nodes[0].addr).await == 200 && ready(nodes[1].addr).await == 200
+    })
+    .await;
+    eventually("every task to be delivered after the outage", Duration::from_secs(60), || {
+        let api = &api;
+        async move { api.task_count("steady").await == 0 }
+    })
+    .await;
+    let names: std::collections::HashSet<String> =
+        worker.received().iter().filter_map(|r| r.header("x-cloudtasks-taskname").map(String::from)).collect();
+    for i in 0..120 {
+        assert!(names.contains(&format!("s{i}")), "task s{i} was never delivered");
+    }
+    drop(nodes);
+    drop(proxy);
     let _ = schema_store.drop_schema(&schema).await;
 }
