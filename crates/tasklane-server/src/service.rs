@@ -269,13 +269,14 @@ impl CloudTasks {
     pub async fn run_task(&self, name: &str, view: TaskView) -> Result<Task, Status> {
         let name = TaskName::parse(name)?;
         let queue = self.queue_required(&name.queue).await?;
+        let now = self.now();
         let claimed = self
             .store
-            .task_claim_by_name(TaskClaimByName { name, grace: self.dispatcher.lease_grace(), now: self.now() })
+            .task_claim_by_name(TaskClaimByName { name, grace: self.dispatcher.lease_grace(), now })
             .await
             .map_err(store_status)?;
         let task = claimed.task.clone();
-        self.dispatcher.run_now(queue, claimed);
+        self.dispatcher.run_now(queue, claimed, now);
         Ok(task.with_view(view))
     }
 }

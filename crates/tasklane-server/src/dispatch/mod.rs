@@ -253,13 +253,13 @@ impl Dispatcher {
         self.notify_owner(queue);
     }
 
-    /// Deliver a task leased by `RunTask` at once, outside the queue's limits.
-    pub fn run_now(&self, queue: Queue, claimed: ClaimedTask) {
+    /// Deliver a task leased by `RunTask` at `claimed_at` at once, outside the queue's limits.
+    pub fn run_now(&self, queue: Queue, claimed: ClaimedTask, claimed_at: Timestamp) {
         let shared = self.shared.clone();
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let queue = Arc::new(queue);
         tokio::spawn(async move {
-            deliver(&shared, &queue, claimed).await;
+            deliver(&shared, &queue, claimed, claimed_at).await;
             shared.finish_one();
         });
     }
@@ -349,7 +349,7 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
                             let (shared, queue, in_flight, wake) =
                                 (shared.clone(), queue.clone(), in_flight.clone(), wake.clone());
                             tokio::spawn(async move {
-                                deliver(&shared, &queue, c).await;
+                                deliver(&shared, &queue, c, now).await;
                                 in_flight.fetch_sub(1, Ordering::SeqCst);
                                 wake.notify_one();
                                 shared.finish_one();
@@ -433,12 +433,22 @@ pub fn decide(
     TaskOutcome::Retry { attempt, retry_at: now.saturating_add(delay) }
 }
 
-async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask) {
+/// Push a leased task and record the outcome. `claimed_at` is when its lease began.
+async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_at: Timestamp) {
     let task = &claimed.task;
     let span = tracing::info_span!("dispatch", task = %task.name.task, attempt = task.dispatch_count);
     async {
+        // An attempt must end before its lease does, or another node could start the
+        // task while this attempt still runs. A delivery that starts late gets less time.
+        let lease_end = claimed_at.saturating_add(task.dispatch_deadline + shared.config.lease_grace);
+        let left = lease_end.since(shared.clock.now()).saturating_sub(shared.config.lease_grace / 2);
+        let timeout = task.dispatch_deadline.min(left);
+        if timeout.is_zero() {
+            tracing::warn!("lease ended before the attempt could start; the task runs again after its lease");
+            return;
+        }
         let clock = shared.clock.clone();
-        let result = push::push(&shared.client, task, move || clock.now()).await;
+        let result = push::push(&shared.client, task, timeout, move || clock.now()).await;
         let now = shared.clock.now();
         let outcome = decide(queue, task, &result, now, shared.config.tombstone_window);
         match &outcome {

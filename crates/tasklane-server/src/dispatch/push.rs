@@ -71,11 +71,11 @@ pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
     Some(at.since(now).min(MAX_RETRY_AFTER))
 }
 
-pub async fn push(client: &reqwest::Client, task: &Task, now: impl Fn() -> Timestamp) -> PushResult {
+/// Send one attempt. `timeout` is the task's deadline, or less when its lease ends sooner.
+pub async fn push(client: &reqwest::Client, task: &Task, timeout: Duration, now: impl Fn() -> Timestamp) -> PushResult {
     let r = &task.http_request;
     let method = reqwest::Method::from_bytes(r.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
-    let mut request =
-        client.request(method, &r.url).headers(header_map(&dispatch_headers(task))).timeout(task.dispatch_deadline);
+    let mut request = client.request(method, &r.url).headers(header_map(&dispatch_headers(task))).timeout(timeout);
     if !r.body.is_empty() {
         request = request.body(r.body.clone());
     }

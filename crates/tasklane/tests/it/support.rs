@@ -131,18 +131,6 @@ impl Api {
         (status, value)
     }
 
-    /// Like `call`, but a connection failure is `None` instead of a panic.
-    pub async fn try_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Option<(u16, Value)> {
-        let mut req = self.client.request(method, format!("{}/{path}", self.base));
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b.to_string());
-        }
-        let resp = req.send().await.ok()?;
-        let status = resp.status().as_u16();
-        let value = serde_json::from_str(&resp.text().await.ok()?).unwrap_or(Value::Null);
-        Some((status, value))
-    }
-
     pub async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let (status, value) = self.call(method.clone(), path, body).await;
         assert_eq!(status, 200, "{method} {path}: {value}");
