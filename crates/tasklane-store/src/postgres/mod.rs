@@ -392,6 +392,39 @@ async fn record_attempt(
     Ok(n == 1)
 }
 
+/// Insert a queue row (with `on_conflict` deciding what a clash does); returns the row written.
+async fn queue_insert(
+    client: &impl deadpool_postgres::GenericClient,
+    on_conflict: &str,
+    queue: &Queue,
+    state: &str,
+    now: Timestamp,
+) -> StoreResult<Option<Row>> {
+    let s = columns::queue_settings(queue);
+    client
+        .query_opt(
+            &queue_insert_sql(on_conflict),
+            &[
+                &queue.name.to_string(),
+                &queue.name.parent.to_string(),
+                &state,
+                &s.0,
+                &s.1,
+                &s.2,
+                &s.3,
+                &s.4,
+                &s.5,
+                &s.6,
+                &s.7,
+                &s.8,
+                &queue.purge_time.map(|t| t.0),
+                &now.0,
+            ],
+        )
+        .await
+        .map_err(backend)
+}
+
 fn queue_insert_sql(on_conflict: &str) -> String {
     format!(
         "INSERT INTO queues (name, parent, state, max_dispatches_per_second, max_burst_size, max_concurrent_dispatches, \
@@ -405,29 +438,8 @@ fn queue_insert_sql(on_conflict: &str) -> String {
 impl Store for PgStore {
     async fn queue_create(&self, p: QueueCreate) -> StoreResult<Queue> {
         let client = self.client().await?;
-        let s = columns::queue_settings(&p.queue);
-        let row = client
-            .query_opt(
-                &queue_insert_sql("ON CONFLICT (name) DO NOTHING"),
-                &[
-                    &p.queue.name.to_string(),
-                    &p.queue.name.parent.to_string(),
-                    &p.queue.state.as_str(),
-                    &s.0,
-                    &s.1,
-                    &s.2,
-                    &s.3,
-                    &s.4,
-                    &s.5,
-                    &s.6,
-                    &s.7,
-                    &s.8,
-                    &p.queue.purge_time.map(|t| t.0),
-                    &p.now.0,
-                ],
-            )
-            .await
-            .map_err(backend)?;
+        let row =
+            queue_insert(&client, "ON CONFLICT (name) DO NOTHING", &p.queue, p.queue.state.as_str(), p.now).await?;
         columns::queue_from(&row.ok_or(StoreError::QueueAlreadyExists)?)
     }
 
@@ -436,34 +448,19 @@ impl Store for PgStore {
         let s = columns::queue_settings(&p.queue);
         let name = p.queue.name.to_string();
         let row = if p.create_if_missing {
-            client
-                .query_opt(
-                    &queue_insert_sql(
-                        "ON CONFLICT (name) DO UPDATE SET max_dispatches_per_second = excluded.max_dispatches_per_second, \
-                         max_burst_size = excluded.max_burst_size, max_concurrent_dispatches = excluded.max_concurrent_dispatches, \
-                         max_attempts = excluded.max_attempts, max_retry_duration_us = excluded.max_retry_duration_us, \
-                         min_backoff_us = excluded.min_backoff_us, max_backoff_us = excluded.max_backoff_us, \
-                         max_doublings = excluded.max_doublings, logging_sampling_ratio = excluded.logging_sampling_ratio, \
-                         updated_at = excluded.updated_at",
-                    ),
-                    &[
-                        &name,
-                        &p.queue.name.parent.to_string(),
-                        &"running",
-                        &s.0,
-                        &s.1,
-                        &s.2,
-                        &s.3,
-                        &s.4,
-                        &s.5,
-                        &s.6,
-                        &s.7,
-                        &s.8,
-                        &None::<i64>,
-                        &p.now.0,
-                    ],
-                )
-                .await
+            queue_insert(
+                &client,
+                "ON CONFLICT (name) DO UPDATE SET max_dispatches_per_second = excluded.max_dispatches_per_second, \
+                 max_burst_size = excluded.max_burst_size, max_concurrent_dispatches = excluded.max_concurrent_dispatches, \
+                 max_attempts = excluded.max_attempts, max_retry_duration_us = excluded.max_retry_duration_us, \
+                 min_backoff_us = excluded.min_backoff_us, max_backoff_us = excluded.max_backoff_us, \
+                 max_doublings = excluded.max_doublings, logging_sampling_ratio = excluded.logging_sampling_ratio, \
+                 updated_at = excluded.updated_at",
+                &p.queue,
+                "running",
+                p.now,
+            )
+            .await?
         } else {
             client
                 .query_opt(
@@ -476,8 +473,8 @@ impl Store for PgStore {
                     &[&name, &s.0, &s.1, &s.2, &s.3, &s.4, &s.5, &s.6, &s.7, &s.8, &p.now.0],
                 )
                 .await
-        }
-        .map_err(backend)?;
+                .map_err(backend)?
+        };
         columns::queue_from(&row.ok_or(StoreError::QueueNotFound)?)
     }
 

@@ -207,6 +207,13 @@ fn queue_read(conn: &Connection, name: &str) -> StoreResult<Option<Queue>> {
     conn.prepare_cached(&sql).and_then(|mut s| s.query_row([name], rows::queue_from_row).optional()).map_err(backend)
 }
 
+/// Whether a task name is reserved at `now` by a tombstone.
+fn tombstoned(conn: &Connection, queue: &str, task_id: &str, now: Timestamp) -> StoreResult<bool> {
+    conn.prepare_cached("SELECT 1 FROM tombstones WHERE queue = ?1 AND task_id = ?2 AND expires_at > ?3")
+        .and_then(|mut s| s.exists(params![queue, task_id, now.0]))
+        .map_err(backend)
+}
+
 fn tombstone_put(conn: &Connection, queue: &str, task_id: &str, until: Timestamp) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO tombstones (queue, task_id, expires_at) VALUES (?1, ?2, ?3) \
@@ -411,10 +418,7 @@ impl Store for SqliteStore {
             if !queue_exists(conn, &queue)? {
                 return Err(StoreError::QueueNotFound);
             }
-            let tombstoned = conn
-                .prepare_cached("SELECT 1 FROM tombstones WHERE queue = ?1 AND task_id = ?2 AND expires_at > ?3")
-                .and_then(|mut s| s.exists(params![queue, t.name.task, p.now.0]))
-                .map_err(backend)?;
+            let tombstoned = tombstoned(conn, &queue, &t.name.task, p.now)?;
             if tombstoned {
                 return Err(StoreError::TaskTombstoned);
             }
@@ -458,10 +462,7 @@ impl Store for SqliteStore {
             if let Some(task) = task_read(conn, &queue, &task_id)? {
                 return Ok(TaskLookup::Found(Box::new(task)));
             }
-            let tombstoned = conn
-                .prepare_cached("SELECT 1 FROM tombstones WHERE queue = ?1 AND task_id = ?2 AND expires_at > ?3")
-                .and_then(|mut s| s.exists(params![queue, task_id, now.0]))
-                .map_err(backend)?;
+            let tombstoned = tombstoned(conn, &queue, &task_id, now)?;
             Ok(if tombstoned { TaskLookup::Tombstoned } else { TaskLookup::Missing })
         })
         .await
@@ -492,10 +493,7 @@ impl Store for SqliteStore {
                 .and_then(|mut s| s.execute(params![queue, p.name.task]))
                 .map_err(backend)?;
             if n == 0 {
-                let tombstoned = conn
-                    .prepare_cached("SELECT 1 FROM tombstones WHERE queue = ?1 AND task_id = ?2 AND expires_at > ?3")
-                    .and_then(|mut s| s.exists(params![queue, p.name.task, p.now.0]))
-                    .map_err(backend)?;
+                let tombstoned = tombstoned(conn, &queue, &p.name.task, p.now)?;
                 return Err(if tombstoned { StoreError::TaskTombstoned } else { StoreError::TaskNotFound });
             }
             tombstone_put(conn, &queue, &p.name.task, p.tombstone_until)
@@ -541,10 +539,7 @@ impl Store for SqliteStore {
                 .and_then(|mut s| s.query_row(params![queue, p.name.task], |r| r.get(0)).optional())
                 .map_err(backend)?;
             let Some(id) = id else {
-                let tombstoned = conn
-                    .prepare_cached("SELECT 1 FROM tombstones WHERE queue = ?1 AND task_id = ?2 AND expires_at > ?3")
-                    .and_then(|mut s| s.exists(params![queue, p.name.task, p.now.0]))
-                    .map_err(backend)?;
+                let tombstoned = tombstoned(conn, &queue, &p.name.task, p.now)?;
                 return Err(if tombstoned { StoreError::TaskTombstoned } else { StoreError::TaskNotFound });
             };
             let lease_id = lease_row(conn, id, p.now, tasklane_core::clock::duration_micros(p.grace))?;
