@@ -248,3 +248,26 @@ async fn nodes_stop_and_recover_when_the_database_goes_away() {
     drop(proxy);
     let _ = schema_store.drop_schema(&schema).await;
 }
+
+#[test]
+fn a_wrong_database_url_fails_at_start_with_a_clear_message() {
+    let check = |url: &str, expected: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tasklane"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
+            .output()
+            .expect("run tasklane");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url} should not start");
+        assert!(stderr.contains("cannot use the database at"), "{stderr}");
+        assert!(stderr.contains(expected), "expected {expected:?} in {stderr}");
+        assert!(!stderr.contains("s3cret"), "the password is hidden: {stderr}");
+    };
+    // Nothing listens on port 1 of loopback.
+    check("postgres://someone:s3cret@127.0.0.1:1/db", "Connection refused");
+    check("postgres:/not a url", "invalid database URL");
+    if let Ok(url) = std::env::var("TASKLANE_TEST_DATABASE_URL") {
+        let config: tokio_postgres::Config = url.parse().expect("database URL");
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        check(&format!("postgres://no_such_role_here:s3cret@127.0.0.1:{port}/test"), "no_such_role_here");
+    }
+}
