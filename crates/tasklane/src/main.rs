@@ -1,6 +1,7 @@
 //! The `tasklane` command: `serve` runs the server; the other commands are a client of
 //! its API that mirrors `gcloud tasks`.
 
+mod bench;
 mod client;
 mod cluster;
 mod output;
@@ -27,6 +28,8 @@ enum Command {
     /// Manage tasks (like `gcloud tasks`).
     #[command(subcommand)]
     Tasks(tasks::TasksCommand),
+    /// Measure throughput, latency and rate accuracy on this machine.
+    Bench(bench::BenchArgs),
     /// Inspect a cluster of tasklane nodes.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -47,6 +50,7 @@ fn main() -> std::process::ExitCode {
             Command::Queues(cmd) => queues::run(cmd).await,
             Command::Tasks(cmd) => tasks::run(cmd).await,
             Command::Cluster(cmd) => cluster::run(cmd).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,405 @@
+//! `tasklane bench`: start tasklane in this process with a no-op HTTP sink, run bounded
+//! workloads over loopback, and print throughput, latency, memory and CPU per scenario.
+//! Every scenario also checks correctness: each task reaches the sink exactly once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde_json::json;
+use tasklane_server::{Server, ServerConfig};
+
+const LOCATION: &str = "projects/bench/locations/local";
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Small counts, for CI: checks that every task is delivered once, timings are not meaningful.
+    #[arg(long)]
+    quick: bool,
+    /// Also run the push scenario on this PostgreSQL database (in a fresh schema, dropped after).
+    #[arg(long, env = "TASKLANE_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Tasks in the push scenarios.
+    #[arg(long)]
+    tasks: Option<usize>,
+}
+
+/// Arrival times at the sink, by task id, and counts the bench can poll cheaply.
+#[derive(Default)]
+struct Sink {
+    arrivals: Mutex<HashMap<String, Vec<Instant>>>,
+    /// Tasks that arrived at least once.
+    distinct: std::sync::atomic::AtomicUsize,
+    /// Arrivals of a task that had arrived before.
+    repeats: std::sync::atomic::AtomicUsize,
+}
+
+async fn start_sink() -> anyhow::Result<(SocketAddr, Arc<Sink>)> {
+    let sink = Arc::new(Sink::default());
+    let s = sink.clone();
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        let s = s.clone();
+        async move {
+            let at = Instant::now();
+            if let Some(name) = headers.get("x-cloudtasks-taskname").and_then(|v| v.to_str().ok())
+                && let Ok(mut arrivals) = s.arrivals.lock()
+            {
+                let times = arrivals.entry(name.to_string()).or_default();
+                let counter = if times.is_empty() { &s.distinct } else { &s.repeats };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                times.push(at);
+            }
+            axum::http::StatusCode::OK
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind the sink")?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, sink))
+}
+
+struct Row {
+    scenario: String,
+    tasks: usize,
+    seconds: f64,
+    throughput: f64,
+    latency: Option<[f64; 3]>,
+    note: String,
+}
+
+/// Process CPU seconds (user + system), from /proc.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Peak resident memory of this process, in MB.
+fn peak_rss_mb() -> f64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return 0.0 };
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn percentiles(mut ms: Vec<f64>) -> Option<[f64; 3]> {
+    if ms.is_empty() {
+        return None;
+    }
+    ms.sort_by(f64::total_cmp);
+    let at = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+    Some([at(0.50), at(0.95), at(0.99)])
+}
+
+struct Bench {
+    api: String,
+    client: reqwest::Client,
+    sink_url: String,
+    sink: Arc<Sink>,
+}
+
+impl Bench {
+    async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
+        let resp = self
+            .client
+            .post(format!("{}/v2/{path}", self.api))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        if !resp.status().is_success() {
+            bail!("POST {path}: {} {}", resp.status(), resp.text().await.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    async fn queue(&self, id: &str, rate: f64, paused: bool) -> anyhow::Result<()> {
+        let name = format!("{LOCATION}/queues/{id}");
+        self.post(&format!("{LOCATION}/queues"), json!({"name": name, "rateLimits": {"maxDispatchesPerSecond": rate}}))
+            .await?;
+        if paused {
+            self.post(&format!("{name}:pause"), json!({})).await?;
+        }
+        Ok(())
+    }
+
+    /// Create `ids` (task id, queue id) with `concurrency` requests in flight; returns when each was acknowledged.
+    async fn create(&self, ids: Vec<(String, String)>, concurrency: usize) -> anyhow::Result<()> {
+        let ids = Arc::new(Mutex::new(ids));
+        let mut workers = Vec::new();
+        for _ in 0..concurrency {
+            let ids = ids.clone();
+            let (client, api, url) = (self.client.clone(), self.api.clone(), self.sink_url.clone());
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let next = ids.lock().ok().and_then(|mut v| v.pop());
+                    let Some((task, queue)) = next else { return Ok::<(), anyhow::Error>(()) };
+                    let body = json!({"task": {"name": format!("{LOCATION}/queues/{queue}/tasks/{task}"), "httpRequest": {"url": url}}});
+                    let resp = client
+                        .post(format!("{api}/v2/{LOCATION}/queues/{queue}/tasks"))
+                        .header("content-type", "application/json")
+                        .body(body.to_string())
+                        .send()
+                        .await?;
+                    if !resp.status().is_success() {
+                        bail!("create {task}: {}", resp.status());
+                    }
+                }
+            }));
+        }
+        for w in workers {
+            w.await.context("create worker")??;
+        }
+        Ok(())
+    }
+
+    /// Wait until every id reached the sink; fail if any came twice or some never came.
+    /// Polls the sink's counters (`base` = distinct arrivals before these ids were sent),
+    /// then checks each id once at the end.
+    async fn wait_delivered(&self, ids: &[String], base: usize, timeout: Duration) -> anyhow::Result<Instant> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let start = Instant::now();
+        let repeats_before = self.sink.repeats.load(Relaxed);
+        while self.sink.distinct.load(Relaxed) < base + ids.len() {
+            if start.elapsed() > timeout {
+                bail!(
+                    "only {} of {} tasks were delivered within {timeout:?}",
+                    self.sink.distinct.load(Relaxed) - base,
+                    ids.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let arrivals = self.sink.arrivals.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+        let missing = ids.iter().filter(|id| !arrivals.contains_key(*id)).count();
+        let twice = ids.iter().filter(|id| arrivals.get(*id).is_some_and(|t| t.len() > 1)).count();
+        if missing > 0 || twice > 0 || self.sink.repeats.load(Relaxed) != repeats_before {
+            bail!("{missing} tasks never arrived and {twice} arrived more than once");
+        }
+        ids.iter().filter_map(|id| arrivals.get(id).and_then(|t| t.first())).max().copied().context("no arrivals")
+    }
+
+    fn distinct(&self) -> usize {
+        self.sink.distinct.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn arrival(&self, id: &str) -> Option<Instant> {
+        self.sink.arrivals.lock().ok().and_then(|a| a.get(id).and_then(|t| t.first().copied()))
+    }
+}
+
+/// Push: tasks created into paused queues, then every queue resumed; measures the drain.
+/// `settle` gives a cluster node time to take the new queues before the clock starts.
+async fn push(
+    b: &Bench,
+    label: &str,
+    prefix: &str,
+    n: usize,
+    queues: usize,
+    settle: Duration,
+) -> anyhow::Result<Vec<Row>> {
+    for q in 0..queues {
+        b.queue(&format!("{prefix}-q{q}"), 500.0, true).await?;
+    }
+    tokio::time::sleep(settle).await;
+    let ids: Vec<(String, String)> =
+        (0..n).map(|i| (format!("{prefix}-{i}"), format!("{prefix}-q{}", i % queues))).collect();
+    let names: Vec<String> = ids.iter().map(|(t, _)| t.clone()).collect();
+    let base = b.distinct();
+    let created_at = Instant::now();
+    b.create(ids, 64).await?;
+    let create_secs = created_at.elapsed().as_secs_f64();
+    let start = Instant::now();
+    for q in 0..queues {
+        b.post(&format!("{LOCATION}/queues/{prefix}-q{q}:resume"), json!({})).await?;
+    }
+    let last = b.wait_delivered(&names, base, Duration::from_secs(600)).await?;
+    let secs = last.duration_since(start).as_secs_f64();
+    let latency: Vec<f64> =
+        names.iter().filter_map(|id| b.arrival(id).map(|t| t.duration_since(start).as_secs_f64() * 1000.0)).collect();
+    Ok(vec![
+        Row {
+            scenario: format!("create, one task per request ({label})"),
+            tasks: n,
+            seconds: create_secs,
+            throughput: n as f64 / create_secs,
+            latency: None,
+            note: "64 concurrent HTTP clients".into(),
+        },
+        Row {
+            scenario: format!("HTTP push drain ({label})"),
+            tasks: n,
+            seconds: secs,
+            throughput: n as f64 / secs,
+            latency: percentiles(latency),
+            note: format!("{queues} queues at 500/s; latency from resume to arrival"),
+        },
+    ])
+}
+
+/// Idle queue: tasks created one at a time at a steady, low rate; create-acknowledged to arrival.
+async fn idle_latency(b: &Bench, n: usize, per_second: f64) -> anyhow::Result<Row> {
+    b.queue("idle", 500.0, false).await?;
+    let mut latencies = Vec::with_capacity(n);
+    let gap = Duration::from_secs_f64(1.0 / per_second);
+    let started = Instant::now();
+    for i in 0..n {
+        let id = format!("idle-{i}");
+        let sent = Instant::now();
+        b.post(
+            &format!("{LOCATION}/queues/idle/tasks"),
+            json!({"task": {"name": format!("{LOCATION}/queues/idle/tasks/{id}"), "httpRequest": {"url": b.sink_url}}}),
+        )
+        .await?;
+        let arrived = loop {
+            if let Some(t) = b.arrival(&id) {
+                break t;
+            }
+            if sent.elapsed() > Duration::from_secs(10) {
+                bail!("idle task {id} not delivered within 10 s");
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        };
+        latencies.push(arrived.duration_since(sent).as_secs_f64() * 1000.0);
+        let next = started + gap * (i as u32 + 1);
+        tokio::time::sleep_until(next.into()).await;
+    }
+    Ok(Row {
+        scenario: "idle queue latency, create to dispatch".into(),
+        tasks: n,
+        seconds: started.elapsed().as_secs_f64(),
+        throughput: n as f64 / started.elapsed().as_secs_f64(),
+        latency: percentiles(latencies),
+        note: format!("{per_second}/s, one create at a time; from the create request to arrival"),
+    })
+}
+
+/// Rate accuracy: a queue at `rate`/s drained for `secs` after its initial burst.
+async fn rate_accuracy(b: &Bench, rate: f64, secs: u64) -> anyhow::Result<Row> {
+    b.queue("rated", rate, true).await?;
+    let burst = ((rate / 5.0).floor() as usize).max(10);
+    let n = burst + (rate as usize) * secs as usize + (rate as usize); // one extra second of work
+    let ids: Vec<(String, String)> = (0..n).map(|i| (format!("rated-{i}"), "rated".to_string())).collect();
+    b.create(ids, 32).await?;
+    let start = Instant::now();
+    b.post(&format!("{LOCATION}/queues/rated:resume"), json!({})).await?;
+    tokio::time::sleep(Duration::from_secs(secs) + Duration::from_millis(1500)).await;
+    let mut times: Vec<Instant> = {
+        let arrivals = b.sink.arrivals.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+        arrivals.iter().filter(|(k, _)| k.starts_with("rated-")).filter_map(|(_, t)| t.first().copied()).collect()
+    };
+    times.sort();
+    if times.len() <= burst {
+        bail!("only {} deliveries at {rate}/s", times.len());
+    }
+    // Measure from the end of the initial burst, over `secs` seconds.
+    let from = times[burst - 1];
+    let until = from + Duration::from_secs(secs);
+    let count = times.iter().filter(|t| **t > from && **t <= until).count();
+    let measured = count as f64 / secs as f64;
+    let error = (measured - rate) / rate * 100.0;
+    Ok(Row {
+        scenario: format!("rate limit accuracy at {rate}/s"),
+        tasks: count,
+        seconds: secs as f64,
+        throughput: measured,
+        latency: None,
+        note: format!(
+            "{error:+.2}% off the limit over {secs} s after the burst of {burst}; started {:?} after resume",
+            from.duration_since(start)
+        ),
+    })
+}
+
+async fn run_server(config: ServerConfig) -> anyhow::Result<Server> {
+    Server::start(config).await.context("start tasklane")
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let (sink_addr, sink) = start_sink().await?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().context("client")?;
+    let n = args.tasks.unwrap_or(if args.quick { 2_000 } else { 100_000 });
+    let (idle_n, rate_secs) = if args.quick { (50, 2) } else { (500, 10) };
+    let cpu_start = cpu_seconds();
+    let mut rows = Vec::new();
+
+    let dir = std::env::temp_dir().join(format!("tasklane-bench-{}", std::process::id()));
+    let server = run_server(ServerConfig {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: dir.clone(),
+        shutdown_grace: Duration::from_secs(5),
+        ..ServerConfig::default()
+    })
+    .await?;
+    let bench = Bench {
+        api: format!("http://{}", server.local_addr),
+        client: client.clone(),
+        sink_url: format!("http://{sink_addr}/"),
+        sink: sink.clone(),
+    };
+    eprintln!("bench: push on the embedded store, {n} tasks");
+    rows.extend(push(&bench, "embedded", "e", n, 50, Duration::ZERO).await?);
+    eprintln!("bench: idle-queue latency");
+    rows.push(idle_latency(&bench, idle_n, 50.0).await?);
+    eprintln!("bench: rate-limit accuracy");
+    rows.push(rate_accuracy(&bench, 200.0, rate_secs).await?);
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    if let Some(url) = &args.database_url {
+        let schema = format!("bench_{}", std::process::id());
+        let pg = tasklane_store::PgStore::connect(url, Some(&schema)).await.context("prepare the bench schema")?;
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let server = run_server(ServerConfig {
+            listen: "127.0.0.1:0".parse()?,
+            database_url: Some(format!("{url}{sep}options=-c%20search_path%3D{schema}")),
+            shutdown_grace: Duration::from_secs(5),
+            ..ServerConfig::default()
+        })
+        .await?;
+        let bench = Bench {
+            api: format!("http://{}", server.local_addr),
+            client,
+            sink_url: format!("http://{sink_addr}/"),
+            sink,
+        };
+        eprintln!("bench: push on PostgreSQL, {n} tasks");
+        // The node takes the new queues at its next keeper tick (every second).
+        let result = push(&bench, "postgres", "p", n, 50, Duration::from_millis(1500)).await;
+        server.shutdown().await;
+        let _ = pg.drop_schema(&schema).await;
+        rows.extend(result?);
+    }
+
+    println!(
+        "{:<48} {:>8} {:>9} {:>10} {:>28}  notes",
+        "scenario", "tasks", "seconds", "tasks/s", "latency ms p50 / p95 / p99"
+    );
+    for r in &rows {
+        let latency = r.latency.map_or("-".to_string(), |[a, b, c]| format!("{a:.2} / {b:.2} / {c:.2}"));
+        println!(
+            "{:<48} {:>8} {:>9.2} {:>10.0} {:>28}  {}",
+            r.scenario, r.tasks, r.seconds, r.throughput, latency, r.note
+        );
+    }
+    println!(
+        "process: peak resident memory {:.0} MB, CPU time {:.1} s (tasklane, sink and client in one process)",
+        peak_rss_mb(),
+        cpu_seconds() - cpu_start
+    );
+    if args.quick {
+        println!("quick mode: every task was delivered exactly once; timings are not meaningful at these counts");
+    }
+    Ok(())
+}
