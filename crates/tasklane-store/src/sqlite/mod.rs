@@ -231,15 +231,15 @@ fn task_read(conn: &Connection, queue: &str, task_id: &str) -> StoreResult<Optio
         .map_err(backend)
 }
 
-/// Lease the task with this row id: one more dispatch, a fresh lease id, a new last attempt.
-const LEASE_SQL: &str = "UPDATE tasks SET state = 'leased', lease_id = lease_id + 1, \
+/// What leasing a task at `?2` with grace `?3` sets: one more dispatch, a fresh lease id,
+/// a new last attempt.
+const LEASE_SET: &str = "state = 'leased', lease_id = lease_id + 1, \
      due_at = ?2 + dispatch_deadline_us + ?3, dispatch_count = dispatch_count + 1, \
      first_dispatch_time = coalesce(first_dispatch_time, ?2), last_schedule_time = schedule_time, \
-     last_dispatch_time = ?2, last_response_time = NULL, last_code = NULL, last_message = NULL \
-     WHERE id = ?1 RETURNING lease_id";
+     last_dispatch_time = ?2, last_response_time = NULL, last_code = NULL, last_message = NULL";
 
 fn lease_row(conn: &Connection, id: i64, now: Timestamp, grace_us: i64) -> StoreResult<i64> {
-    conn.prepare_cached(LEASE_SQL)
+    conn.prepare_cached(&format!("UPDATE tasks SET {LEASE_SET} WHERE id = ?1 RETURNING lease_id"))
         .and_then(|mut s| s.query_row(params![id, now.0, grace_us], |r| r.get(0)))
         .map_err(backend)
 }
@@ -505,27 +505,21 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let queue = p.queue.to_string();
             let grace = tasklane_core::clock::duration_micros(p.grace);
-            let ids: Vec<i64> = conn
-                .prepare_cached(
-                    "SELECT id FROM tasks WHERE queue = ?1 AND due_at <= ?2 \
-                     AND EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND state = 'running') \
-                     ORDER BY due_at LIMIT ?3",
-                )
-                .and_then(|mut s| {
-                    s.query_map(params![queue, p.now.0, p.limit as i64], |r| r.get(0))
-                        .and_then(|r| r.collect::<Result<Vec<i64>, _>>())
+            // One statement leases the whole batch; the lease id comes last, after the task columns.
+            let sql = format!(
+                "UPDATE tasks SET {LEASE_SET} WHERE id IN (SELECT id FROM tasks WHERE queue = ?1 AND due_at <= ?2 \
+                 AND EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND state = 'running') \
+                 ORDER BY due_at LIMIT ?4) RETURNING {TASK_COLUMNS}, lease_id"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+            let mut claimed = stmt
+                .query_map(params![queue, p.now.0, grace, p.limit as i64], |r| {
+                    Ok(ClaimedTask { task: rows::task_from_row(r)?, lease_id: r.get(22)? })
                 })
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
                 .map_err(backend)?;
-            let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1");
-            let mut claimed = Vec::with_capacity(ids.len());
-            for id in ids {
-                let lease_id = lease_row(conn, id, p.now, grace)?;
-                let task = conn
-                    .prepare_cached(&sql)
-                    .and_then(|mut s| s.query_row([id], rows::task_from_row))
-                    .map_err(backend)?;
-                claimed.push(ClaimedTask { task, lease_id });
-            }
+            // RETURNING has no order: hand tasks out earliest first.
+            claimed.sort_by_key(|c| c.task.schedule_time);
             Ok(claimed)
         })
         .await
