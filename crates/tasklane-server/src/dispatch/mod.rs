@@ -56,6 +56,8 @@ struct Shared {
     client: reqwest::Client,
     config: DispatchConfig,
     queues: Mutex<HashMap<QueueName, QueueHandle>>,
+    /// In a cluster, the queues this node holds leases for; a loop starts only for these.
+    owned: Mutex<std::collections::HashSet<QueueName>>,
     stop: watch::Sender<bool>,
     in_flight: AtomicUsize,
     idle: Notify,
@@ -100,6 +102,7 @@ impl Dispatcher {
                 client,
                 config,
                 queues: Mutex::new(HashMap::new()),
+                owned: Mutex::new(std::collections::HashSet::new()),
                 stop,
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
@@ -131,6 +134,9 @@ impl Dispatcher {
 
     /// The queues this node now owns: start loops for new ones, stop the others.
     pub fn set_owned(&self, owned: &[QueueName]) {
+        if let Ok(mut set) = self.shared.owned.lock() {
+            *set = owned.iter().cloned().collect();
+        }
         let mut to_load = Vec::new();
         if let Ok(mut queues) = self.shared.queues.lock() {
             queues.retain(|name, _| owned.contains(name));
@@ -218,7 +224,9 @@ impl Dispatcher {
             handle.wake.notify_one();
             return;
         }
-        if !may_start {
+        // A reload may finish after the queue was handed over: start only what is held now.
+        let held = !self.clustered_mode() || self.shared.owned.lock().is_ok_and(|o| o.contains(&queue.name));
+        if !may_start || !held {
             return;
         }
         let (config_tx, config_rx) = watch::channel(queue.clone());

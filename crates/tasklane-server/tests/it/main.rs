@@ -493,3 +493,31 @@ async fn update_queue_follows_the_mask_rules_and_keeps_state() {
     assert_eq!(purged["state"], "PAUSED");
     assert_eq!(purged["purgeTime"], "2027-01-15T08:00:00Z");
 }
+
+/// A queue handed over while its settings were still loading must not start a loop:
+/// on this single-threaded runtime the reload runs only after both calls below.
+#[tokio::test]
+async fn a_cluster_node_never_starts_a_queue_it_no_longer_holds() {
+    let dir = std::env::temp_dir().join(format!("tasklane-owned-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.join("db")).unwrap());
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::from_secs(1_800_000_000)));
+    let name = tasklane_core::QueueName::parse("projects/p/locations/l/queues/q").unwrap();
+    let queue = tasklane_core::queue::QueueSpec::default()
+        .resolve(name.clone(), tasklane_core::QueueState::Running, None)
+        .unwrap();
+    store.queue_create(tasklane_store::QueueCreate { queue, now: clock.now() }).await.unwrap();
+    let (notifier, _wakes) = tokio::sync::mpsc::unbounded_channel();
+    let dispatcher = Dispatcher::clustered(store, clock, http_client().unwrap(), DispatchConfig::default(), notifier);
+
+    dispatcher.set_owned(std::slice::from_ref(&name));
+    dispatcher.set_owned(&[]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(dispatcher.owned().is_empty(), "a late reload started a queue that was handed over");
+
+    dispatcher.set_owned(std::slice::from_ref(&name));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(dispatcher.owned(), vec![name], "a held queue does start");
+    dispatcher.shutdown(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
