@@ -10,8 +10,6 @@ use std::time::Duration;
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
-    pub const UNIX_EPOCH: Timestamp = Timestamp(0);
-
     pub fn from_micros(micros: i64) -> Self {
         Timestamp(micros)
     }
@@ -72,10 +70,6 @@ impl ManualClock {
 
     pub fn advance(&self, d: Duration) {
         self.micros.fetch_add(duration_micros(d), Ordering::SeqCst);
-    }
-
-    pub fn set(&self, t: Timestamp) {
-        self.micros.store(t.0, Ordering::SeqCst);
     }
 }
 

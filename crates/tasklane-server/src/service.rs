@@ -218,7 +218,7 @@ impl CloudTasks {
             StoreError::TaskTombstoned => Status::already_exists(TASK_TOO_RECENT),
             other => store_status(other),
         })?;
-        self.dispatcher.task_created(&queue_name, task.schedule_time);
+        self.dispatcher.task_created(&queue_name);
         Ok(task.with_view(view))
     }
 

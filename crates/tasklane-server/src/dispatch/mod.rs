@@ -25,6 +25,10 @@ use push::PushResult;
 
 /// Most tasks leased by one claim.
 const CLAIM_BATCH: usize = 256;
+/// How long a loop waits when due tasks exist but the store leased none.
+const REFUSED_CLAIM_WAIT: Duration = Duration::from_millis(100);
+/// Marks a wake-up that asks the owner to reload the queue's settings.
+const RELOAD_PREFIX: &str = "reload:";
 /// Longest sleep of an idle queue loop, a safety net under the wake-ups.
 const MAX_IDLE: Duration = Duration::from_secs(5);
 
@@ -126,9 +130,11 @@ impl Dispatcher {
         self.shared.notifier.is_some()
     }
 
-    fn notify_owner(&self, queue: &QueueName) {
+    /// Wake `queue` at its owner, another node maybe; `reload` when its settings changed.
+    fn notify_owner(&self, queue: &QueueName, reload: bool) {
         if let Some(n) = &self.shared.notifier {
-            let _ = n.send(queue.to_string());
+            let prefix = if reload { RELOAD_PREFIX } else { "" };
+            let _ = n.send(format!("{prefix}{queue}"));
         }
     }
 
@@ -164,18 +170,28 @@ impl Dispatcher {
         });
     }
 
-    /// A wake-up from another node: `queue` changed or has new tasks; empty means every queue.
-    pub fn woken(&self, queue: &str) {
-        let names: Vec<QueueName> = if queue.is_empty() {
-            self.owned()
-        } else {
-            match QueueName::parse(queue) {
-                Ok(n) if self.owned().contains(&n) => vec![n],
-                _ => return,
+    /// A wake-up from another node: a queue name (new tasks), the name after
+    /// `RELOAD_PREFIX` (settings changed), or nothing (anything may have changed).
+    pub fn woken(&self, payload: &str) {
+        if payload.is_empty() {
+            for name in self.owned() {
+                self.reload(name);
             }
+            return;
+        }
+        let (reload, queue) = match payload.strip_prefix(RELOAD_PREFIX) {
+            Some(q) => (true, q),
+            None => (false, payload),
         };
-        for name in names {
-            self.reload(name);
+        let Ok(name) = QueueName::parse(queue) else { return };
+        if reload {
+            if self.owned().contains(&name) {
+                self.reload(name);
+            }
+        } else if let Ok(queues) = self.shared.queues.lock()
+            && let Some(handle) = queues.get(&name)
+        {
+            handle.wake.notify_one();
         }
     }
 
@@ -207,7 +223,7 @@ impl Dispatcher {
     pub fn queue_changed(&self, queue: Queue) {
         if self.clustered_mode() {
             // The owner, maybe another node, reloads the settings from the store.
-            self.notify_owner(&queue.name);
+            self.notify_owner(&queue.name, true);
         }
         self.start_or_update(queue, !self.clustered_mode());
     }
@@ -240,7 +256,7 @@ impl Dispatcher {
     /// A queue was deleted (by this node's API): stop its loop here and at its owner.
     pub fn queue_removed(&self, name: &QueueName) {
         self.drop_loop(name);
-        self.notify_owner(name);
+        self.notify_owner(name, true);
     }
 
     fn drop_loop(&self, name: &QueueName) {
@@ -250,15 +266,15 @@ impl Dispatcher {
         }
     }
 
-    /// A task was created: wake its queue if the task is due before the loop's next look.
-    pub fn task_created(&self, queue: &QueueName, _schedule_time: Timestamp) {
+    /// A task was created: wake its queue's loop, here or at its owner.
+    pub fn task_created(&self, queue: &QueueName) {
         if let Ok(queues) = self.shared.queues.lock()
             && let Some(handle) = queues.get(queue)
         {
             handle.wake.notify_one();
             return;
         }
-        self.notify_owner(queue);
+        self.notify_owner(queue, false);
     }
 
     /// Deliver a task leased by `RunTask` at `claimed_at` at once, outside the queue's limits.
@@ -306,6 +322,12 @@ impl Shared {
     }
 }
 
+/// Take new settings for a queue's loop: its rate limits reshape the token bucket.
+fn apply(queue: &mut Arc<Queue>, bucket: &mut TokenBucket, new: Arc<Queue>, now: Timestamp) {
+    bucket.reconfigure(new.rate_limits.max_dispatches_per_second, new.rate_limits.max_burst_size.max(1) as u32, now);
+    *queue = new;
+}
+
 async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>, wake: Arc<Notify>) {
     let mut queue = config.borrow_and_update().clone();
     let mut bucket = TokenBucket::new(
@@ -323,14 +345,7 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
         // A wake-up may win the select below over a config change: read it here too.
         match config.has_changed() {
             Err(_) => break,
-            Ok(true) => {
-                queue = config.borrow_and_update().clone();
-                bucket.reconfigure(
-                    queue.rate_limits.max_dispatches_per_second,
-                    queue.rate_limits.max_burst_size.max(1) as u32,
-                    shared.clock.now(),
-                );
-            }
+            Ok(true) => apply(&mut queue, &mut bucket, config.borrow_and_update().clone(), shared.clock.now()),
             Ok(false) => {}
         }
         let mut wait = MAX_IDLE;
@@ -371,6 +386,17 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
                             Ok(None) => {}
                             Err(e) => tracing::warn!(error = %e, "read next due time"),
                         }
+                        if n == 0 && wait.is_zero() {
+                            // Tasks are due but the store leased none: the queue is paused there
+                            // (our view is stale) or another claim holds them. Re-read the queue
+                            // and look again shortly instead of spinning.
+                            wait = REFUSED_CLAIM_WAIT;
+                            if let Ok(Some(fresh)) = shared.store.queue_get(&queue.name).await
+                                && fresh != *queue
+                            {
+                                apply(&mut queue, &mut bucket, Arc::new(fresh), shared.clock.now());
+                            }
+                        }
                     }
                     Err(e) => {
                         failures = failures.saturating_add(1);
@@ -390,12 +416,7 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
                 if changed.is_err() {
                     break;
                 }
-                queue = config.borrow_and_update().clone();
-                bucket.reconfigure(
-                    queue.rate_limits.max_dispatches_per_second,
-                    queue.rate_limits.max_burst_size.max(1) as u32,
-                    shared.clock.now(),
-                );
+                apply(&mut queue, &mut bucket, config.borrow_and_update().clone(), shared.clock.now());
             }
             _ = stop.changed() => {}
         }

@@ -93,10 +93,6 @@ impl SqliteStore {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
     /// Stop accepting work; the threads finish what is queued and close their connections.
     pub fn close(&self) {
         if let Ok(mut w) = self.inner.writer.lock() {
@@ -205,6 +201,11 @@ fn queue_exists(conn: &Connection, name: &str) -> StoreResult<bool> {
 fn queue_read(conn: &Connection, name: &str) -> StoreResult<Option<Queue>> {
     let sql = format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE name = ?1");
     conn.prepare_cached(&sql).and_then(|mut s| s.query_row([name], rows::queue_from_row).optional()).map_err(backend)
+}
+
+/// Run a statement whose one parameter is `now`; returns how many rows it changed.
+fn rows_changed(conn: &Connection, sql: &str, now: Timestamp) -> StoreResult<u64> {
+    conn.prepare_cached(sql).and_then(|mut s| s.execute([now.0])).map(|n| n as u64).map_err(backend)
 }
 
 /// Whether a task name is reserved at `now` by a tombstone.
@@ -616,10 +617,11 @@ impl Store for SqliteStore {
 
     async fn task_lease_release_all(&self, now: Timestamp) -> StoreResult<u64> {
         self.write(move |conn| {
-            conn.prepare_cached("UPDATE tasks SET state = 'queued', due_at = min(due_at, ?1) WHERE state = 'leased'")
-                .and_then(|mut s| s.execute([now.0]))
-                .map(|n| n as u64)
-                .map_err(backend)
+            rows_changed(
+                conn,
+                "UPDATE tasks SET state = 'queued', due_at = min(due_at, ?1) WHERE state = 'leased'",
+                now,
+            )
         })
         .await
     }
@@ -641,13 +643,7 @@ impl Store for SqliteStore {
     }
 
     async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64> {
-        self.write(move |conn| {
-            conn.prepare_cached("DELETE FROM tombstones WHERE expires_at <= ?1")
-                .and_then(|mut s| s.execute([now.0]))
-                .map(|n| n as u64)
-                .map_err(backend)
-        })
-        .await
+        self.write(move |conn| rows_changed(conn, "DELETE FROM tombstones WHERE expires_at <= ?1", now)).await
     }
 
     async fn store_maintain(&self, _now: Timestamp) -> StoreResult<Vec<String>> {

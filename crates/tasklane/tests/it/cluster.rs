@@ -271,3 +271,47 @@ fn a_wrong_database_url_fails_at_start_with_a_clear_message() {
         check(&format!("postgres://no_such_role_here:s3cret@127.0.0.1:{port}/test"), "no_such_role_here");
     }
 }
+
+/// Work and settings sent to a node that does not own the queue reach its owner at once,
+/// not at the owner's 5-second safety poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn other_nodes_wake_the_owner_for_creates_and_settings() {
+    let Some((url, schema_store, schema)) = fresh_database("wake").await else { return };
+    let worker = Worker::ok().await;
+    let nodes: Vec<TasklaneProcess> = (0..2).map(|_| TasklaneProcess::start_node(&url)).collect();
+    nodes[0].api().create_queue("woken", json!({})).await;
+    // Find the node that does not own the queue.
+    let started = Instant::now();
+    let other = loop {
+        let status = nodes[0].api().ok(reqwest::Method::GET, "../v1/cluster", None).await;
+        let owner = status["nodes"].as_array().and_then(|nodes| {
+            nodes.iter().find(|n| n["queues"].as_array().is_some_and(|q| !q.is_empty())).map(|n| n["address"].clone())
+        });
+        if let Some(owner) = owner {
+            break nodes.iter().position(|n| Value::String(n.addr.to_string()) != owner).expect("two nodes");
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no node took the queue");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let api = nodes[other].api();
+    let task = |id: &str| json!({"name": format!("{PROJECT_LOCATION}/queues/woken/tasks/{id}"), "httpRequest": {"url": worker.url("/")}});
+    for i in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await; // let the owner's loop go idle
+        let sent = Instant::now();
+        api.create_task("woken", task(&format!("w{i}"))).await;
+        worker.wait_for(i + 1, Duration::from_secs(10)).await;
+        assert!(sent.elapsed() < Duration::from_secs(1), "create {i} reached the owner after {:?}", sent.elapsed());
+    }
+    // A pause sent to the other node stops the owner; a resume restarts it at once.
+    api.queue_verb("woken", "pause").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    api.create_task("woken", task("paused")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(worker.received().len(), 5, "the owner kept dispatching a paused queue");
+    let sent = Instant::now();
+    api.queue_verb("woken", "resume").await;
+    worker.wait_for(6, Duration::from_secs(10)).await;
+    assert!(sent.elapsed() < Duration::from_secs(1), "the resume reached the owner after {:?}", sent.elapsed());
+    drop(nodes);
+    let _ = schema_store.drop_schema(&schema).await;
+}

@@ -255,14 +255,12 @@ async fn misbehaving_workers_cost_one_attempt_each() {
             let _ = stream.write_all(b"this is not HTTP\r\n\r\n");
         }
     });
-    let looping = Worker::start(Arc::new(|_, _| (200, Duration::ZERO))).await;
     let redirect_app = axum::Router::new().fallback(|uri: axum::http::Uri| async move {
         axum::response::Redirect::temporary(&format!("{}x", uri.path()))
     });
     let redirect_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let redirect_addr = redirect_listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(redirect_listener, redirect_app).await });
-    drop(looping);
 
     api.create_queue("bad-workers", json!({"retryConfig": {"minBackoff": "60s"}})).await;
     for (id, url) in [
