@@ -4,6 +4,7 @@
 mod admin;
 pub mod cluster;
 pub mod dispatch;
+pub mod grpc;
 mod page_token;
 pub mod rest;
 pub mod service;
@@ -22,6 +23,18 @@ use tokio::sync::watch;
 pub use cluster::ClusterConfig;
 pub use dispatch::{DispatchConfig, Dispatcher};
 pub use service::CloudTasks;
+
+/// The Cloud Tasks API on one router: gRPC requests (by content type) go to `grpc`,
+/// everything else to the REST routes.
+pub fn api(service: CloudTasks) -> Router {
+    let grpc_service = service.clone();
+    rest::router(service).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let service = grpc_service.clone();
+            async move { if grpc::is_grpc(&req) { grpc::serve(service, req).await } else { next.run(req).await } }
+        },
+    ))
+}
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -160,9 +173,8 @@ impl Server {
             }
         };
         let service = CloudTasks::new(store.clone(), clock.clone(), dispatcher.clone(), config.tombstone_window);
-        let app = Router::new()
-            .merge(admin::router(store.clone(), clock.clone(), config.cluster.lease))
-            .merge(rest::router(service));
+        let app =
+            Router::new().merge(admin::router(store.clone(), clock.clone(), config.cluster.lease)).merge(api(service));
 
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(async move {

@@ -22,6 +22,29 @@ const METHODS: [(&str, i32); 8] = [
     ("OPTIONS", 7),
 ];
 
+/// Error texts both transports use, so REST and gRPC answer a bad request alike.
+pub mod texts {
+    use tasklane_core::{Code, Status};
+
+    pub const TASK_REQUIRED: &str = "task is required";
+    pub const HTTP_REQUEST_REQUIRED: &str = "task.http_request is required";
+    pub const APP_ENGINE_UNSUPPORTED: &str =
+        "App Engine tasks are not supported by tasklane; use http_request with the worker's URL";
+    pub const BOTH_TOKENS: &str = "http_request may have an oidc_token or an oauth_token, not both";
+
+    pub fn queue_http_target_unsupported() -> Status {
+        Status::new(
+            Code::Unimplemented,
+            "Queue-level http_target is not supported by this tasklane version; set the target on each task",
+        )
+    }
+
+    /// An enum number the API does not define, in the words of the JSON parser.
+    pub fn bad_enum(path: &str, n: i32) -> Status {
+        Status::invalid_argument(format!("Invalid value at '{path}' (TYPE_ENUM), {n}"))
+    }
+}
+
 /// How enums are written back: by name, or by number when the client asked for
 /// `$alt=json;enum-encoding=int` (the official REST transports do).
 #[derive(Debug, Clone, Copy, Default)]
@@ -83,10 +106,7 @@ pub fn queue_spec(path: &str, value: Option<&Value>) -> Result<(String, QueueSpe
         l.finish()?;
     }
     if q.object("httpTarget")?.is_some() {
-        return Err(Status::new(
-            tasklane_core::Code::Unimplemented,
-            "Queue-level http_target is not supported by this tasklane version; set the target on each task",
-        ));
+        return Err(texts::queue_http_target_unsupported());
     }
     // Output-only fields are accepted and ignored, as the real service does.
     q.ignore("state");
@@ -100,16 +120,14 @@ pub fn queue_spec(path: &str, value: Option<&Value>) -> Result<(String, QueueSpe
 pub fn task_spec(path: &str, value: Option<&Value>) -> Result<TaskSpec, Status> {
     let mut t = Obj::new(path, value)?;
     if !t.is_present() {
-        return Err(Status::invalid_argument("task is required"));
+        return Err(Status::invalid_argument(texts::TASK_REQUIRED));
     }
     let mut spec = TaskSpec { name: t.string("name")?, ..TaskSpec::default() };
     if t.object("appEngineHttpRequest")?.is_some() {
-        return Err(Status::invalid_argument(
-            "App Engine tasks are not supported by tasklane; use http_request with the worker's URL",
-        ));
+        return Err(Status::invalid_argument(texts::APP_ENGINE_UNSUPPORTED));
     }
     let Some(mut r) = t.object("httpRequest")? else {
-        return Err(Status::invalid_argument("task.http_request is required"));
+        return Err(Status::invalid_argument(texts::HTTP_REQUEST_REQUIRED));
     };
     spec.url = r.string("url")?.unwrap_or_default();
     spec.method = match r.enumeration("httpMethod", "google.cloud.tasks.v2.HttpMethod", &METHODS)? {
@@ -122,7 +140,7 @@ pub fn task_spec(path: &str, value: Option<&Value>) -> Result<TaskSpec, Status> 
     let oauth = r.object("oauthToken")?;
     spec.auth = match (oidc, oauth) {
         (Some(_), Some(_)) => {
-            return Err(Status::invalid_argument("http_request may have an oidc_token or an oauth_token, not both"));
+            return Err(Status::invalid_argument(texts::BOTH_TOKENS));
         }
         (Some(mut o), None) => {
             let token = AuthToken::Oidc {

@@ -1,0 +1,165 @@
+//! The Cloud Tasks v2 API over gRPC, on the same port as REST: requests whose content type
+//! is `application/grpc…` come here (HTTP/2 cleartext). Each method decodes its message,
+//! converts it to core types, calls the same `CloudTasks` operation REST calls, and encodes
+//! the result. No generated code: one `unary` adapter over tonic's server codec serves every method.
+
+pub mod convert;
+pub mod messages;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use tasklane_core::Status;
+
+use crate::service::CloudTasks;
+use messages as m;
+
+type GrpcResult<T> = Result<T, Status>;
+
+/// Whether a request is gRPC, by its content type.
+pub fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+pub fn to_tonic(s: Status) -> tonic::Status {
+    tonic::Status::new(tonic::Code::from_i32(s.code as i32), s.message)
+}
+
+/// One call of one method: a `tonic::server::UnaryService` over a closure.
+struct Call<F>(Option<F>);
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<Req, Resp, F, Fut> tonic::server::UnaryService<Req> for Call<F>
+where
+    F: FnOnce(Req) -> Fut,
+    Fut: Future<Output = GrpcResult<Resp>> + Send + 'static,
+    Resp: Send + 'static,
+{
+    type Response = Resp;
+    type Future = BoxFuture<Result<tonic::Response<Resp>, tonic::Status>>;
+
+    fn call(&mut self, request: tonic::Request<Req>) -> Self::Future {
+        match self.0.take() {
+            Some(f) => {
+                let fut = f(request.into_inner());
+                Box::pin(async move { fut.await.map(tonic::Response::new).map_err(to_tonic) })
+            }
+            None => Box::pin(async { Err(tonic::Status::internal("a unary call was made twice")) }),
+        }
+    }
+}
+
+async fn unary<Req, Resp, F, Fut>(req: Request<Body>, f: F) -> Response<Body>
+where
+    Req: prost::Message + Default + Send + 'static,
+    Resp: prost::Message + Send + 'static,
+    F: FnOnce(Req) -> Fut + Send + 'static,
+    Fut: Future<Output = GrpcResult<Resp>> + Send + 'static,
+{
+    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Resp, Req>::default());
+    grpc.unary(Call(Some(f)), req).await.map(Body::new)
+}
+
+fn unimplemented(path: &str) -> Response<Body> {
+    let status = tonic::Status::unimplemented(format!("Method not found: {}", path.trim_start_matches('/')));
+    status.into_http::<Body>()
+}
+
+/// Serve one gRPC request.
+pub async fn serve(s: CloudTasks, req: Request<Body>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let Some(method) = path.strip_prefix("/google.cloud.tasks.v2.CloudTasks/") else {
+        return unimplemented(&path);
+    };
+    match method {
+        "ListQueues" => {
+            unary(req, move |r: m::ListQueuesRequest| async move {
+                let (queues, next) = s.list_queues(&r.parent, &r.filter, r.page_size, &r.page_token).await?;
+                Ok(m::ListQueuesResponse { queues: queues.iter().map(convert::queue).collect(), next_page_token: next })
+            })
+            .await
+        }
+        "GetQueue" => {
+            unary(req, move |r: m::NameRequest| async move { Ok(convert::queue(&s.get_queue(&r.name).await?)) }).await
+        }
+        "CreateQueue" => {
+            unary(req, move |r: m::CreateQueueRequest| async move {
+                let (name, spec) = convert::queue_spec(&r.queue.unwrap_or_default())?;
+                Ok(convert::queue(&s.create_queue(&r.parent, &name, spec).await?))
+            })
+            .await
+        }
+        "UpdateQueue" => {
+            unary(req, move |r: m::UpdateQueueRequest| async move {
+                let (name, spec) = convert::queue_spec(&r.queue.unwrap_or_default())?;
+                let mask = r.update_mask.map(|m| m.paths);
+                Ok(convert::queue(&s.update_queue(&name, spec, mask).await?))
+            })
+            .await
+        }
+        "DeleteQueue" => {
+            unary(req, move |r: m::NameRequest| async move {
+                s.delete_queue(&r.name).await?;
+                Ok(())
+            })
+            .await
+        }
+        "PurgeQueue" => {
+            unary(req, move |r: m::NameRequest| async move { Ok(convert::queue(&s.purge_queue(&r.name).await?)) }).await
+        }
+        "PauseQueue" => {
+            unary(req, move |r: m::NameRequest| async move { Ok(convert::queue(&s.pause_queue(&r.name).await?)) }).await
+        }
+        "ResumeQueue" => {
+            unary(req, move |r: m::NameRequest| async move { Ok(convert::queue(&s.resume_queue(&r.name).await?)) })
+                .await
+        }
+        "ListTasks" => {
+            unary(req, move |r: m::ListTasksRequest| async move {
+                let view = convert::view(r.response_view);
+                let (tasks, next) = s.list_tasks(&r.parent, r.page_size, &r.page_token, view).await?;
+                Ok(m::ListTasksResponse {
+                    tasks: tasks.iter().map(|t| convert::task(t, view)).collect(),
+                    next_page_token: next,
+                })
+            })
+            .await
+        }
+        "GetTask" => {
+            unary(req, move |r: m::NameViewRequest| async move {
+                let view = convert::view(r.response_view);
+                Ok(convert::task(&s.get_task(&r.name, view).await?, view))
+            })
+            .await
+        }
+        "CreateTask" => {
+            unary(req, move |r: m::CreateTaskRequest| async move {
+                let view = convert::view(r.response_view);
+                let spec = convert::task_spec(r.task)?;
+                Ok(convert::task(&s.create_task(&r.parent, spec, view).await?, view))
+            })
+            .await
+        }
+        "DeleteTask" => {
+            unary(req, move |r: m::NameRequest| async move {
+                s.delete_task(&r.name).await?;
+                Ok(())
+            })
+            .await
+        }
+        "RunTask" => {
+            unary(req, move |r: m::NameViewRequest| async move {
+                let view = convert::view(r.response_view);
+                Ok(convert::task(&s.run_task(&r.name, view).await?, view))
+            })
+            .await
+        }
+        _ => unimplemented(&path),
+    }
+}
