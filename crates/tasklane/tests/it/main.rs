@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed step should stop the test
 
 mod cluster;
+mod compat;
 mod support;
 
 use std::collections::{HashMap, HashSet};

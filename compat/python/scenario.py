@@ -1,0 +1,251 @@
+#!/usr/bin/env python3
+"""Drive a running tasklane with the official Python client, google-cloud-tasks.
+
+Usage: scenario.py --endpoint 127.0.0.1:PORT --transport grpc|rest --project ID
+
+Every step asserts what a Cloud Tasks user relies on, and is recorded with its result in
+a form that does not depend on the transport or the project, so the caller can check
+that gRPC and REST gave the same answers. Prints the record as JSON on success; exits
+non-zero with the failed step on the first wrong answer.
+"""
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+# The Google libraries must never look for a cloud metadata server from this machine.
+os.environ["NO_GCE_CHECK"] = "true"
+os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+
+import grpc  # noqa: E402
+from google.api_core import exceptions  # noqa: E402
+from google.api_core.client_options import ClientOptions  # noqa: E402
+from google.auth.credentials import AnonymousCredentials  # noqa: E402
+from google.cloud import tasks_v2  # noqa: E402
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport  # noqa: E402
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2  # noqa: E402
+
+RECORD = []
+PROJECT = ""
+
+
+def record(step, value):
+    RECORD.append({"step": step, "value": value})
+
+
+def check(step, condition, detail):
+    if not condition:
+        print(f"FAILED at {step}: {detail}", file=sys.stderr)
+        print(json.dumps(RECORD, indent=1), file=sys.stderr)
+        sys.exit(1)
+
+
+def status_of(e):
+    """The canonical code name and the server's message, the same over both transports."""
+    response = getattr(e, "response", None)
+    if response is not None and hasattr(response, "json"):
+        body = response.json()["error"]
+        return body["status"], body["message"]
+    return e.grpc_status_code.name, e.message
+
+
+def expect_error(step, code, call, message=None):
+    try:
+        call()
+    except exceptions.GoogleAPICallError as e:
+        got, text = status_of(e)
+        record(step, {"error": got, "message": text.replace(PROJECT, "PROJECT")})
+        check(step, got == code, f"expected {code}, got {got}: {text}")
+        if message is not None:
+            check(step, message in text, f"expected the message to contain {message!r}, got {text!r}")
+        return
+    check(step, False, f"expected {code}, the call succeeded")
+
+
+class Worker:
+    """A local HTTP worker that records every request it gets."""
+
+    def __init__(self):
+        self.requests = []
+        self.lock = threading.Lock()
+        worker = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                with worker.lock:
+                    worker.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait_for(self, path, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                found = [r for r in self.requests if r["path"] == path]
+            if found:
+                return found[0]
+            time.sleep(0.02)
+        check(f"delivery of {path}", False, "the worker never received it")
+
+
+def make_client(endpoint, transport):
+    if transport == "grpc":
+        channel = grpc.insecure_channel(endpoint)
+        return tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+    return tasks_v2.CloudTasksClient(
+        credentials=AnonymousCredentials(),
+        transport="rest",
+        client_options=ClientOptions(api_endpoint=f"http://{endpoint}"),
+    )
+
+
+def short(name):
+    """A resource name without its project, so both transports record the same thing."""
+    return name.split("/queues/", 1)[1] if "/queues/" in name else name
+
+
+def run(client, project, worker):
+    location = f"projects/{project}/locations/here"
+    q = f"{location}/queues/compat"
+
+    # Queues: create, get, list, update, pause, resume.
+    created = client.create_queue(parent=location, queue={"name": q})
+    record("create_queue", {"name": short(created.name), "state": created.state.name,
+                            "rate": created.rate_limits.max_dispatches_per_second,
+                            "burst": created.rate_limits.max_burst_size,
+                            "max_attempts": created.retry_config.max_attempts})
+    check("create_queue", created.state == tasks_v2.Queue.State.RUNNING, created)
+    expect_error("create_queue twice", "ALREADY_EXISTS", lambda: client.create_queue(parent=location, queue={"name": q}))
+    got = client.get_queue(name=q)
+    check("get_queue", got == created, got)
+    updated = client.update_queue(
+        queue={"name": q, "rate_limits": {"max_dispatches_per_second": 5}},
+        update_mask=field_mask_pb2.FieldMask(paths=["rate_limits.max_dispatches_per_second"]),
+    )
+    record("update_queue", {"rate": updated.rate_limits.max_dispatches_per_second,
+                            "burst": updated.rate_limits.max_burst_size,
+                            "concurrency": updated.rate_limits.max_concurrent_dispatches})
+    check("update_queue", updated.rate_limits.max_dispatches_per_second == 5, updated)
+    paused = client.pause_queue(name=q)
+    check("pause_queue", paused.state == tasks_v2.Queue.State.PAUSED, paused)
+    client.create_queue(parent=location, queue={"name": f"{location}/queues/other"})
+    names = [short(x.name) for x in client.list_queues(parent=location)]
+    record("list_queues", names)
+    check("list_queues", names == ["compat", "other"], names)
+    paused_only = [short(x.name) for x in client.list_queues(request={"parent": location, "filter": "state: PAUSED"})]
+    record("list_queues state: PAUSED", paused_only)
+    check("list_queues filter", paused_only == ["compat"], paused_only)
+
+    # Tasks on the paused queue: nothing is delivered while we look at them.
+    for i in range(5):
+        client.create_task(parent=q, task={
+            "name": f"{q}/tasks/t{i}",
+            "http_request": {"url": f"{worker.url}/paged/{i}", "body": b"payload-%d" % i,
+                             "headers": {"X-Custom": "yes"}},
+        })
+    anonymous = client.create_task(parent=q, task={"http_request": {"url": f"{worker.url}/anonymous"}})
+    task_id = anonymous.name.rsplit("/", 1)[1]
+    check("create_task without a name", task_id.isdigit() and anonymous.name.startswith(f"{q}/tasks/"), anonymous.name)
+    record("create_task without a name", {"generated_id_is_numeric": task_id.isdigit()})
+    basic = client.get_task(name=f"{q}/tasks/t0")
+    full = client.get_task(request={"name": f"{q}/tasks/t0", "response_view": tasks_v2.Task.View.FULL})
+    record("get_task views", {"basic_body": basic.http_request.body.decode(), "full_body": full.http_request.body.decode(),
+                              "basic_view": basic.view.name, "full_view": full.view.name,
+                              "method": full.http_request.http_method.name,
+                              "headers": dict(full.http_request.headers)})
+    check("get_task BASIC", basic.http_request.body == b"" and basic.view == tasks_v2.Task.View.BASIC, basic)
+    check("get_task FULL", full.http_request.body == b"payload-0" and full.view == tasks_v2.Task.View.FULL, full)
+    pages = [len(page.tasks) for page in client.list_tasks(request={"parent": q, "page_size": 2}).pages]
+    record("list_tasks pages", pages)
+    check("list_tasks paging", pages == [2, 2, 2], pages)
+    expect_error("create_task duplicate name", "ALREADY_EXISTS",
+                 lambda: client.create_task(parent=q, task={"name": f"{q}/tasks/t0",
+                                                            "http_request": {"url": worker.url}}),
+                 "already exists")
+    client.delete_task(name=f"{q}/tasks/t1")
+    expect_error("get_task deleted", "NOT_FOUND", lambda: client.get_task(name=f"{q}/tasks/t1"))
+    expect_error("create_task recently used name", "ALREADY_EXISTS",
+                 lambda: client.create_task(parent=q, task={"name": f"{q}/tasks/t1",
+                                                            "http_request": {"url": worker.url}}),
+                 "existed too recently")
+    expect_error("create_task bad url", "INVALID_ARGUMENT",
+                 lambda: client.create_task(parent=q, task={"http_request": {"url": "ftp://example.com/"}}),
+                 "http_request.url must start with 'http://' or 'https://'")
+    expect_error("create_task no target", "INVALID_ARGUMENT",
+                 lambda: client.create_task(parent=q, task={"name": f"{q}/tasks/x"}))
+    expect_error("create_task missing queue", "FAILED_PRECONDITION",
+                 lambda: client.create_task(parent=f"{location}/queues/missing",
+                                            task={"http_request": {"url": worker.url}}))
+    expect_error("get_queue missing", "NOT_FOUND", lambda: client.get_queue(name=f"{location}/queues/missing"),
+                 "Requested entity was not found.")
+    expect_error("get_queue bad name", "INVALID_ARGUMENT", lambda: client.get_queue(name=f"{location}/queues/bad_name"),
+                 "Invalid queue name")
+
+    # RunTask dispatches at once even though the queue is paused.
+    ran = client.run_task(name=f"{q}/tasks/t2")
+    record("run_task", short(ran.name))
+    delivered = worker.wait_for("/paged/2")
+    check("run_task delivery", delivered["body"] == b"payload-2", delivered)
+
+    # Resume: the rest arrive, with the Cloud Tasks headers.
+    resumed = client.resume_queue(name=q)
+    check("resume_queue", resumed.state == tasks_v2.Queue.State.RUNNING, resumed)
+    d = worker.wait_for("/paged/3")
+    h = {k.lower(): v for k, v in d["headers"].items()}
+    seen = {
+        "queue": h.get("x-cloudtasks-queuename"),
+        "task": h.get("x-cloudtasks-taskname"),
+        "retry_count": h.get("x-cloudtasks-taskretrycount"),
+        "execution_count": h.get("x-cloudtasks-taskexecutioncount"),
+        "has_eta": "x-cloudtasks-tasketa" in h,
+        "custom": h.get("x-custom"),
+        "user_agent": h.get("user-agent"),
+        "body": d["body"].decode(),
+    }
+    record("delivery headers", seen)
+    check("delivery headers", seen["queue"] == "compat" and seen["task"] == "t3" and seen["custom"] == "yes"
+          and seen["retry_count"] == "0" and seen["has_eta"] and seen["user_agent"] == "Google-Cloud-Tasks", seen)
+    worker.wait_for("/anonymous")
+
+    # Purge, then delete the queue.
+    client.pause_queue(name=q)
+    for i in range(3):
+        client.create_task(parent=q, task={"http_request": {"url": f"{worker.url}/purged"}})
+    purged = client.purge_queue(name=q)
+    check("purge_queue", purged.purge_time.timestamp() > 0, purged)
+    left = list(client.list_tasks(parent=q))
+    record("list_tasks after purge", len(left))
+    check("purge_queue", left == [], left)
+    client.delete_queue(name=q)
+    expect_error("get_queue deleted", "NOT_FOUND", lambda: client.get_queue(name=q))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--transport", choices=["grpc", "rest"], required=True)
+    parser.add_argument("--project", required=True)
+    args = parser.parse_args()
+    global PROJECT
+    PROJECT = args.project
+    worker = Worker()
+    run(make_client(args.endpoint, args.transport), args.project, worker)
+    print(json.dumps(RECORD, indent=1, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
