@@ -145,6 +145,10 @@ impl Status {
         Status::new(Code::FailedPrecondition, message)
     }
 
+    pub fn aborted(message: impl Into<String>) -> Self {
+        Status::new(Code::Aborted, message)
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Status::new(Code::Internal, message)
     }

@@ -46,6 +46,9 @@ pub fn store_status(e: StoreError) -> Status {
         StoreError::TaskNotFound => Status::not_found(NOT_FOUND),
         StoreError::TaskTombstoned => Status::not_found(TASK_GONE),
         StoreError::TaskAlreadyExists => Status::already_exists(TASK_EXISTS),
+        StoreError::RecordConflict => {
+            Status::aborted("There were concurrent changes. Please retry the whole read-modify-write.")
+        }
         StoreError::Unavailable(m) => Status::unavailable(format!("The service is currently unavailable: {m}")),
         StoreError::Backend(m) => {
             tracing::error!(error = %m, "store failure");

@@ -30,6 +30,9 @@ pub enum StoreError {
     TaskTombstoned,
     #[error("task already exists")]
     TaskAlreadyExists,
+    /// A `record_put` whose condition did not hold.
+    #[error("record changed concurrently")]
+    RecordConflict,
     #[error("store unavailable: {0}")]
     Unavailable(String),
     #[error("store failure: {0}")]
@@ -37,6 +40,33 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A small named document the server keeps for the API edge (an IAM policy, a CMEK
+/// config, a batch operation, the token signing key). The store never reads `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// 1 when created, one more on every write: an etag for read-modify-write.
+    pub version: i64,
+}
+
+/// When a `record_put` may write. A record past its `expires_at` counts as absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordCondition {
+    Always,
+    Absent,
+    Version(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordPut {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub condition: RecordCondition,
+    pub expires_at: Option<Timestamp>,
+    pub now: Timestamp,
+}
 
 #[derive(Debug, Clone)]
 pub struct QueueCreate {
@@ -250,7 +280,14 @@ pub trait Store: Send + Sync + 'static {
 
     async fn dead_letter_list(&self, queue: &QueueName, limit: usize) -> StoreResult<Vec<DeadLetter>>;
     /// Forget task-name tombstones that ended before `now`; returns how many.
+    /// Delete tombstones and records that expired at or before `now`.
     async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64>;
+
+    /// A live record (not expired at `now`).
+    async fn record_get(&self, key: &str, now: Timestamp) -> StoreResult<Option<Record>>;
+    /// Write a record if `condition` holds, else `RecordConflict`.
+    async fn record_put(&self, p: RecordPut) -> StoreResult<Record>;
+    async fn record_delete(&self, key: &str) -> StoreResult<()>;
 
     /// Keep storage healthy under churn; returns what was done, for the log.
     /// PostgreSQL vacuums the hot tables once dead rows pile up; SQLite reuses freed pages itself.

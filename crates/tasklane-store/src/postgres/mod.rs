@@ -15,9 +15,9 @@ use tokio_postgres::{NoTls, Row};
 use crate::columns::{self, Columns, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::{
     AttemptResult, ClaimedTask, DeadLetter, Node, NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwner,
-    QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Store,
-    StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup,
-    TaskOutcome,
+    QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record,
+    RecordCondition, RecordPut, Store, StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete,
+    TaskFinish, TaskList, TaskLookup, TaskOutcome,
 };
 
 const SCHEMA: &str = include_str!("schema.sql");
@@ -803,7 +803,41 @@ impl Store for PgStore {
 
     async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64> {
         let client = self.client().await?;
-        client.execute("DELETE FROM tombstones WHERE expires_at <= $1", &[&now.0]).await.map_err(backend)
+        let tombstones =
+            client.execute("DELETE FROM tombstones WHERE expires_at <= $1", &[&now.0]).await.map_err(backend)?;
+        let records = client.execute("DELETE FROM records WHERE expires_at <= $1", &[&now.0]).await.map_err(backend)?;
+        Ok(tombstones + records)
+    }
+
+    async fn record_get(&self, key: &str, now: Timestamp) -> StoreResult<Option<Record>> {
+        let client = self.client().await?;
+        let row = client.query_opt(columns::RECORD_GET, &[&key, &now.0]).await.map_err(backend)?;
+        Ok(row.map(|r| Record { key: key.to_string(), value: r.get(0), version: r.get(1) }))
+    }
+
+    async fn record_put(&self, p: RecordPut) -> StoreResult<Record> {
+        let client = self.client().await?;
+        let expires = p.expires_at.map(|t| t.0);
+        let row = match p.condition {
+            RecordCondition::Always => {
+                client.query_opt(columns::RECORD_PUT_ALWAYS, &[&p.key, &p.value, &expires]).await
+            }
+            RecordCondition::Absent => {
+                client.query_opt(columns::RECORD_PUT_ABSENT, &[&p.key, &p.value, &expires, &p.now.0]).await
+            }
+            RecordCondition::Version(v) => {
+                client.query_opt(columns::RECORD_PUT_VERSION, &[&p.key, &p.value, &expires, &p.now.0, &v]).await
+            }
+        }
+        .map_err(backend)?;
+        let version: i64 = row.ok_or(StoreError::RecordConflict)?.get(0);
+        Ok(Record { key: p.key, value: p.value, version })
+    }
+
+    async fn record_delete(&self, key: &str) -> StoreResult<()> {
+        let client = self.client().await?;
+        client.execute("DELETE FROM records WHERE key = $1", &[&key]).await.map_err(backend)?;
+        Ok(())
     }
 
     async fn store_maintain(&self, _now: Timestamp) -> StoreResult<Vec<String>> {

@@ -113,4 +113,14 @@ CREATE INDEX IF NOT EXISTS queue_owners_node ON queue_owners (node_id);
 ALTER TABLE tasks SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000);
 ALTER TABLE tombstones SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000);
 
+-- Small named documents the API edge keeps (IAM policies, CMEK configs, batch
+-- operations, the token signing key); `version` is their etag.
+CREATE TABLE IF NOT EXISTS records (
+    key TEXT PRIMARY KEY,
+    value BYTEA NOT NULL,
+    version BIGINT NOT NULL,
+    expires_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS records_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
+
 INSERT INTO meta (key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING;

@@ -21,8 +21,9 @@ use tokio::sync::oneshot;
 use crate::columns::{self, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::{
     ClaimedTask, DeadLetter, Node, NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire,
-    QueueOwnerRelease, QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Store, StoreError, StoreResult,
-    TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup, TaskOutcome,
+    QueueOwnerRelease, QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record, RecordCondition,
+    RecordPut, Store, StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish,
+    TaskList, TaskLookup, TaskOutcome,
 };
 
 const MAX_BATCH: usize = 1024;
@@ -643,7 +644,60 @@ impl Store for SqliteStore {
     }
 
     async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64> {
-        self.write(move |conn| rows_changed(conn, "DELETE FROM tombstones WHERE expires_at <= ?1", now)).await
+        self.write(move |conn| {
+            Ok(rows_changed(conn, "DELETE FROM tombstones WHERE expires_at <= ?1", now)?
+                + rows_changed(conn, "DELETE FROM records WHERE expires_at <= ?1", now)?)
+        })
+        .await
+    }
+
+    async fn record_get(&self, key: &str, now: Timestamp) -> StoreResult<Option<Record>> {
+        let key = key.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(&columns::RECORD_GET.replace('$', "?"))
+                .and_then(|mut s| {
+                    s.query_row(params![key, now.0], |r| {
+                        Ok(Record { key: key.clone(), value: r.get(0)?, version: r.get(1)? })
+                    })
+                    .optional()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn record_put(&self, p: RecordPut) -> StoreResult<Record> {
+        self.write(move |conn| {
+            let expires = p.expires_at.map(|t| t.0);
+            let version: Option<i64> = match p.condition {
+                RecordCondition::Always => conn
+                    .prepare_cached(&columns::RECORD_PUT_ALWAYS.replace('$', "?"))
+                    .and_then(|mut s| s.query_row(params![p.key, p.value, expires], |r| r.get(0)).optional()),
+                RecordCondition::Absent => conn
+                    .prepare_cached(&columns::RECORD_PUT_ABSENT.replace('$', "?"))
+                    .and_then(|mut s| s.query_row(params![p.key, p.value, expires, p.now.0], |r| r.get(0)).optional()),
+                RecordCondition::Version(v) => {
+                    conn.prepare_cached(&columns::RECORD_PUT_VERSION.replace('$', "?")).and_then(|mut s| {
+                        s.query_row(params![p.key, p.value, expires, p.now.0, v], |r| r.get(0)).optional()
+                    })
+                }
+            }
+            .map_err(backend)?;
+            let version = version.ok_or(StoreError::RecordConflict)?;
+            Ok(Record { key: p.key, value: p.value, version })
+        })
+        .await
+    }
+
+    async fn record_delete(&self, key: &str) -> StoreResult<()> {
+        let key = key.to_string();
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM records WHERE key = ?1")
+                .and_then(|mut s| s.execute([key]))
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn store_maintain(&self, _now: Timestamp) -> StoreResult<Vec<String>> {

@@ -107,4 +107,14 @@ CREATE TABLE IF NOT EXISTS queue_owners (
 );
 CREATE INDEX IF NOT EXISTS queue_owners_node ON queue_owners (node_id);
 
+-- Small named documents the API edge keeps (IAM policies, CMEK configs, batch
+-- operations, the token signing key); `version` is their etag.
+CREATE TABLE IF NOT EXISTS records (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL,
+    version BIGINT NOT NULL,
+    expires_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS records_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
+
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');

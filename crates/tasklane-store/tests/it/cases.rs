@@ -8,8 +8,8 @@ use tasklane_core::task::ResponseStatus;
 use tasklane_core::{Code, LocationName, Queue, QueueName, QueueState, Task, TaskName, TaskSpec, Timestamp};
 use tasklane_store::{
     AttemptResult, NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwnerAcquire, QueueOwnerRelease,
-    QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Store, StoreError, TaskClaim, TaskClaimByName,
-    TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup, TaskOutcome,
+    QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, RecordCondition, RecordPut, Store, StoreError,
+    TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup, TaskOutcome,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000_000);
@@ -579,4 +579,51 @@ where
         sizes.push(measure().await);
     }
     sizes
+}
+
+pub async fn records_are_versioned_conditional_and_expire(store: Arc<dyn Store>) {
+    let put = |key: &str, value: &str, condition, expires_at| RecordPut {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        condition,
+        expires_at,
+        now: at(0),
+    };
+    assert_eq!(store.record_get("a", at(0)).await.unwrap(), None);
+    let first = store.record_put(put("a", "one", RecordCondition::Absent, None)).await.unwrap();
+    assert_eq!((first.version, first.value.as_slice()), (1, b"one".as_slice()));
+    assert_eq!(
+        store.record_put(put("a", "again", RecordCondition::Absent, None)).await,
+        Err(StoreError::RecordConflict),
+        "Absent must not overwrite a live record"
+    );
+    assert_eq!(
+        store.record_put(put("a", "stale", RecordCondition::Version(7), None)).await,
+        Err(StoreError::RecordConflict),
+        "a stale version must not overwrite"
+    );
+    let second = store.record_put(put("a", "two", RecordCondition::Version(1), None)).await.unwrap();
+    assert_eq!(second.version, 2);
+    let third = store.record_put(put("a", "three", RecordCondition::Always, None)).await.unwrap();
+    assert_eq!(third.version, 3);
+    assert_eq!(store.record_get("a", at(0)).await.unwrap().unwrap().value, b"three");
+    assert_eq!(
+        store.record_put(put("missing", "x", RecordCondition::Version(1), None)).await,
+        Err(StoreError::RecordConflict)
+    );
+
+    // An expired record reads as absent, may be replaced by Absent, and maintenance deletes it.
+    store.record_put(put("e", "old", RecordCondition::Absent, Some(at(10)))).await.unwrap();
+    assert!(store.record_get("e", at(9)).await.unwrap().is_some());
+    assert_eq!(store.record_get("e", at(10)).await.unwrap(), None);
+    let mut later = put("e", "new", RecordCondition::Absent, Some(at(100)));
+    later.now = at(20);
+    assert_eq!(store.record_put(later).await.unwrap().value, b"new");
+    store.record_put(put("gone", "x", RecordCondition::Absent, Some(at(10)))).await.unwrap();
+    assert!(store.tombstone_expire(at(50)).await.unwrap() >= 1);
+    assert_eq!(store.record_get("gone", at(0)).await.unwrap(), None, "expired records are deleted");
+    assert!(store.record_get("e", at(50)).await.unwrap().is_some(), "a live record survives maintenance");
+
+    store.record_delete("a").await.unwrap();
+    assert_eq!(store.record_get("a", at(0)).await.unwrap(), None);
 }

@@ -98,6 +98,7 @@ macro_rules! every_case {
     task_lease_release_all_requeues_leased_tasks,
     nodes_heartbeat_list_and_leave,
     queue_ownership_is_exclusive_until_the_lease_ends,
+    records_are_versioned_conditional_and_expire,
 );)*
     };
 }
