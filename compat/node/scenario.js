@@ -147,6 +147,16 @@ async function main() {
   );
 
   await client.pauseQueue({name: q});
+  // The v2 Node client (6.x) has no batch methods; the Python client covers them.
+  const [empty] = await client.getIamPolicy({resource: q});
+  const [policy] = await client.setIamPolicy({
+    resource: q,
+    policy: {bindings: [{role: 'roles/cloudtasks.enqueuer', members: ['user:dev@example.com']}], etag: empty.etag},
+  });
+  check('setIamPolicy', policy.bindings.length === 1 && Buffer.compare(Buffer.from(policy.etag), Buffer.from(empty.etag)) !== 0, policy);
+  await expectError('setIamPolicy stale etag', status.ABORTED, () =>
+    client.setIamPolicy({resource: q, policy: {bindings: [], etag: empty.etag}}),
+  );
   await client.createTask({parent: q, task: {httpRequest: {url: `${worker.url}/purged`}}});
   await client.purgeQueue({name: q});
   const [left] = await client.listTasks({parent: q});

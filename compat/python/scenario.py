@@ -221,6 +221,72 @@ def run(client, project, worker):
           and seen["retry_count"] == "0" and seen["has_eta"] and seen["user_agent"] == "Google-Cloud-Tasks", seen)
     worker.wait_for("/anonymous")
 
+    # Batches: not atomic; the operation reports failures by index and reads back by name.
+    client.pause_queue(name=q)
+    requests = [{"parent": q, "task": {"name": f"{q}/tasks/b{i}", "http_request": {"url": f"{worker.url}/batch/{i}"}}}
+                for i in range(3)]
+    requests.append({"parent": q, "task": {"name": f"{q}/tasks/b0", "http_request": {"url": worker.url}}})
+    created_op = client.batch_create_tasks(request={"parent": q, "requests": requests})
+    result = created_op.result(timeout=10)
+    meta = created_op.metadata
+    record("batch_create_tasks", {"created": [short(t.name) for t in result.tasks], "state": meta.state.name,
+                                  "failed": {str(k): [v.code, v.message] for k, v in meta.failed_requests.items()}})
+    check("batch_create_tasks", [short(t.name) for t in result.tasks] == [f"compat/tasks/b{i}" for i in range(3)], result)
+    check("batch_create_tasks state", meta.state.name == "PARTIALLY_SUCCEEDED" and list(meta.failed_requests) == [3], meta)
+    read_back = client.get_operation(request={"name": created_op.operation.name})
+    check("get_operation", read_back.done and read_back.name == created_op.operation.name, read_back)
+    record("get_operation", {"done": read_back.done, "name": read_back.name.replace(PROJECT, "PROJECT").split("/operations/")[0]})
+    deleted_op = client.batch_delete_tasks(request={"parent": q, "names": [f"{q}/tasks/b0", f"{q}/tasks/b1",
+                                                                             f"{q}/tasks/never"]})
+    deleted_op.result(timeout=10)
+    dmeta = deleted_op.metadata
+    record("batch_delete_tasks", {"state": dmeta.state.name, "failed": sorted(dmeta.failed_requests)})
+    check("batch_delete_tasks", dmeta.state.name == "PARTIALLY_SUCCEEDED" and sorted(dmeta.failed_requests) == [2], dmeta)
+    expect_error("get_task batch-deleted", "NOT_FOUND", lambda: client.get_task(name=f"{q}/tasks/b0"))
+    expect_error("batch_create_tasks over the limit", "INVALID_ARGUMENT",
+                 lambda: client.batch_create_tasks(request={"parent": q, "requests": [
+                     {"parent": q, "task": {"http_request": {"url": worker.url}}}] * 101}),
+                 "at most 100")
+    same_id = [client.batch_create_tasks(request={"parent": q, "request_id": "retry-1", "requests": [
+        {"parent": q, "task": {"http_request": {"url": f"{worker.url}/idempotent"}}}]}).result(timeout=10) for _ in range(2)]
+    check("batch_create_tasks request_id", same_id[0].tasks[0].name == same_id[1].tasks[0].name, same_id)
+    record("batch_create_tasks request_id", "same operation")
+
+    # IAM: stored with an etag, read-modify-write refused when stale.
+    empty = client.get_iam_policy(request={"resource": q})
+    check("get_iam_policy", list(empty.bindings) == [], empty)
+    policy = client.set_iam_policy(request={"resource": q, "policy": {
+        "bindings": [{"role": "roles/cloudtasks.enqueuer", "members": ["serviceAccount:app@p.iam.gserviceaccount.com"]}],
+        "etag": empty.etag}})
+    record("set_iam_policy", [[b.role, list(b.members)] for b in policy.bindings])
+    check("set_iam_policy", policy.etag != empty.etag, policy)
+    check("get_iam_policy after set", client.get_iam_policy(request={"resource": q}) == policy, policy)
+    expect_error("set_iam_policy stale etag", "ABORTED",
+                 lambda: client.set_iam_policy(request={"resource": q, "policy": {"bindings": [], "etag": empty.etag}}))
+    expect_error("set_iam_policy bad member", "INVALID_ARGUMENT",
+                 lambda: client.set_iam_policy(request={"resource": q, "policy": {
+                     "bindings": [{"role": "roles/cloudtasks.viewer", "members": ["someone"]}]}}))
+    granted = client.test_iam_permissions(request={"resource": q, "permissions": ["cloudtasks.tasks.create", "other.x"]})
+    record("test_iam_permissions", list(granted.permissions))
+    check("test_iam_permissions", list(granted.permissions) == ["cloudtasks.tasks.create"], granted)
+
+    # CMEK config and locations.
+    cmek_name = f"{location}/cmekConfig"
+    check("get_cmek_config", client.get_cmek_config(name=cmek_name).kms_key == "", "a key was set")
+    key = f"projects/{project}/locations/here/keyRings/r/cryptoKeys/k"
+    updated_cmek = client.update_cmek_config(cmek_config={"name": cmek_name, "kms_key": key},
+                                             update_mask=field_mask_pb2.FieldMask(paths=["kms_key"]))
+    check("update_cmek_config", updated_cmek.kms_key == key and client.get_cmek_config(name=cmek_name).kms_key == key,
+          updated_cmek)
+    record("cmek_config", updated_cmek.kms_key.replace(PROJECT, "PROJECT"))
+    expect_error("update_cmek_config bad key", "INVALID_ARGUMENT",
+                 lambda: client.update_cmek_config(cmek_config={"name": cmek_name, "kms_key": "nope"}))
+    locations = [l.location_id for l in client.list_locations(request={"name": f"projects/{project}"}).locations]
+    record("list_locations", locations)
+    check("list_locations", locations == ["here"], locations)
+    got_location = client.get_location(request={"name": location})
+    check("get_location", got_location.location_id == "here", got_location)
+
     # Purge, then delete the queue.
     client.pause_queue(name=q)
     for i in range(3):

@@ -5,7 +5,9 @@ mod admin;
 pub mod cluster;
 pub mod dispatch;
 pub mod grpc;
+pub mod operations;
 mod page_token;
+pub mod policy;
 pub mod rest;
 pub mod service;
 

@@ -23,7 +23,7 @@ pub const MAX_QUEUE_PAGE_SIZE: usize = 9800;
 pub const MAX_TASK_PAGE_SIZE: usize = 1000;
 
 const NOT_FOUND: &str = "Requested entity was not found.";
-const TASK_EXISTS: &str = "Requested entity already exists";
+pub(crate) const TASK_EXISTS: &str = "Requested entity already exists";
 const TASK_TOO_RECENT: &str = "The task cannot be created because a task with this name existed too recently.";
 const TASK_GONE: &str = "The task no longer exists, though a task with this name existed recently. \
                          The task either successfully completed or was deleted.";
@@ -79,8 +79,12 @@ impl CloudTasks {
         self.clock.now()
     }
 
-    /// A numeric task id like the real service generates: random 64 bits, never repeated in this process.
-    fn generate_task_id(&self) -> String {
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// A numeric id like the real service generates for tasks: random 64 bits, never repeated in this process.
+    pub(crate) fn generate_id(&self) -> String {
         let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(n);
@@ -182,6 +186,7 @@ impl CloudTasks {
         let name = QueueName::parse(name)?;
         self.store.queue_delete(QueueDelete { name: name.clone(), now: self.now() }).await.map_err(store_status)?;
         self.dispatcher.queue_removed(&name);
+        self.forget_queue_policy(&name).await?;
         Ok(())
     }
 
@@ -215,7 +220,7 @@ impl CloudTasks {
     pub async fn create_task(&self, parent: &str, spec: TaskSpec, view: TaskView) -> Result<Task, Status> {
         let queue_name = QueueName::parse(parent)?;
         let now = self.now();
-        let task = spec.validate(&queue_name, now, || self.generate_task_id())?;
+        let task = spec.validate(&queue_name, now, || self.generate_id())?;
         let task = self.store.task_create(TaskCreate { task, now }).await.map_err(|e| match e {
             StoreError::QueueNotFound => Status::failed_precondition("Queue does not exist."),
             StoreError::TaskTombstoned => Status::already_exists(TASK_TOO_RECENT),

@@ -1,13 +1,15 @@
 //! Protobuf messages to core types and back. The checks here are the ones REST makes in
 //! `rest/wire.rs`, with the same texts, so the two transports answer alike.
 
+use prost::Message;
 use tasklane_core::clock::duration_micros;
 use tasklane_core::queue::{QueueSpec, RateSpec};
 use tasklane_core::retry::{RetryConfig, RetrySpec};
-use tasklane_core::task::{Attempt, AuthToken, TaskSpec};
-use tasklane_core::{HttpMethod, Queue, QueueState, Status, Task, TaskView, Timestamp};
+use tasklane_core::task::{Attempt, AuthToken, HttpRequest, ResponseStatus, TaskSpec};
+use tasklane_core::{HttpMethod, LocationName, Queue, QueueState, Status, Task, TaskName, TaskView, Timestamp};
 
 use super::messages as m;
+use crate::operations::{BatchKind, BatchOperation, BatchState};
 use crate::rest::wire::texts;
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
@@ -208,6 +210,164 @@ pub fn task(t: &Task, view: TaskView) -> m::Task {
         view: if view == TaskView::Full { 2 } else { 1 },
         retry_config: None,
     }
+}
+
+pub fn location(l: &LocationName) -> m::Location {
+    m::Location {
+        name: l.to_string(),
+        location_id: l.location.clone(),
+        display_name: l.location.clone(),
+        labels: Default::default(),
+        metadata: None,
+    }
+}
+
+pub const TYPE_PREFIX: &str = "type.googleapis.com/";
+pub const CREATE_METADATA: &str = "google.cloud.tasks.v2.BatchCreateTasksMetadata";
+pub const CREATE_RESPONSE: &str = "google.cloud.tasks.v2.BatchCreateTasksResponse";
+pub const DELETE_METADATA: &str = "google.cloud.tasks.v2.BatchDeleteTasksMetadata";
+pub const EMPTY: &str = "google.protobuf.Empty";
+
+fn any(type_name: &str, message: &impl prost::Message) -> prost_types::Any {
+    prost_types::Any { type_url: format!("{TYPE_PREFIX}{type_name}"), value: message.encode_to_vec() }
+}
+
+/// The `State` enum numbers of the two metadata messages differ.
+pub fn batch_state_number(kind: BatchKind, state: BatchState) -> i32 {
+    match (kind, state) {
+        (_, BatchState::Succeeded) => 2,
+        (BatchKind::Create, BatchState::PartiallySucceeded) => 5,
+        (BatchKind::Create, BatchState::Failed) => 3,
+        (BatchKind::Delete, BatchState::PartiallySucceeded) => 3,
+        (BatchKind::Delete, BatchState::Failed) => 4,
+    }
+}
+
+fn batch_state_from(kind: BatchKind, n: i32) -> Option<BatchState> {
+    [BatchState::Succeeded, BatchState::PartiallySucceeded, BatchState::Failed]
+        .into_iter()
+        .find(|s| batch_state_number(kind, *s) == n)
+}
+
+pub fn rpc_status(s: &Status) -> m::RpcStatus {
+    m::RpcStatus { code: s.code as i32, message: s.message.clone(), details: Vec::new() }
+}
+
+pub fn operation(op: &BatchOperation) -> m::Operation {
+    let metadata = m::BatchMetadata {
+        start_time: Some(timestamp(op.start_time)),
+        end_time: Some(timestamp(op.end_time)),
+        state: batch_state_number(op.kind, op.state),
+        failed_requests: op.failed.iter().map(|(i, s)| (*i, rpc_status(s))).collect(),
+    };
+    let (metadata_type, response) = match op.kind {
+        BatchKind::Create => (
+            CREATE_METADATA,
+            any(
+                CREATE_RESPONSE,
+                &m::BatchCreateTasksResponse { tasks: op.tasks.iter().map(|(t, v)| task(t, *v)).collect() },
+            ),
+        ),
+        BatchKind::Delete => (DELETE_METADATA, any(EMPTY, &())),
+    };
+    m::Operation {
+        name: op.name.clone(),
+        metadata: Some(any(metadata_type, &metadata)),
+        done: true,
+        error: None,
+        response: Some(response),
+    }
+}
+
+fn corrupt(what: &str) -> Status {
+    Status::internal(format!("a stored operation is unreadable: {what}"))
+}
+
+/// Read back an operation this module wrote.
+pub fn operation_from(op: m::Operation) -> Result<BatchOperation, Status> {
+    let metadata = op.metadata.ok_or_else(|| corrupt("no metadata"))?;
+    let kind = match metadata.type_url.strip_prefix(TYPE_PREFIX) {
+        Some(CREATE_METADATA) => BatchKind::Create,
+        Some(DELETE_METADATA) => BatchKind::Delete,
+        _ => return Err(corrupt(&metadata.type_url)),
+    };
+    let meta = m::BatchMetadata::decode(metadata.value.as_slice()).map_err(|e| corrupt(&e.to_string()))?;
+    let tasks = match (kind, op.response) {
+        (BatchKind::Create, Some(r)) => m::BatchCreateTasksResponse::decode(r.value.as_slice())
+            .map_err(|e| corrupt(&e.to_string()))?
+            .tasks
+            .into_iter()
+            .map(task_from)
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => Vec::new(),
+    };
+    let time = |t: Option<prost_types::Timestamp>| {
+        t.as_ref().map(|t| timestamp_from("time", t)).transpose()?.ok_or_else(|| corrupt("no time"))
+    };
+    Ok(BatchOperation {
+        name: op.name,
+        kind,
+        start_time: time(meta.start_time)?,
+        end_time: time(meta.end_time)?,
+        state: batch_state_from(kind, meta.state).ok_or_else(|| corrupt("state"))?,
+        failed: meta
+            .failed_requests
+            .into_iter()
+            .map(|(i, s)| {
+                (
+                    i,
+                    Status::new(
+                        tasklane_core::Code::from_i32(s.code).unwrap_or(tasklane_core::Code::Unknown),
+                        s.message,
+                    ),
+                )
+            })
+            .collect(),
+        tasks,
+    })
+}
+
+fn attempt_from(a: m::Attempt) -> Result<Attempt, Status> {
+    let time = |t: Option<prost_types::Timestamp>| t.as_ref().map(|t| timestamp_from("attempt", t)).transpose();
+    Ok(Attempt {
+        schedule_time: time(a.schedule_time)?,
+        dispatch_time: time(a.dispatch_time)?,
+        response_time: time(a.response_time)?,
+        response_status: a.response_status.map(|s| ResponseStatus {
+            code: tasklane_core::Code::from_i32(s.code).unwrap_or(tasklane_core::Code::Unknown),
+            message: s.message,
+        }),
+    })
+}
+
+/// A task message this module wrote, back to core (for stored operations).
+fn task_from(t: m::Task) -> Result<(Task, TaskView), Status> {
+    let r = t.http_request.ok_or_else(|| corrupt("a task without http_request"))?;
+    let auth = auth_from(&r.oidc_token, &r.oauth_token)?;
+    let time = |t: Option<prost_types::Timestamp>| {
+        t.as_ref().map(|t| timestamp_from("task", t)).transpose()?.ok_or_else(|| corrupt("a task time"))
+    };
+    let deadline = t.dispatch_deadline.as_ref().map(|d| duration_from("task", d)).transpose()?.unwrap_or(0);
+    let task = Task {
+        name: TaskName::parse(&t.name)?,
+        http_request: HttpRequest {
+            url: r.url,
+            method: HttpMethod::from_i32(r.http_method).ok_or_else(|| corrupt("a task method"))?,
+            headers: r.headers.into_iter().collect(),
+            body: r.body,
+            auth,
+        },
+        schedule_time: time(t.schedule_time)?,
+        create_time: time(t.create_time)?,
+        dispatch_deadline: std::time::Duration::from_micros(deadline.max(0) as u64),
+        dispatch_count: t.dispatch_count,
+        response_count: t.response_count,
+        execution_count: 0,
+        last_http_status: 0,
+        first_attempt: t.first_attempt.map(attempt_from).transpose()?,
+        last_attempt: t.last_attempt.map(attempt_from).transpose()?,
+    };
+    Ok((task, view(t.view)))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use tasklane_core::Status;
 
+use crate::operations::BatchCreateItem;
 use crate::service::CloudTasks;
 use messages as m;
 
@@ -74,10 +75,79 @@ fn unimplemented(path: &str) -> Response<Body> {
 /// Serve one gRPC request.
 pub async fn serve(s: CloudTasks, req: Request<Body>) -> Response<Body> {
     let path = req.uri().path().to_string();
+    match path.as_str() {
+        "/google.longrunning.Operations/GetOperation" => {
+            return unary(req, move |r: m::NameRequest| async move {
+                Ok(convert::operation(&s.get_operation(&r.name).await?))
+            })
+            .await;
+        }
+        "/google.cloud.location.Locations/GetLocation" => {
+            return unary(req, move |r: m::NameRequest| async move {
+                Ok(convert::location(&s.get_location(&r.name).await?))
+            })
+            .await;
+        }
+        "/google.cloud.location.Locations/ListLocations" => {
+            return unary(req, move |r: m::ListLocationsRequest| async move {
+                let locations = s.list_locations(&r.name).await?;
+                Ok(m::ListLocationsResponse {
+                    locations: locations.iter().map(convert::location).collect(),
+                    next_page_token: String::new(),
+                })
+            })
+            .await;
+        }
+        _ => {}
+    }
     let Some(method) = path.strip_prefix("/google.cloud.tasks.v2.CloudTasks/") else {
         return unimplemented(&path);
     };
     match method {
+        "BatchCreateTasks" => {
+            unary(req, move |r: m::BatchCreateTasksRequest| async move {
+                let items = r
+                    .requests
+                    .into_iter()
+                    .map(|c| BatchCreateItem {
+                        parent: c.parent,
+                        spec: convert::task_spec(c.task),
+                        view: convert::view(c.response_view),
+                    })
+                    .collect();
+                Ok(convert::operation(&s.batch_create_tasks(&r.parent, items, &r.request_id).await?))
+            })
+            .await
+        }
+        "BatchDeleteTasks" => {
+            unary(req, move |r: m::BatchDeleteTasksRequest| async move {
+                Ok(convert::operation(&s.batch_delete_tasks(&r.parent, r.names, &r.request_id).await?))
+            })
+            .await
+        }
+        "GetIamPolicy" => {
+            unary(req, move |r: m::GetIamPolicyRequest| async move { s.get_iam_policy(&r.resource).await }).await
+        }
+        "SetIamPolicy" => {
+            unary(req, move |r: m::SetIamPolicyRequest| async move {
+                s.set_iam_policy(&r.resource, r.policy, r.update_mask.map(|m| m.paths)).await
+            })
+            .await
+        }
+        "TestIamPermissions" => {
+            unary(req, move |r: m::TestIamPermissionsRequest| async move {
+                let permissions = s.test_iam_permissions(&r.resource, r.permissions).await?;
+                Ok(m::TestIamPermissionsResponse { permissions })
+            })
+            .await
+        }
+        "GetCmekConfig" => unary(req, move |r: m::NameRequest| async move { s.get_cmek_config(&r.name).await }).await,
+        "UpdateCmekConfig" => {
+            unary(req, move |r: m::UpdateCmekConfigRequest| async move {
+                s.update_cmek_config(r.cmek_config, r.update_mask.map(|m| m.paths)).await
+            })
+            .await
+        }
         "ListQueues" => {
             unary(req, move |r: m::ListQueuesRequest| async move {
                 let (queues, next) = s.list_queues(&r.parent, &r.filter, r.page_size, &r.page_token).await?;

@@ -10,10 +10,12 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tasklane_core::{Code, Status};
 
+use crate::grpc::messages;
+use crate::operations::BatchCreateItem;
 use crate::service::CloudTasks;
 use proto_json::Obj;
 use wire::Render;
@@ -69,8 +71,7 @@ impl Params {
     }
 
     fn update_mask(&self) -> Option<Vec<String>> {
-        self.get("updateMask")
-            .map(|m| m.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect())
+        self.get("updateMask").map(proto_json::split_mask)
     }
 
     fn json(&self, v: Value) -> Response {
@@ -114,6 +115,12 @@ pub fn router(service: CloudTasks) -> Router {
             get(get_queue).patch(update_queue).delete(delete_queue).post(queue_verb),
         )
         .route(&format!("{base}/queues/{{queue}}/tasks"), get(list_tasks).post(create_task))
+        .route(&format!("{base}/queues/{{queue}}/tasks:batchCreate"), post(batch_create_tasks))
+        .route(&format!("{base}/queues/{{queue}}/tasks:batchDelete"), post(batch_delete_tasks))
+        .route(&format!("{base}/operations/{{operation}}"), get(get_operation))
+        .route(&format!("{base}/cmekConfig"), get(get_cmek_config).patch(update_cmek_config))
+        .route(base, get(get_location))
+        .route("/v2/projects/{project}/locations", get(list_locations))
         .route(&format!("{base}/queues/{{queue}}/tasks/{{task}}"), get(get_task).delete(delete_task).post(task_verb))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
@@ -209,18 +216,44 @@ async fn queue_verb(
 ) -> ApiResult {
     let p = Params::from(q)?;
     let body = body_json(body)?;
-    let mut o = Obj::new("", Some(&body))?;
-    o.ignore("name");
-    o.finish()?;
     let (queue, verb) = verb(&segment);
     let name = format!("{}/queues/{queue}", location(&project, &loc));
+    let mut o = Obj::new("", Some(&body))?;
+    match verb {
+        Some("getIamPolicy") => {
+            if let Some(mut options) = o.object("options")? {
+                options.ignore("requestedPolicyVersion");
+                options.finish()?;
+            }
+            o.finish()?;
+            return Ok(p.json(wire::policy_json(&s.get_iam_policy(&name).await?, p.render)));
+        }
+        Some("setIamPolicy") => {
+            let policy = wire::policy("policy", body.get("policy"))?;
+            o.ignore("policy");
+            let mask = o.field_mask("updateMask")?;
+            o.finish()?;
+            return Ok(p.json(wire::policy_json(&s.set_iam_policy(&name, policy, mask).await?, p.render)));
+        }
+        Some("testIamPermissions") => {
+            let permissions = o.strings("permissions")?;
+            o.finish()?;
+            let granted = s.test_iam_permissions(&name, permissions).await?;
+            let out = if granted.is_empty() { json!({}) } else { json!({ "permissions": granted }) };
+            return Ok(p.json(out));
+        }
+        _ => {}
+    }
+    o.ignore("name");
+    o.finish()?;
     let queue = match verb {
         Some("pause") => s.pause_queue(&name).await?,
         Some("resume") => s.resume_queue(&name).await?,
         Some("purge") => s.purge_queue(&name).await?,
         _ => {
             return Err(Status::not_found(format!(
-                "Unknown method POST {name}{}; queues support :pause, :resume and :purge",
+                "Unknown method POST {name}{}; queues support :pause, :resume, :purge, :getIamPolicy, \
+                 :setIamPolicy and :testIamPermissions",
                 verb.map(|v| format!(":{v}")).unwrap_or_default()
             ))
             .into());
@@ -309,4 +342,115 @@ async fn task_verb(
     o.finish()?;
     let task = s.run_task(&name, view).await?;
     Ok(p.json(wire::task_json(&task, view, p.render)))
+}
+
+async fn batch_create_tasks(
+    State(s): State<CloudTasks>,
+    Path((project, loc, queue)): Path<(String, String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    let body = body_json(body)?;
+    let mut o = Obj::new("", Some(&body))?;
+    o.ignore("parent");
+    let request_id = o.string("requestId")?.unwrap_or_default();
+    let mut items = Vec::new();
+    for (i, mut r) in o.objects("requests")?.into_iter().enumerate() {
+        let parent = r.string("parent")?.unwrap_or_default();
+        let view = wire::response_view_field(&mut r)?;
+        let task_value = body["requests"][i].get("task");
+        r.ignore("task");
+        r.finish()?;
+        items.push(BatchCreateItem { parent, spec: wire::task_spec(&format!("requests[{i}].task"), task_value), view });
+    }
+    o.finish()?;
+    let parent = format!("{}/queues/{queue}", location(&project, &loc));
+    let op = s.batch_create_tasks(&parent, items, &request_id).await?;
+    Ok(p.json(wire::operation_json(&op, p.render)))
+}
+
+async fn batch_delete_tasks(
+    State(s): State<CloudTasks>,
+    Path((project, loc, queue)): Path<(String, String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    let body = body_json(body)?;
+    let mut o = Obj::new("", Some(&body))?;
+    o.ignore("parent");
+    let request_id = o.string("requestId")?.unwrap_or_default();
+    let names = o.strings("names")?;
+    o.finish()?;
+    let parent = format!("{}/queues/{queue}", location(&project, &loc));
+    let op = s.batch_delete_tasks(&parent, names, &request_id).await?;
+    Ok(p.json(wire::operation_json(&op, p.render)))
+}
+
+async fn get_operation(
+    State(s): State<CloudTasks>,
+    Path((project, loc, operation)): Path<(String, String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    let op = s.get_operation(&format!("{}/operations/{operation}", location(&project, &loc))).await?;
+    Ok(p.json(wire::operation_json(&op, p.render)))
+}
+
+async fn get_cmek_config(
+    State(s): State<CloudTasks>,
+    Path((project, loc)): Path<(String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    let config = s.get_cmek_config(&format!("{}/cmekConfig", location(&project, &loc))).await?;
+    Ok(p.json(wire::cmek_json(&config)))
+}
+
+async fn update_cmek_config(
+    State(s): State<CloudTasks>,
+    Path((project, loc)): Path<(String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    let body = body_json(body)?;
+    let mut o = Obj::new("cmek_config", Some(&body))?;
+    let url_name = format!("{}/cmekConfig", location(&project, &loc));
+    let name = o.string("name")?.filter(|n| !n.is_empty()).unwrap_or_else(|| url_name.clone());
+    if name != url_name {
+        return Err(Status::invalid_argument(format!(
+            "cmek_config.name \"{name}\" does not match the config in the URL \"{url_name}\""
+        ))
+        .into());
+    }
+    let kms_key = o.string("kmsKey")?.unwrap_or_default();
+    o.finish()?;
+    let config = s.update_cmek_config(Some(messages::CmekConfig { name, kms_key }), p.update_mask()).await?;
+    Ok(p.json(wire::cmek_json(&config)))
+}
+
+async fn get_location(
+    State(s): State<CloudTasks>,
+    Path((project, loc)): Path<(String, String)>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    Ok(p.json(wire::location_json(&s.get_location(&location(&project, &loc)).await?)))
+}
+
+async fn list_locations(
+    State(s): State<CloudTasks>,
+    Path(project): Path<String>,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let p = Params::from(q)?;
+    let locations = s.list_locations(&format!("projects/{project}")).await?;
+    let out = if locations.is_empty() {
+        json!({})
+    } else {
+        json!({ "locations": locations.iter().map(wire::location_json).collect::<Vec<_>>() })
+    };
+    Ok(p.json(out))
 }

@@ -182,6 +182,40 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// A repeated string field.
+    pub fn strings(&mut self, camel: &str) -> Result<Vec<String>, Status> {
+        let path = join(&self.path, camel);
+        match self.raw(camel) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    other => Err(invalid_value(&format!("{path}[{i}]"), "TYPE_STRING", other)),
+                })
+                .collect(),
+            Some(v) => Err(invalid_value(&path, "repeated string", v)),
+        }
+    }
+
+    /// A repeated message field.
+    pub fn objects(&mut self, camel: &str) -> Result<Vec<Obj<'a>>, Status> {
+        let path = join(&self.path, camel);
+        match self.raw(camel) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => {
+                items.iter().enumerate().map(|(i, v)| Obj::new(&format!("{path}[{i}]"), Some(v))).collect()
+            }
+            Some(v) => Err(invalid_value(&path, "repeated message", v)),
+        }
+    }
+
+    /// A `google.protobuf.FieldMask`, which JSON writes as one comma-separated string.
+    pub fn field_mask(&mut self, camel: &str) -> Result<Option<Vec<String>>, Status> {
+        Ok(self.string(camel)?.map(|m| split_mask(&m)))
+    }
+
     pub fn is_present(&self) -> bool {
         self.map.is_some()
     }
@@ -200,6 +234,11 @@ impl<'a> Obj<'a> {
         }
         Ok(())
     }
+}
+
+/// The paths of a field mask written as `a,b.c`.
+pub fn split_mask(mask: &str) -> Vec<String> {
+    mask.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect()
 }
 
 pub fn decode_base64(s: &str) -> Option<Vec<u8>> {

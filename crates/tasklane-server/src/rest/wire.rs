@@ -5,7 +5,10 @@ use serde_json::{Map, Value, json};
 use tasklane_core::queue::{QueueSpec, RateSpec};
 use tasklane_core::retry::RetrySpec;
 use tasklane_core::task::{Attempt, AuthToken, TaskSpec};
-use tasklane_core::{HttpMethod, Queue, QueueState, Status, Task, TaskView};
+use tasklane_core::{HttpMethod, LocationName, Queue, QueueState, Status, Task, TaskView};
+
+use crate::grpc::{convert, messages as m};
+use crate::operations::{BatchKind, BatchOperation};
 
 use super::proto_json::{Obj, encode_base64, format_duration_micros, format_timestamp};
 
@@ -288,4 +291,147 @@ pub fn task_json(t: &Task, view: TaskView, render: Render) -> Value {
     let view_n = if view == TaskView::Full { 2 } else { 1 };
     out.insert("view".into(), render.enumeration(&VIEWS, view_n));
     Value::Object(out)
+}
+
+const CREATE_STATES: [(&str, i32); 6] = [
+    ("STATE_UNSPECIFIED", 0),
+    ("RUNNING", 1),
+    ("SUCCEEDED", 2),
+    ("FAILED", 3),
+    ("CANCELLED", 4),
+    ("PARTIALLY_SUCCEEDED", 5),
+];
+const DELETE_STATES: [(&str, i32); 5] =
+    [("STATE_UNSPECIFIED", 0), ("RUNNING", 1), ("SUCCEEDED", 2), ("PARTIALLY_SUCCEEDED", 3), ("FAILED", 4)];
+
+fn type_url(name: &str) -> String {
+    format!("{}{name}", convert::TYPE_PREFIX)
+}
+
+fn status_json(s: &Status) -> Value {
+    json!({ "code": s.code as i32, "message": s.message })
+}
+
+/// A `google.longrunning.Operation` of a batch, with its metadata and response.
+pub fn operation_json(op: &BatchOperation, render: Render) -> Value {
+    let (metadata_type, states): (&str, &[(&str, i32)]) = match op.kind {
+        BatchKind::Create => (convert::CREATE_METADATA, &CREATE_STATES),
+        BatchKind::Delete => (convert::DELETE_METADATA, &DELETE_STATES),
+    };
+    let mut metadata = Map::new();
+    metadata.insert("@type".into(), json!(type_url(metadata_type)));
+    metadata.insert("startTime".into(), json!(format_timestamp(op.start_time)));
+    metadata.insert("endTime".into(), json!(format_timestamp(op.end_time)));
+    metadata.insert("state".into(), render.enumeration(states, convert::batch_state_number(op.kind, op.state)));
+    if !op.failed.is_empty() {
+        let failed: Map<String, Value> = op.failed.iter().map(|(i, s)| (i.to_string(), status_json(s))).collect();
+        metadata.insert("failedRequests".into(), Value::Object(failed));
+    }
+    let response = match op.kind {
+        BatchKind::Create => json!({
+            "@type": type_url(convert::CREATE_RESPONSE),
+            "tasks": op.tasks.iter().map(|(t, v)| task_json(t, *v, render)).collect::<Vec<_>>(),
+        }),
+        BatchKind::Delete => json!({ "@type": type_url(convert::EMPTY) }),
+    };
+    json!({ "name": op.name, "metadata": metadata, "done": true, "response": response })
+}
+
+/// Read a `google.iam.v1.Policy`.
+pub fn policy(path: &str, value: Option<&Value>) -> Result<Option<m::Policy>, Status> {
+    let mut o = Obj::new(path, value)?;
+    if !o.is_present() {
+        return Ok(None);
+    }
+    let mut p = m::Policy { version: o.i32("version")?.unwrap_or(0), ..Default::default() };
+    for mut b in o.objects("bindings")? {
+        let mut binding =
+            m::Binding { role: b.string("role")?.unwrap_or_default(), members: b.strings("members")?, condition: None };
+        if let Some(mut c) = b.object("condition")? {
+            binding.condition = Some(m::Expr {
+                expression: c.string("expression")?.unwrap_or_default(),
+                title: c.string("title")?.unwrap_or_default(),
+                description: c.string("description")?.unwrap_or_default(),
+                location: c.string("location")?.unwrap_or_default(),
+            });
+            c.finish()?;
+        }
+        b.finish()?;
+        p.bindings.push(binding);
+    }
+    for mut a in o.objects("auditConfigs")? {
+        let mut config =
+            m::AuditConfig { service: a.string("service")?.unwrap_or_default(), audit_log_configs: Vec::new() };
+        for mut l in a.objects("auditLogConfigs")? {
+            config.audit_log_configs.push(m::AuditLogConfig {
+                log_type: l.enumeration("logType", "google.iam.v1.AuditLogConfig.LogType", &LOG_TYPES)?.unwrap_or(0),
+                exempted_members: l.strings("exemptedMembers")?,
+            });
+            l.finish()?;
+        }
+        a.finish()?;
+        p.audit_configs.push(config);
+    }
+    p.etag = o.bytes("etag")?.unwrap_or_default();
+    o.finish()?;
+    Ok(Some(p))
+}
+
+const LOG_TYPES: [(&str, i32); 4] =
+    [("LOG_TYPE_UNSPECIFIED", 0), ("ADMIN_READ", 1), ("DATA_WRITE", 2), ("DATA_READ", 3)];
+
+pub fn policy_json(p: &m::Policy, render: Render) -> Value {
+    let mut out = Map::new();
+    if p.version != 0 {
+        out.insert("version".into(), json!(p.version));
+    }
+    if !p.bindings.is_empty() {
+        let bindings: Vec<Value> = p
+            .bindings
+            .iter()
+            .map(|b| {
+                let mut o = Map::new();
+                o.insert("role".into(), json!(b.role));
+                o.insert("members".into(), json!(b.members));
+                if let Some(c) = &b.condition {
+                    o.insert(
+                        "condition".into(),
+                        json!({"expression": c.expression, "title": c.title, "description": c.description, "location": c.location}),
+                    );
+                }
+                Value::Object(o)
+            })
+            .collect();
+        out.insert("bindings".into(), Value::Array(bindings));
+    }
+    if !p.audit_configs.is_empty() {
+        let configs: Vec<Value> = p
+            .audit_configs
+            .iter()
+            .map(|a| {
+                let logs: Vec<Value> = a
+                    .audit_log_configs
+                    .iter()
+                    .map(|l| json!({"logType": render.enumeration(&LOG_TYPES, l.log_type), "exemptedMembers": l.exempted_members}))
+                    .collect();
+                json!({"service": a.service, "auditLogConfigs": logs})
+            })
+            .collect();
+        out.insert("auditConfigs".into(), Value::Array(configs));
+    }
+    out.insert("etag".into(), json!(encode_base64(&p.etag)));
+    Value::Object(out)
+}
+
+pub fn cmek_json(c: &m::CmekConfig) -> Value {
+    let mut out = Map::new();
+    out.insert("name".into(), json!(c.name));
+    if !c.kms_key.is_empty() {
+        out.insert("kmsKey".into(), json!(c.kms_key));
+    }
+    Value::Object(out)
+}
+
+pub fn location_json(l: &LocationName) -> Value {
+    json!({ "name": l.to_string(), "locationId": l.location, "displayName": l.location })
 }
