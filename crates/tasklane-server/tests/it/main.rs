@@ -181,8 +181,15 @@ async fn bad_queue_requests_are_refused_with_what_to_fix() {
     .await;
     api.check_err("GET", &format!("{LOC}/queues/nope"), "", 404, "NOT_FOUND", "Requested entity was not found.").await;
     api.check_err("POST", &format!("{LOC}/queues/nope:pause"), "", 404, "NOT_FOUND", "not found").await;
-    api.check_err("POST", &format!("{LOC}/queues/nope:explode"), "", 404, "NOT_FOUND", ":pause, :resume, :purge, :getIamPolicy, :setIamPolicy and :testIamPermissions")
-        .await;
+    api.check_err(
+        "POST",
+        &format!("{LOC}/queues/nope:explode"),
+        "",
+        404,
+        "NOT_FOUND",
+        ":pause, :resume, :purge, :getIamPolicy, :setIamPolicy and :testIamPermissions",
+    )
+    .await;
     api.check_err("GET", &format!("{LOC}/queues?pageSize=-1"), "", 400, "INVALID_ARGUMENT", "page_size").await;
     api.check_err("GET", &format!("{LOC}/queues?pageToken=!!!"), "", 400, "INVALID_ARGUMENT", "page_token").await;
     api.check_err("GET", &format!("{LOC}/queues?filter=color:red"), "", 400, "INVALID_ARGUMENT", "filtered by state")
