@@ -22,12 +22,13 @@ os.environ["NO_GCE_CHECK"] = "true"
 os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
 
 import grpc  # noqa: E402
+import jwt  # noqa: E402
 from google.api_core import exceptions  # noqa: E402
 from google.api_core.client_options import ClientOptions  # noqa: E402
 from google.auth.credentials import AnonymousCredentials  # noqa: E402
 from google.cloud import tasks_v2  # noqa: E402
 from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport  # noqa: E402
-from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2  # noqa: E402
+from google.protobuf import duration_pb2, field_mask_pb2  # noqa: E402
 
 RECORD = []
 PROJECT = ""
@@ -118,7 +119,7 @@ def short(name):
     return name.split("/queues/", 1)[1] if "/queues/" in name else name
 
 
-def run(client, project, worker):
+def run(client, project, worker, endpoint):
     location = f"projects/{project}/locations/here"
     q = f"{location}/queues/compat"
 
@@ -287,6 +288,37 @@ def run(client, project, worker):
     got_location = client.get_location(request={"name": location})
     check("get_location", got_location.location_id == "here", got_location)
 
+    # A queue-level http_target reroutes its tasks, and tasks carry a signed OIDC token
+    # that a standard library verifies against tasklane's JWKS.
+    tq = f"{location}/queues/targeted"
+    port = worker.server.server_address[1]
+    client.create_queue(parent=location, queue={"name": tq, "http_target": {
+        "uri_override": {"host": "127.0.0.1", "port": port, "path_override": {"path": "/overridden"},
+                         "uri_override_enforce_mode": "ALWAYS"},
+        "header_overrides": [{"header": {"key": "X-Queue", "value": "set"}}],
+        "oidc_token": {"service_account_email": "sa@p.iam.gserviceaccount.com", "audience": "https://aud.example"}}})
+    target = client.get_queue(name=tq).http_target
+    record("http_target", {"host": target.uri_override.host, "path": target.uri_override.path_override.path,
+                           "mode": target.uri_override.uri_override_enforce_mode.name,
+                           "headers": [[h.header.key, h.header.value] for h in target.header_overrides],
+                           "oidc": target.oidc_token.service_account_email})
+    check("http_target", target.uri_override.port == port, target)
+    own = client.create_task(parent=tq, task={"http_request": {"url": "http://127.0.0.1:9/ignored"},
+                                              "retry_config": {"max_attempts": 3, "min_backoff": duration_pb2.Duration(seconds=1)}})
+    record("task retry_config", {"max_attempts": own.retry_config.max_attempts,
+                                 "min_backoff": own.retry_config.min_backoff.total_seconds()})
+    check("task retry_config", own.retry_config.max_attempts == 3, own)
+    d = worker.wait_for("/overridden")
+    h = {k.lower(): v for k, v in d["headers"].items()}
+    check("http_target header", h.get("x-queue") == "set", h)
+    scheme, _, token = h.get("authorization", "").partition(" ")
+    check("oidc token", scheme == "Bearer" and token, h)
+    key = jwt.PyJWKClient(f"http://{endpoint}/.well-known/jwks.json").get_signing_key_from_jwt(token)
+    claims = jwt.decode(token, key.key, algorithms=["RS256"], audience="https://aud.example",
+                        issuer=f"http://{endpoint}")
+    record("oidc claims", {k: claims[k] for k in ["aud", "email", "email_verified"]} | {"life": claims["exp"] - claims["iat"]})
+    check("oidc claims", claims["email"] == "sa@p.iam.gserviceaccount.com" and claims["exp"] - claims["iat"] == 3600, claims)
+
     # Purge, then delete the queue.
     client.pause_queue(name=q)
     for i in range(3):
@@ -309,7 +341,7 @@ def main():
     global PROJECT
     PROJECT = args.project
     worker = Worker()
-    run(make_client(args.endpoint, args.transport), args.project, worker)
+    run(make_client(args.endpoint, args.transport), args.project, worker, args.endpoint)
     print(json.dumps(RECORD, indent=1, sort_keys=True))
 
 

@@ -8,6 +8,7 @@ pub mod queue;
 pub mod rate;
 pub mod retry;
 pub mod status;
+pub mod target;
 pub mod task;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

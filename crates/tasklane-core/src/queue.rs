@@ -4,6 +4,7 @@ use crate::clock::Timestamp;
 use crate::name::QueueName;
 use crate::retry::{RetryConfig, RetrySpec};
 use crate::status::Status;
+use crate::target::HttpTarget;
 
 pub const DEFAULT_MAX_DISPATCHES_PER_SECOND: f64 = 500.0;
 pub const MAX_DISPATCHES_PER_SECOND: f64 = 500.0;
@@ -69,6 +70,7 @@ pub struct Queue {
     pub state: QueueState,
     pub purge_time: Option<Timestamp>,
     pub logging_sampling_ratio: f64,
+    pub http_target: Option<HttpTarget>,
 }
 
 /// Rate settings as a caller wrote them; zero means "not set".
@@ -79,11 +81,12 @@ pub struct RateSpec {
 }
 
 /// The settable part of a queue, as a caller wrote it.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct QueueSpec {
     pub rate: RateSpec,
     pub retry: RetrySpec,
     pub logging_sampling_ratio: f64,
+    pub http_target: Option<HttpTarget>,
 }
 
 impl RateSpec {
@@ -131,6 +134,7 @@ impl QueueSpec {
             state,
             purge_time,
             logging_sampling_ratio: ratio,
+            http_target: self.http_target.clone().map(HttpTarget::validate).transpose()?,
         })
     }
 
@@ -143,6 +147,7 @@ impl QueueSpec {
             },
             retry: RetrySpec::from(&queue.retry_config),
             logging_sampling_ratio: queue.logging_sampling_ratio,
+            http_target: queue.http_target.clone(),
         }
     }
 
@@ -174,10 +179,28 @@ impl QueueSpec {
                 "stackdriver_logging_config" | "stackdriver_logging_config.sampling_ratio" => {
                     out.logging_sampling_ratio = patch.logging_sampling_ratio
                 }
+                "http_target" => out.http_target = patch.http_target.clone(),
+                "http_target.uri_override"
+                | "http_target.http_method"
+                | "http_target.header_overrides"
+                | "http_target.oauth_token"
+                | "http_target.oidc_token" => {
+                    let from = patch.http_target.clone().unwrap_or_default();
+                    let to = out.http_target.get_or_insert_with(Default::default);
+                    match path.as_str() {
+                        "http_target.uri_override" => to.uri_override = from.uri_override,
+                        "http_target.http_method" => to.method = from.method,
+                        "http_target.header_overrides" => to.headers = from.headers,
+                        _ => to.auth = from.auth,
+                    }
+                    if *to == HttpTarget::default() {
+                        out.http_target = None;
+                    }
+                }
                 other => {
                     return Err(Status::invalid_argument(format!(
                         "update_mask path \"{other}\" is not a field of Queue; valid paths are rate_limits, \
-                         retry_config, stackdriver_logging_config and their fields"
+                         retry_config, stackdriver_logging_config, http_target and their fields"
                     )));
                 }
             }
@@ -187,7 +210,8 @@ impl QueueSpec {
 }
 
 /// A `ListQueues` filter. The service filters on `state`: `state: PAUSED`, `state = PAUSED`,
-/// `state != PAUSED`, with the enum name in any case, or nothing at all.
+/// `state != PAUSED`, `NOT state: PAUSED`, `-state: PAUSED`, with the enum name in any case
+/// (quoted or not), or nothing at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QueueFilter {
     #[default]
@@ -207,11 +231,16 @@ impl QueueFilter {
                 "Invalid filter \"{filter}\": queues can be filtered by state, for example \"state: PAUSED\" or \"state != PAUSED\""
             ))
         };
+        // `NOT state: X` and `-state: X` negate, as in Google's filter syntax.
+        let (not, f) = match f.strip_prefix("NOT ").or_else(|| f.strip_prefix('-')) {
+            Some(rest) => (true, rest.trim_start()),
+            None => (false, f),
+        };
         let rest = f.strip_prefix("state").ok_or_else(bad)?.trim_start();
         let (negated, value) = if let Some(v) = rest.strip_prefix("!=") {
-            (true, v)
+            (!not, v)
         } else if let Some(v) = rest.strip_prefix(':').or_else(|| rest.strip_prefix('=')) {
-            (false, v)
+            (not, v)
         } else {
             return Err(bad());
         };
@@ -299,32 +328,46 @@ mod tests {
 
     #[test]
     fn update_mask_rules() {
+        use crate::target::{HttpTarget, UriOverride};
         let base = QueueSpec {
             rate: RateSpec { max_dispatches_per_second: 10.0, max_concurrent_dispatches: 5 },
             retry: RetrySpec { max_attempts: 7, max_doublings: 3, ..Default::default() },
             logging_sampling_ratio: 0.5,
+            http_target: Some(HttpTarget { headers: vec![("X-A".into(), "1".into())], ..Default::default() }),
         };
         let patch = QueueSpec {
             rate: RateSpec { max_dispatches_per_second: 20.0, max_concurrent_dispatches: 0 },
             retry: RetrySpec { max_attempts: 9, ..Default::default() },
             logging_sampling_ratio: 0.0,
+            http_target: Some(HttpTarget {
+                uri_override: Some(UriOverride { host: Some("h".into()), ..Default::default() }),
+                ..Default::default()
+            }),
         };
+        let apply = |mask: Option<&[String]>| QueueSpec::apply_mask(base.clone(), patch.clone(), mask);
         // No mask: the patch replaces everything.
-        assert_eq!(QueueSpec::apply_mask(base, patch, None).unwrap(), patch);
+        assert_eq!(apply(None).unwrap(), patch);
         // Empty mask: nothing changes.
-        assert_eq!(QueueSpec::apply_mask(base, patch, Some(&[])).unwrap(), base);
+        assert_eq!(apply(Some(&[])).unwrap(), base);
         // A leaf path changes only that leaf (camelCase accepted).
-        let leaf = QueueSpec::apply_mask(base, patch, Some(&["rateLimits.maxDispatchesPerSecond".into()])).unwrap();
+        let leaf = apply(Some(&["rateLimits.maxDispatchesPerSecond".into()])).unwrap();
         assert_eq!(leaf.rate.max_dispatches_per_second, 20.0);
         assert_eq!(leaf.rate.max_concurrent_dispatches, 5);
         assert_eq!(leaf.retry, base.retry);
         // A sub-message path replaces the whole sub-message.
-        let whole = QueueSpec::apply_mask(base, patch, Some(&["retry_config".into()])).unwrap();
+        let whole = apply(Some(&["retry_config".into()])).unwrap();
         assert_eq!(whole.retry, patch.retry);
         assert_eq!(whole.rate, base.rate);
+        // http_target: whole, or one of its fields.
+        assert_eq!(apply(Some(&["http_target".into()])).unwrap().http_target, patch.http_target);
+        let uri = apply(Some(&["httpTarget.uriOverride".into()])).unwrap().http_target.unwrap();
+        assert_eq!(uri.headers, base.http_target.as_ref().unwrap().headers);
+        assert_eq!(uri.uri_override, patch.http_target.as_ref().unwrap().uri_override);
+        let cleared = apply(Some(&["http_target.header_overrides".into()])).unwrap();
+        assert_eq!(cleared.http_target, None, "a target with nothing left is no target");
         // Output-only paths are ignored; unknown ones are refused.
-        assert_eq!(QueueSpec::apply_mask(base, patch, Some(&["state".into()])).unwrap(), base);
-        let err = QueueSpec::apply_mask(base, patch, Some(&["retry_config.bogus".into()])).unwrap_err();
+        assert_eq!(apply(Some(&["state".into()])).unwrap(), base);
+        let err = apply(Some(&["retry_config.bogus".into()])).unwrap_err();
         assert!(err.message.contains("retry_config.bogus"));
     }
 
@@ -339,6 +382,9 @@ mod tests {
         check("state = RUNNING", Some(QueueFilter::StateIs(QueueState::Running)));
         check("state != PAUSED", Some(QueueFilter::StateIsNot(QueueState::Paused)));
         check("state: \"DISABLED\"", Some(QueueFilter::StateIs(QueueState::Disabled)));
+        check("NOT state: PAUSED", Some(QueueFilter::StateIsNot(QueueState::Paused)));
+        check("-state:running", Some(QueueFilter::StateIsNot(QueueState::Running)));
+        check("NOT state != PAUSED", Some(QueueFilter::StateIs(QueueState::Paused)));
         check("state: SLEEPING", None);
         check("name: x", None);
         check("state PAUSED", None);
@@ -353,6 +399,10 @@ mod tests {
             rate: RateSpec { max_dispatches_per_second: 3.5, max_concurrent_dispatches: 7 },
             retry: RetrySpec { max_attempts: -1, max_retry_duration_micros: 60_000_000, ..Default::default() },
             logging_sampling_ratio: 1.0,
+            http_target: Some(crate::target::HttpTarget {
+                method: Some(crate::task::HttpMethod::Put),
+                ..Default::default()
+            }),
         };
         let q = spec.resolve(name(), QueueState::Paused, None).unwrap();
         let again = QueueSpec::of(&q).resolve(name(), QueueState::Paused, None).unwrap();

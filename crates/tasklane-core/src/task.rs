@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::clock::Timestamp;
 use crate::header;
 use crate::name::{QueueName, TaskName};
+use crate::retry::{RetryConfig, RetrySpec};
 use crate::status::{Code, Status};
 
 pub const MAX_URL_LEN: usize = 2083;
@@ -109,6 +110,8 @@ pub struct Task {
     /// Only `dispatch_time` is kept for the first attempt, as the real service does.
     pub first_attempt: Option<Attempt>,
     pub last_attempt: Option<Attempt>,
+    /// The task's own retry settings, which replace its queue's.
+    pub retry_config: Option<RetryConfig>,
 }
 
 /// Which fields a task read returns; BASIC leaves out the body.
@@ -150,6 +153,7 @@ pub struct TaskSpec {
     pub schedule_time: Option<Timestamp>,
     /// Signed microseconds, so negative input gets a clear message.
     pub dispatch_deadline_micros: Option<i64>,
+    pub retry: Option<RetrySpec>,
 }
 
 fn validate_url(url: &str) -> Result<(), Status> {
@@ -255,6 +259,7 @@ impl TaskSpec {
             last_http_status: 0,
             first_attempt: None,
             last_attempt: None,
+            retry_config: self.retry.as_ref().map(RetrySpec::resolve).transpose()?,
         };
         let size = task.size();
         if size > MAX_TASK_SIZE {

@@ -11,6 +11,7 @@ use serde_json::json;
 use tasklane_core::Clock;
 use tasklane_store::{QueueList, Store};
 
+use crate::oidc::TokenSigner;
 use crate::rest::ApiError;
 use crate::rest::proto_json::format_timestamp;
 use crate::service::store_status;
@@ -69,4 +70,19 @@ async fn cluster(State(a): State<Admin>) -> Result<Response, ApiError> {
         .collect();
     let unowned = owners.iter().filter(|o| o.lease_until < now).count();
     Ok(axum::Json(json!({ "nodes": nodes, "expiredQueueLeases": unowned })).into_response())
+}
+
+/// OIDC discovery and the JWKS that verifies the tokens tasks carry.
+pub fn oidc_router(signer: Arc<TokenSigner>) -> Router {
+    Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(|State(s): State<Arc<TokenSigner>>| async move { axum::Json(s.discovery()) }),
+        )
+        .route("/.well-known/jwks.json", get(jwks))
+        .with_state(signer)
+}
+
+async fn jwks(State(s): State<Arc<TokenSigner>>) -> Result<Response, ApiError> {
+    Ok(axum::Json(s.jwks().await?).into_response())
 }

@@ -5,6 +5,7 @@ mod admin;
 pub mod cluster;
 pub mod dispatch;
 pub mod grpc;
+pub mod oidc;
 pub mod operations;
 mod page_token;
 pub mod policy;
@@ -50,6 +51,15 @@ pub struct ServerConfig {
     /// How long shutdown waits for deliveries in flight.
     pub shutdown_grace: Duration,
     pub cluster: ClusterConfig,
+    /// The base URL workers reach tasklane at: the `iss` of task tokens and the home of
+    /// the OIDC discovery document. Defaults to `http://` and the listening address.
+    pub public_url: Option<String>,
+}
+
+/// `http://ADDR`, with a wildcard address replaced by loopback.
+fn default_public_url(addr: SocketAddr) -> String {
+    let ip = if addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
 impl Default for ServerConfig {
@@ -62,6 +72,7 @@ impl Default for ServerConfig {
             lease_grace: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             cluster: ClusterConfig::default(),
+            public_url: None,
         }
     }
 }
@@ -134,8 +145,11 @@ impl Server {
             .map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let client = dispatch::http_client().map_err(StartError::Http)?;
-        let dispatch_config =
-            DispatchConfig { lease_grace: config.lease_grace, tombstone_window: config.tombstone_window };
+        let dispatch_config = DispatchConfig {
+            lease_grace: config.lease_grace,
+            tombstone_window: config.tombstone_window,
+            token_issuer: config.public_url.clone().unwrap_or_else(|| default_public_url(local_addr)),
+        };
         let (stop, stop_rx) = watch::channel(false);
 
         let (store, dispatcher, backend, node_id): (Arc<dyn Store>, Dispatcher, Backend, Option<String>) = match &config
@@ -175,8 +189,10 @@ impl Server {
             }
         };
         let service = CloudTasks::new(store.clone(), clock.clone(), dispatcher.clone(), config.tombstone_window);
-        let app =
-            Router::new().merge(admin::router(store.clone(), clock.clone(), config.cluster.lease)).merge(api(service));
+        let app = Router::new()
+            .merge(admin::router(store.clone(), clock.clone(), config.cluster.lease))
+            .merge(admin::oidc_router(dispatcher.signer()))
+            .merge(api(service));
 
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(async move {

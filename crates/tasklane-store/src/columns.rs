@@ -4,18 +4,24 @@
 
 use std::time::Duration;
 
+use serde_json::{Value, json};
 use tasklane_core::queue::{Queue, QueueState, RateLimits};
 use tasklane_core::retry::RetryConfig;
+use tasklane_core::target::{EnforceMode, HttpTarget, Scheme, UriOverride};
 use tasklane_core::task::{Attempt, AuthToken, HttpMethod, HttpRequest, ResponseStatus, Task};
 use tasklane_core::{Code, QueueName, TaskName, Timestamp};
 
 pub const QUEUE_COLUMNS: &str = "name, state, max_dispatches_per_second, max_burst_size, max_concurrent_dispatches, \
-     max_attempts, max_retry_duration_us, min_backoff_us, max_backoff_us, max_doublings, logging_sampling_ratio, purge_time";
+     max_attempts, max_retry_duration_us, min_backoff_us, max_backoff_us, max_doublings, logging_sampling_ratio, purge_time, http_target";
 
 /// The task columns shared by `tasks` and `dead_letters`, in the order `task_from` reads them.
 pub const TASK_COLUMNS: &str = "queue, task_id, url, method, headers, body, auth_kind, auth_email, auth_param, \
      schedule_time, create_time, dispatch_deadline_us, dispatch_count, response_count, execution_count, \
-     last_http_status, first_dispatch_time, last_schedule_time, last_dispatch_time, last_response_time, last_code, last_message";
+     last_http_status, first_dispatch_time, last_schedule_time, last_dispatch_time, last_response_time, last_code, last_message, \
+     retry_config";
+
+/// How many columns `TASK_COLUMNS` has: the index of the first column a query selects after them.
+pub const TASK_COLUMN_COUNT: usize = 23;
 
 /// `record_put`, one statement per condition, in the SQL both backends speak (SQLite reads
 /// `$n` as `?n`); parameters: key, value, expires_at, then now (not for `Always`) and the
@@ -75,12 +81,16 @@ pub fn queue_from<R: Columns>(row: &R) -> Result<Queue, R::Error> {
         },
         logging_sampling_ratio: row.real(10)?,
         purge_time: row.opt_big(11)?.map(Timestamp),
+        http_target: match row.opt_text(12)? {
+            None => None,
+            Some(text) => Some(decode_target(&text).ok_or_else(|| R::corrupt("http_target", &text))?),
+        },
     })
 }
 
 /// A queue's settings columns: rate, burst, concurrency, max attempts, max retry duration,
-/// min backoff, max backoff, max doublings, sampling ratio.
-pub type QueueSettings = (f64, i32, i32, i32, Option<i64>, i64, i64, i32, f64);
+/// min backoff, max backoff, max doublings, sampling ratio, http target.
+pub type QueueSettings = (f64, i32, i32, i32, Option<i64>, i64, i64, i32, f64, Option<String>);
 
 pub fn queue_settings(q: &Queue) -> QueueSettings {
     (
@@ -93,7 +103,108 @@ pub fn queue_settings(q: &Queue) -> QueueSettings {
         micros(q.retry_config.max_backoff),
         q.retry_config.max_doublings,
         q.logging_sampling_ratio,
+        q.http_target.as_ref().map(encode_target),
     )
+}
+
+fn auth_json(auth: &Option<AuthToken>) -> Value {
+    match auth {
+        None => Value::Null,
+        Some(AuthToken::Oidc { service_account_email, audience }) => {
+            json!({"kind": "oidc", "email": service_account_email, "param": audience})
+        }
+        Some(AuthToken::OAuth { service_account_email, scope }) => {
+            json!({"kind": "oauth", "email": service_account_email, "param": scope})
+        }
+    }
+}
+
+fn auth_from_json(v: &Value) -> Option<Option<AuthToken>> {
+    if v.is_null() {
+        return Some(None);
+    }
+    let email = v["email"].as_str()?.to_string();
+    let param = v["param"].as_str()?.to_string();
+    match v["kind"].as_str()? {
+        "oidc" => Some(Some(AuthToken::Oidc { service_account_email: email, audience: param })),
+        "oauth" => Some(Some(AuthToken::OAuth { service_account_email: email, scope: param })),
+        _ => None,
+    }
+}
+
+/// A queue's `http_target`, stored as a JSON document in one column.
+pub fn encode_target(t: &HttpTarget) -> String {
+    let uri = t.uri_override.as_ref().map(|u| {
+        json!({
+            "scheme": u.scheme.map(Scheme::as_str),
+            "host": u.host,
+            "port": u.port,
+            "path": u.path,
+            "query": u.query,
+            "if_not_exists": u.mode == EnforceMode::IfNotExists,
+        })
+    });
+    json!({
+        "uri": uri,
+        "method": t.method.map(HttpMethod::as_str),
+        "headers": encode_headers(&t.headers),
+        "auth": auth_json(&t.auth),
+    })
+    .to_string()
+}
+
+pub fn decode_target(text: &str) -> Option<HttpTarget> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    let opt_str = |v: &Value| v.as_str().map(String::from);
+    let uri_override = match &v["uri"] {
+        Value::Null => None,
+        u => Some(UriOverride {
+            scheme: match u["scheme"].as_str() {
+                None => None,
+                Some("http") => Some(Scheme::Http),
+                Some("https") => Some(Scheme::Https),
+                Some(_) => return None,
+            },
+            host: opt_str(&u["host"]),
+            port: u["port"].as_i64(),
+            path: opt_str(&u["path"]),
+            query: opt_str(&u["query"]),
+            mode: if u["if_not_exists"].as_bool()? { EnforceMode::IfNotExists } else { EnforceMode::Always },
+        }),
+    };
+    let method = match v["method"].as_str() {
+        None => None,
+        Some(m) => Some(HttpMethod::parse(m)?),
+    };
+    Some(HttpTarget {
+        uri_override,
+        method,
+        headers: decode_headers(v["headers"].as_str()?),
+        auth: auth_from_json(&v["auth"])?,
+    })
+}
+
+/// A task's own retry config, stored as a JSON document in one column.
+pub fn encode_retry(c: &RetryConfig) -> String {
+    json!({
+        "max_attempts": c.max_attempts,
+        "max_retry_duration_us": c.max_retry_duration.map(micros),
+        "min_backoff_us": micros(c.min_backoff),
+        "max_backoff_us": micros(c.max_backoff),
+        "max_doublings": c.max_doublings,
+    })
+    .to_string()
+}
+
+pub fn decode_retry(text: &str) -> Option<RetryConfig> {
+    let v: Value = serde_json::from_str(text).ok()?;
+    Some(RetryConfig {
+        max_attempts: i32::try_from(v["max_attempts"].as_i64()?).ok()?,
+        max_retry_duration: v["max_retry_duration_us"].as_i64().map(duration_from),
+        min_backoff: duration_from(v["min_backoff_us"].as_i64()?),
+        max_backoff: duration_from(v["max_backoff_us"].as_i64()?),
+        max_doublings: i32::try_from(v["max_doublings"].as_i64()?).ok()?,
+    })
 }
 
 /// Headers are stored one `name: value` per line; sanitised values hold no CR or LF.
@@ -176,5 +287,9 @@ pub fn task_from<R: Columns>(row: &R) -> Result<Task, R::Error> {
         last_http_status: row.int(15)?.clamp(0, 999) as u16,
         first_attempt: first_dispatch.map(|t| Attempt { dispatch_time: Some(Timestamp(t)), ..Attempt::default() }),
         last_attempt,
+        retry_config: match row.opt_text(22)? {
+            None => None,
+            Some(text) => Some(decode_retry(&text).ok_or_else(|| R::corrupt("retry_config", &text))?),
+        },
     })
 }

@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// How long a finished or deleted task's name stays reserved, for example `1h`.
     #[arg(long, env = "TASKLANE_TOMBSTONE_WINDOW", default_value = "1h", value_parser = crate::client::parse_cli_duration)]
     tombstone_window: std::time::Duration,
+    /// The base URL workers reach tasklane at: the issuer of the OIDC tokens tasks carry,
+    /// whose `/.well-known/openid-configuration` verifies them. Default: `http://` and the listen address.
+    #[arg(long, env = "TASKLANE_PUBLIC_URL")]
+    public_url: Option<String>,
     /// How long shutdown waits for deliveries in flight.
     #[arg(long, env = "TASKLANE_SHUTDOWN_GRACE", default_value = "10s", value_parser = crate::client::parse_cli_duration)]
     shutdown_grace: std::time::Duration,
@@ -55,6 +59,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         lease_grace: args.lease_grace,
         tombstone_window: args.tombstone_window,
         shutdown_grace: args.shutdown_grace,
+        public_url: args.public_url,
         ..ServerConfig::default()
     };
     let server = Server::start(config).await.context("start tasklane")?;

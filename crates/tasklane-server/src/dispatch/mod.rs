@@ -21,6 +21,7 @@ use tasklane_store::{AttemptResult, ClaimedTask, Store, TaskClaim, TaskFinish, T
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
+use crate::oidc::TokenSigner;
 use push::PushResult;
 
 /// Most tasks leased by one claim.
@@ -38,11 +39,17 @@ pub struct DispatchConfig {
     pub lease_grace: Duration,
     /// How long a finished task's name stays reserved.
     pub tombstone_window: Duration,
+    /// The `iss` of the tokens tasks carry: tasklane's public base URL.
+    pub token_issuer: String,
 }
 
 impl Default for DispatchConfig {
     fn default() -> Self {
-        DispatchConfig { lease_grace: Duration::from_secs(30), tombstone_window: Duration::from_secs(3600) }
+        DispatchConfig {
+            lease_grace: Duration::from_secs(30),
+            tombstone_window: Duration::from_secs(3600),
+            token_issuer: "http://127.0.0.1:8790".into(),
+        }
     }
 }
 
@@ -59,6 +66,7 @@ struct Shared {
     clock: Arc<dyn Clock>,
     client: reqwest::Client,
     config: DispatchConfig,
+    signer: Arc<TokenSigner>,
     queues: Mutex<HashMap<QueueName, QueueHandle>>,
     /// In a cluster, the queues this node holds leases for; a loop starts only for these.
     owned: Mutex<std::collections::HashSet<QueueName>>,
@@ -98,6 +106,7 @@ impl Dispatcher {
         notifier: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Self {
         let (stop, _) = watch::channel(false);
+        let signer = Arc::new(TokenSigner::new(store.clone(), clock.clone(), config.token_issuer.clone()));
         Dispatcher {
             shared: Arc::new(Shared {
                 notifier,
@@ -105,6 +114,7 @@ impl Dispatcher {
                 clock,
                 client,
                 config,
+                signer,
                 queues: Mutex::new(HashMap::new()),
                 owned: Mutex::new(std::collections::HashSet::new()),
                 stop,
@@ -124,6 +134,11 @@ impl Dispatcher {
         notifier: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> Self {
         Dispatcher::build(store, clock, client, config, Some(notifier))
+    }
+
+    /// The signer of the tasks' tokens, whose keys `/.well-known/jwks.json` publishes.
+    pub fn signer(&self) -> Arc<TokenSigner> {
+        self.shared.signer.clone()
     }
 
     fn clustered_mode(&self) -> bool {
@@ -451,7 +466,8 @@ pub fn decide(
     };
     let attempts = task.dispatch_count.max(1) as u32;
     let first = task.first_attempt.as_ref().and_then(|a| a.dispatch_time).unwrap_or(now);
-    let retry = &queue.retry_config;
+    // A task's own retry config replaces its queue's.
+    let retry = task.retry_config.as_ref().unwrap_or(&queue.retry_config);
     if retry.gives_up(attempts, first, now) {
         return TaskOutcome::GaveUp { attempt, tombstone_until: now.saturating_add(tombstone_window) };
     }
@@ -476,8 +492,28 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
             tracing::warn!("lease ended before the attempt could start; the task runs again after its lease");
             return;
         }
+        let request = match &queue.http_target {
+            Some(target) => std::borrow::Cow::Owned(target.apply(&task.http_request)),
+            None => std::borrow::Cow::Borrowed(&task.http_request),
+        };
+        let bearer = match &request.auth {
+            None => Ok(None),
+            Some(auth) => shared.signer.token(auth, &request.url).await.map(Some),
+        };
         let clock = shared.clock.clone();
-        let result = push::push(&shared.client, task, timeout, move || clock.now()).await;
+        let result = match &bearer {
+            Ok(bearer) => {
+                let attempt = push::Attempt { task, request: &request, bearer: bearer.as_deref() };
+                push::push(&shared.client, attempt, timeout, move || clock.now()).await
+            }
+            // Without its token the request would be refused: count a failed attempt.
+            Err(e) => push::PushResult {
+                http_status: 0,
+                responded: false,
+                retry_after: None,
+                message: format!("could not sign the task's token: {}", e.message),
+            },
+        };
         let now = shared.clock.now();
         let outcome = decide(queue, task, &result, now, shared.config.tombstone_window);
         match &outcome {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use tasklane_core::header::USER_AGENT;
-use tasklane_core::{Task, Timestamp};
+use tasklane_core::{HttpRequest, Task, Timestamp};
 
 /// Longest part of a worker's response body that is read (and kept for inspection).
 pub const RESPONSE_EXCERPT: usize = 4 * 1024;
@@ -28,12 +28,18 @@ impl PushResult {
     }
 }
 
-/// The headers Cloud Tasks adds to every dispatch.
-pub fn dispatch_headers(task: &Task) -> Vec<(String, String)> {
-    let mut h: Vec<(String, String)> = task.http_request.headers.clone();
+/// The headers of one dispatch of `task` as `request` (the task's request after its
+/// queue's overrides): the request's own, a signed token if it has one, and those Cloud
+/// Tasks adds.
+pub fn dispatch_headers(task: &Task, request: &HttpRequest, bearer: Option<&str>) -> Vec<(String, String)> {
+    let mut h: Vec<(String, String)> = request.headers.clone();
     let has = |h: &Vec<(String, String)>, name: &str| h.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-    if !task.http_request.body.is_empty() && !has(&h, "content-type") {
+    if !request.body.is_empty() && !has(&h, "content-type") {
         h.push(("Content-Type".into(), "application/octet-stream".into()));
+    }
+    if let Some(token) = bearer {
+        h.retain(|(n, _)| !n.eq_ignore_ascii_case("authorization"));
+        h.push(("Authorization".into(), format!("Bearer {token}")));
     }
     h.push(("User-Agent".into(), USER_AGENT.into()));
     h.push(("X-CloudTasks-QueueName".into(), task.name.queue.queue.clone()));
@@ -71,11 +77,24 @@ pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
     Some(at.since(now).min(MAX_RETRY_AFTER))
 }
 
+/// One attempt to send: the task, the request to send for it, and its bearer token.
+pub struct Attempt<'a> {
+    pub task: &'a Task,
+    pub request: &'a HttpRequest,
+    pub bearer: Option<&'a str>,
+}
+
 /// Send one attempt. `timeout` is the task's deadline, or less when its lease ends sooner.
-pub async fn push(client: &reqwest::Client, task: &Task, timeout: Duration, now: impl Fn() -> Timestamp) -> PushResult {
-    let r = &task.http_request;
+pub async fn push(
+    client: &reqwest::Client,
+    attempt: Attempt<'_>,
+    timeout: Duration,
+    now: impl Fn() -> Timestamp,
+) -> PushResult {
+    let r = attempt.request;
     let method = reqwest::Method::from_bytes(r.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
-    let mut request = client.request(method, &r.url).headers(header_map(&dispatch_headers(task))).timeout(timeout);
+    let headers = header_map(&dispatch_headers(attempt.task, r, attempt.bearer));
+    let mut request = client.request(method, &r.url).headers(headers).timeout(timeout);
     if !r.body.is_empty() {
         request = request.body(r.body.clone());
     }
@@ -176,7 +195,7 @@ mod tests {
     fn first_attempt_headers() {
         let mut t = task();
         t.dispatch_count = 1;
-        let h = dispatch_headers(&t);
+        let h = dispatch_headers(&t, &t.http_request, None);
         assert_eq!(get(&h, "X-App"), Some("1"));
         assert_eq!(get(&h, "Content-Type"), Some("application/octet-stream"));
         assert_eq!(get(&h, "User-Agent"), Some("Google-Cloud-Tasks"));
@@ -196,7 +215,7 @@ mod tests {
         t.execution_count = 1;
         t.last_http_status = 504;
         t.http_request.headers.push(("content-type".into(), "application/json".into()));
-        let h = dispatch_headers(&t);
+        let h = dispatch_headers(&t, &t.http_request, None);
         assert_eq!(get(&h, "Content-Type"), Some("application/json"));
         assert_eq!(get(&h, "X-CloudTasks-TaskRetryCount"), Some("2"));
         assert_eq!(get(&h, "X-CloudTasks-TaskExecutionCount"), Some("1"));

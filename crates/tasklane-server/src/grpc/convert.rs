@@ -5,6 +5,7 @@ use prost::Message;
 use tasklane_core::clock::duration_micros;
 use tasklane_core::queue::{QueueSpec, RateSpec};
 use tasklane_core::retry::{RetryConfig, RetrySpec};
+use tasklane_core::target::{EnforceMode, HttpTarget, Scheme, UriOverride};
 use tasklane_core::task::{Attempt, AuthToken, HttpRequest, ResponseStatus, TaskSpec};
 use tasklane_core::{HttpMethod, LocationName, Queue, QueueState, Status, Task, TaskName, TaskView, Timestamp};
 
@@ -79,10 +80,81 @@ pub fn queue_spec(q: &m::Queue) -> Result<(String, QueueSpec), Status> {
     if let Some(l) = &q.stackdriver_logging_config {
         spec.logging_sampling_ratio = l.sampling_ratio;
     }
-    if q.http_target.is_some() {
-        return Err(texts::queue_http_target_unsupported());
+    if let Some(t) = &q.http_target {
+        spec.http_target = Some(http_target_from(t)?);
     }
     Ok((q.name.clone(), spec))
+}
+
+fn http_target_from(t: &m::HttpTarget) -> Result<HttpTarget, Status> {
+    let uri_override = match &t.uri_override {
+        None => None,
+        Some(u) => Some(UriOverride {
+            scheme: match u.scheme {
+                None | Some(0) => None,
+                Some(1) => Some(Scheme::Http),
+                Some(2) => Some(Scheme::Https),
+                Some(n) => return Err(texts::bad_enum("queue.http_target.uri_override.scheme", n)),
+            },
+            host: u.host.clone(),
+            port: u.port,
+            path: u.path_override.as_ref().map(|p| p.path.clone()),
+            query: u.query_override.as_ref().map(|q| q.query_params.clone()),
+            mode: match u.uri_override_enforce_mode {
+                1 => EnforceMode::IfNotExists,
+                0 | 2 => EnforceMode::Always,
+                n => return Err(texts::bad_enum("queue.http_target.uri_override.uri_override_enforce_mode", n)),
+            },
+        }),
+    };
+    let method = match t.http_method {
+        0 => None,
+        n => Some(HttpMethod::from_i32(n).ok_or_else(|| texts::bad_enum("queue.http_target.http_method", n))?),
+    };
+    let headers =
+        t.header_overrides.iter().filter_map(|o| o.header.as_ref()).map(|h| (h.key.clone(), h.value.clone())).collect();
+    Ok(HttpTarget { uri_override, method, headers, auth: auth_from(&t.oidc_token, &t.oauth_token)? })
+}
+
+fn http_target_message(t: &HttpTarget) -> m::HttpTarget {
+    let (oidc_token, oauth_token) = auth_messages(&t.auth);
+    m::HttpTarget {
+        uri_override: t.uri_override.as_ref().map(|u| m::UriOverride {
+            scheme: u.scheme.map(|s| match s {
+                Scheme::Http => 1,
+                Scheme::Https => 2,
+            }),
+            host: u.host.clone(),
+            port: u.port,
+            path_override: u.path.as_ref().map(|p| m::PathOverride { path: p.clone() }),
+            query_override: u.query.as_ref().map(|q| m::QueryOverride { query_params: q.clone() }),
+            uri_override_enforce_mode: match u.mode {
+                EnforceMode::IfNotExists => 1,
+                EnforceMode::Always => 2,
+            },
+        }),
+        http_method: t.method.map_or(0, |m| m as i32),
+        header_overrides: t
+            .headers
+            .iter()
+            .map(|(k, v)| m::HeaderOverride { header: Some(m::Header { key: k.clone(), value: v.clone() }) })
+            .collect(),
+        oauth_token,
+        oidc_token,
+    }
+}
+
+fn auth_messages(auth: &Option<AuthToken>) -> (Option<m::OidcToken>, Option<m::OAuthToken>) {
+    match auth {
+        Some(AuthToken::Oidc { service_account_email, audience }) => (
+            Some(m::OidcToken { service_account_email: service_account_email.clone(), audience: audience.clone() }),
+            None,
+        ),
+        Some(AuthToken::OAuth { service_account_email, scope }) => {
+            (None, Some(m::OAuthToken { service_account_email: service_account_email.clone(), scope: scope.clone() }))
+        }
+        None => (None, None),
+    }
 }
 
 fn auth_from(oidc: &Option<m::OidcToken>, oauth: &Option<m::OAuthToken>) -> Result<Option<AuthToken>, Status> {
@@ -119,7 +191,9 @@ pub fn task_spec(t: Option<m::Task>) -> Result<TaskSpec, Status> {
     let schedule_time = t.schedule_time.as_ref().map(|s| timestamp_from("task.schedule_time", s)).transpose()?;
     let dispatch_deadline_micros =
         t.dispatch_deadline.as_ref().map(|d| duration_from("task.dispatch_deadline", d)).transpose()?;
+    let retry = t.retry_config.as_ref().map(retry_spec).transpose()?;
     Ok(TaskSpec {
+        retry,
         name: (!t.name.is_empty()).then_some(t.name),
         url: r.url,
         method,
@@ -146,7 +220,7 @@ pub fn queue(q: &Queue) -> m::Queue {
     m::Queue {
         name: q.name.to_string(),
         app_engine_routing_override: None,
-        http_target: None,
+        http_target: q.http_target.as_ref().map(http_target_message),
         rate_limits: Some(m::RateLimits {
             max_dispatches_per_second: r.max_dispatches_per_second,
             max_burst_size: r.max_burst_size,
@@ -179,16 +253,7 @@ fn attempt(a: &Attempt) -> m::Attempt {
 
 pub fn task(t: &Task, view: TaskView) -> m::Task {
     let r = &t.http_request;
-    let (oidc_token, oauth_token) = match &r.auth {
-        Some(AuthToken::Oidc { service_account_email, audience }) => (
-            Some(m::OidcToken { service_account_email: service_account_email.clone(), audience: audience.clone() }),
-            None,
-        ),
-        Some(AuthToken::OAuth { service_account_email, scope }) => {
-            (None, Some(m::OAuthToken { service_account_email: service_account_email.clone(), scope: scope.clone() }))
-        }
-        None => (None, None),
-    };
+    let (oidc_token, oauth_token) = auth_messages(&r.auth);
     m::Task {
         name: t.name.to_string(),
         app_engine_http_request: None,
@@ -208,7 +273,7 @@ pub fn task(t: &Task, view: TaskView) -> m::Task {
         first_attempt: t.first_attempt.as_ref().map(attempt),
         last_attempt: t.last_attempt.as_ref().map(attempt),
         view: if view == TaskView::Full { 2 } else { 1 },
-        retry_config: None,
+        retry_config: t.retry_config.as_ref().map(retry_message),
     }
 }
 
@@ -366,6 +431,7 @@ fn task_from(t: m::Task) -> Result<(Task, TaskView), Status> {
         last_http_status: 0,
         first_attempt: t.first_attempt.map(attempt_from).transpose()?,
         last_attempt: t.last_attempt.map(attempt_from).transpose()?,
+        retry_config: t.retry_config.as_ref().map(retry_spec).transpose()?.map(|r| r.resolve()).transpose()?,
     };
     Ok((task, view(t.view)))
 }

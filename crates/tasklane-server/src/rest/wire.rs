@@ -3,7 +3,8 @@
 
 use serde_json::{Map, Value, json};
 use tasklane_core::queue::{QueueSpec, RateSpec};
-use tasklane_core::retry::RetrySpec;
+use tasklane_core::retry::{RetryConfig, RetrySpec};
+use tasklane_core::target::{EnforceMode, HttpTarget, Scheme, UriOverride};
 use tasklane_core::task::{Attempt, AuthToken, TaskSpec};
 use tasklane_core::{HttpMethod, LocationName, Queue, QueueState, Status, Task, TaskView};
 
@@ -27,20 +28,13 @@ const METHODS: [(&str, i32); 8] = [
 
 /// Error texts both transports use, so REST and gRPC answer a bad request alike.
 pub mod texts {
-    use tasklane_core::{Code, Status};
+    use tasklane_core::Status;
 
     pub const TASK_REQUIRED: &str = "task is required";
     pub const HTTP_REQUEST_REQUIRED: &str = "task.http_request is required";
     pub const APP_ENGINE_UNSUPPORTED: &str =
         "App Engine tasks are not supported by tasklane; use http_request with the worker's URL";
     pub const BOTH_TOKENS: &str = "http_request may have an oidc_token or an oauth_token, not both";
-
-    pub fn queue_http_target_unsupported() -> Status {
-        Status::new(
-            Code::Unimplemented,
-            "Queue-level http_target is not supported by this tasklane version; set the target on each task",
-        )
-    }
 
     /// An enum number the API does not define, in the words of the JSON parser.
     pub fn bad_enum(path: &str, n: i32) -> Status {
@@ -94,22 +88,15 @@ pub fn queue_spec(path: &str, value: Option<&Value>) -> Result<(String, QueueSpe
         r.ignore("maxBurstSize"); // output only: derived from the rate
         r.finish()?;
     }
-    if let Some(mut r) = q.object("retryConfig")? {
-        spec.retry = RetrySpec {
-            max_attempts: r.i32("maxAttempts")?.unwrap_or(0),
-            max_retry_duration_micros: r.duration_micros("maxRetryDuration")?.unwrap_or(0),
-            min_backoff_micros: r.duration_micros("minBackoff")?.unwrap_or(0),
-            max_backoff_micros: r.duration_micros("maxBackoff")?.unwrap_or(0),
-            max_doublings: r.i32("maxDoublings")?.unwrap_or(0),
-        };
-        r.finish()?;
+    if let Some(r) = q.object("retryConfig")? {
+        spec.retry = retry_spec(r)?;
     }
     if let Some(mut l) = q.object("stackdriverLoggingConfig")? {
         spec.logging_sampling_ratio = l.f64("samplingRatio")?.unwrap_or(0.0);
         l.finish()?;
     }
-    if q.object("httpTarget")?.is_some() {
-        return Err(texts::queue_http_target_unsupported());
+    if let Some(t) = q.object("httpTarget")? {
+        spec.http_target = Some(http_target(t)?);
     }
     // Output-only fields are accepted and ignored, as the real service does.
     q.ignore("state");
@@ -117,6 +104,166 @@ pub fn queue_spec(path: &str, value: Option<&Value>) -> Result<(String, QueueSpe
     q.ignore("appEngineRoutingOverride");
     q.finish()?;
     Ok((name, spec))
+}
+
+fn retry_spec(mut r: Obj<'_>) -> Result<RetrySpec, Status> {
+    let spec = RetrySpec {
+        max_attempts: r.i32("maxAttempts")?.unwrap_or(0),
+        max_retry_duration_micros: r.duration_micros("maxRetryDuration")?.unwrap_or(0),
+        min_backoff_micros: r.duration_micros("minBackoff")?.unwrap_or(0),
+        max_backoff_micros: r.duration_micros("maxBackoff")?.unwrap_or(0),
+        max_doublings: r.i32("maxDoublings")?.unwrap_or(0),
+    };
+    r.finish()?;
+    Ok(spec)
+}
+
+const SCHEMES: [(&str, i32); 3] = [("SCHEME_UNSPECIFIED", 0), ("HTTP", 1), ("HTTPS", 2)];
+const ENFORCE_MODES: [(&str, i32); 3] =
+    [("URI_OVERRIDE_ENFORCE_MODE_UNSPECIFIED", 0), ("IF_NOT_EXISTS", 1), ("ALWAYS", 2)];
+
+fn token(oidc: Option<Obj<'_>>, oauth: Option<Obj<'_>>) -> Result<Option<AuthToken>, Status> {
+    match (oidc, oauth) {
+        (Some(_), Some(_)) => Err(Status::invalid_argument(texts::BOTH_TOKENS)),
+        (Some(mut o), None) => {
+            let token = AuthToken::Oidc {
+                service_account_email: o.string("serviceAccountEmail")?.unwrap_or_default(),
+                audience: o.string("audience")?.unwrap_or_default(),
+            };
+            o.finish()?;
+            Ok(Some(token))
+        }
+        (None, Some(mut o)) => {
+            let token = AuthToken::OAuth {
+                service_account_email: o.string("serviceAccountEmail")?.unwrap_or_default(),
+                scope: o.string("scope")?.unwrap_or_default(),
+            };
+            o.finish()?;
+            Ok(Some(token))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Read a queue's `HttpTarget`.
+fn http_target(mut t: Obj<'_>) -> Result<HttpTarget, Status> {
+    let uri_override = match t.object("uriOverride")? {
+        None => None,
+        Some(mut u) => {
+            let scheme = match u.enumeration("scheme", "google.cloud.tasks.v2.UriOverride.Scheme", &SCHEMES)? {
+                None | Some(0) => None,
+                Some(1) => Some(Scheme::Http),
+                Some(_) => Some(Scheme::Https),
+            };
+            let path = match u.object("pathOverride")? {
+                None => None,
+                Some(mut p) => {
+                    let path = p.string("path")?.unwrap_or_default();
+                    p.finish()?;
+                    Some(path)
+                }
+            };
+            let query = match u.object("queryOverride")? {
+                None => None,
+                Some(mut q) => {
+                    let query = q.string("queryParams")?.unwrap_or_default();
+                    q.finish()?;
+                    Some(query)
+                }
+            };
+            let mode = u.enumeration(
+                "uriOverrideEnforceMode",
+                "google.cloud.tasks.v2.UriOverride.UriOverrideEnforceMode",
+                &ENFORCE_MODES,
+            )?;
+            let o = UriOverride {
+                scheme,
+                host: u.string("host")?,
+                port: u.i64("port")?,
+                path,
+                query,
+                mode: if mode == Some(1) { EnforceMode::IfNotExists } else { EnforceMode::Always },
+            };
+            u.finish()?;
+            Some(o)
+        }
+    };
+    let method = match t.enumeration("httpMethod", "google.cloud.tasks.v2.HttpMethod", &METHODS)? {
+        None | Some(0) => None,
+        Some(n) => HttpMethod::from_i32(n),
+    };
+    let mut headers = Vec::new();
+    for mut o in t.objects("headerOverrides")? {
+        if let Some(mut h) = o.object("header")? {
+            headers.push((h.string("key")?.unwrap_or_default(), h.string("value")?.unwrap_or_default()));
+            h.finish()?;
+        }
+        o.finish()?;
+    }
+    let oidc = t.object("oidcToken")?;
+    let oauth = t.object("oauthToken")?;
+    let auth = token(oidc, oauth)?;
+    t.finish()?;
+    Ok(HttpTarget { uri_override, method, headers, auth })
+}
+
+fn auth_json(auth: &Option<AuthToken>, out: &mut Map<String, Value>) {
+    match auth {
+        Some(AuthToken::Oidc { service_account_email, audience }) => {
+            out.insert("oidcToken".into(), json!({"serviceAccountEmail": service_account_email, "audience": audience}));
+        }
+        Some(AuthToken::OAuth { service_account_email, scope }) => {
+            out.insert("oauthToken".into(), json!({"serviceAccountEmail": service_account_email, "scope": scope}));
+        }
+        None => {}
+    }
+}
+
+fn http_target_json(t: &HttpTarget, render: Render) -> Value {
+    let mut out = Map::new();
+    if let Some(u) = &t.uri_override {
+        let mut o = Map::new();
+        if let Some(s) = u.scheme {
+            o.insert("scheme".into(), render.enumeration(&SCHEMES, if s == Scheme::Http { 1 } else { 2 }));
+        }
+        if let Some(h) = &u.host {
+            o.insert("host".into(), json!(h));
+        }
+        if let Some(p) = u.port {
+            o.insert("port".into(), json!(p.to_string()));
+        }
+        if let Some(p) = &u.path {
+            o.insert("pathOverride".into(), json!({ "path": p }));
+        }
+        if let Some(q) = &u.query {
+            o.insert("queryOverride".into(), json!({ "queryParams": q }));
+        }
+        let mode = if u.mode == EnforceMode::IfNotExists { 1 } else { 2 };
+        o.insert("uriOverrideEnforceMode".into(), render.enumeration(&ENFORCE_MODES, mode));
+        out.insert("uriOverride".into(), Value::Object(o));
+    }
+    if let Some(m) = t.method {
+        out.insert("httpMethod".into(), render.enumeration(&METHODS, m as i32));
+    }
+    if !t.headers.is_empty() {
+        let headers: Vec<Value> = t.headers.iter().map(|(k, v)| json!({"header": {"key": k, "value": v}})).collect();
+        out.insert("headerOverrides".into(), Value::Array(headers));
+    }
+    auth_json(&t.auth, &mut out);
+    Value::Object(out)
+}
+
+fn retry_json(c: &RetryConfig) -> Value {
+    let micros = tasklane_core::clock::duration_micros;
+    let mut retry = Map::new();
+    retry.insert("maxAttempts".into(), json!(c.max_attempts));
+    if let Some(d) = c.max_retry_duration {
+        retry.insert("maxRetryDuration".into(), json!(format_duration_micros(micros(d))));
+    }
+    retry.insert("minBackoff".into(), json!(format_duration_micros(micros(c.min_backoff))));
+    retry.insert("maxBackoff".into(), json!(format_duration_micros(micros(c.max_backoff))));
+    retry.insert("maxDoublings".into(), json!(c.max_doublings));
+    Value::Object(retry)
 }
 
 /// Read a `Task` message.
@@ -141,29 +288,11 @@ pub fn task_spec(path: &str, value: Option<&Value>) -> Result<TaskSpec, Status> 
     spec.body = r.bytes("body")?.unwrap_or_default();
     let oidc = r.object("oidcToken")?;
     let oauth = r.object("oauthToken")?;
-    spec.auth = match (oidc, oauth) {
-        (Some(_), Some(_)) => {
-            return Err(Status::invalid_argument(texts::BOTH_TOKENS));
-        }
-        (Some(mut o), None) => {
-            let token = AuthToken::Oidc {
-                service_account_email: o.string("serviceAccountEmail")?.unwrap_or_default(),
-                audience: o.string("audience")?.unwrap_or_default(),
-            };
-            o.finish()?;
-            Some(token)
-        }
-        (None, Some(mut o)) => {
-            let token = AuthToken::OAuth {
-                service_account_email: o.string("serviceAccountEmail")?.unwrap_or_default(),
-                scope: o.string("scope")?.unwrap_or_default(),
-            };
-            o.finish()?;
-            Some(token)
-        }
-        (None, None) => None,
-    };
+    spec.auth = token(oidc, oauth)?;
     r.finish()?;
+    if let Some(c) = t.object("retryConfig")? {
+        spec.retry = Some(retry_spec(c)?);
+    }
     spec.schedule_time = t.timestamp("scheduleTime")?;
     spec.dispatch_deadline_micros = t.duration_micros("dispatchDeadline")?;
     for output_only in ["createTime", "dispatchCount", "responseCount", "firstAttempt", "lastAttempt", "view"] {
@@ -180,22 +309,6 @@ pub fn response_view_field(o: &mut Obj<'_>) -> Result<TaskView, Status> {
 
 pub fn queue_json(q: &Queue, render: Render) -> Value {
     let r = &q.rate_limits;
-    let c = &q.retry_config;
-    let mut retry = Map::new();
-    retry.insert("maxAttempts".into(), json!(c.max_attempts));
-    if let Some(d) = c.max_retry_duration {
-        retry
-            .insert("maxRetryDuration".into(), json!(format_duration_micros(tasklane_core::clock::duration_micros(d))));
-    }
-    retry.insert(
-        "minBackoff".into(),
-        json!(format_duration_micros(tasklane_core::clock::duration_micros(c.min_backoff))),
-    );
-    retry.insert(
-        "maxBackoff".into(),
-        json!(format_duration_micros(tasklane_core::clock::duration_micros(c.max_backoff))),
-    );
-    retry.insert("maxDoublings".into(), json!(c.max_doublings));
     let state = match q.state {
         QueueState::Running => 1,
         QueueState::Paused => 2,
@@ -211,7 +324,10 @@ pub fn queue_json(q: &Queue, render: Render) -> Value {
             "maxConcurrentDispatches": r.max_concurrent_dispatches,
         }),
     );
-    out.insert("retryConfig".into(), Value::Object(retry));
+    out.insert("retryConfig".into(), retry_json(&q.retry_config));
+    if let Some(t) = &q.http_target {
+        out.insert("httpTarget".into(), http_target_json(t, render));
+    }
     out.insert("state".into(), render.enumeration(&QUEUE_STATES, state));
     if let Some(t) = q.purge_time {
         out.insert("purgeTime".into(), json!(format_timestamp(t)));
@@ -258,15 +374,7 @@ pub fn task_json(t: &Task, view: TaskView, render: Render) -> Value {
     if view == TaskView::Full && !r.body.is_empty() {
         req.insert("body".into(), json!(encode_base64(&r.body)));
     }
-    match &r.auth {
-        Some(AuthToken::Oidc { service_account_email, audience }) => {
-            req.insert("oidcToken".into(), json!({"serviceAccountEmail": service_account_email, "audience": audience}));
-        }
-        Some(AuthToken::OAuth { service_account_email, scope }) => {
-            req.insert("oauthToken".into(), json!({"serviceAccountEmail": service_account_email, "scope": scope}));
-        }
-        None => {}
-    }
+    auth_json(&r.auth, &mut req);
     let mut out = Map::new();
     out.insert("name".into(), json!(t.name.to_string()));
     out.insert("httpRequest".into(), Value::Object(req));
@@ -287,6 +395,9 @@ pub fn task_json(t: &Task, view: TaskView, render: Render) -> Value {
     }
     if let Some(a) = &t.last_attempt {
         out.insert("lastAttempt".into(), attempt_json(a));
+    }
+    if let Some(c) = &t.retry_config {
+        out.insert("retryConfig".into(), retry_json(c));
     }
     let view_n = if view == TaskView::Full { 2 } else { 1 };
     out.insert("view".into(), render.enumeration(&VIEWS, view_n));

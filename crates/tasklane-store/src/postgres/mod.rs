@@ -419,6 +419,7 @@ async fn queue_insert(
                 &s.8,
                 &queue.purge_time.map(|t| t.0),
                 &now.0,
+                &s.9,
             ],
         )
         .await
@@ -429,8 +430,8 @@ fn queue_insert_sql(on_conflict: &str) -> String {
     format!(
         "INSERT INTO queues (name, parent, state, max_dispatches_per_second, max_burst_size, max_concurrent_dispatches, \
          max_attempts, max_retry_duration_us, min_backoff_us, max_backoff_us, max_doublings, logging_sampling_ratio, \
-         purge_time, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) {on_conflict} RETURNING {QUEUE_COLUMNS}"
+         purge_time, created_at, updated_at, http_target) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15) {on_conflict} RETURNING {QUEUE_COLUMNS}"
     )
 }
 
@@ -455,7 +456,7 @@ impl Store for PgStore {
                  max_attempts = excluded.max_attempts, max_retry_duration_us = excluded.max_retry_duration_us, \
                  min_backoff_us = excluded.min_backoff_us, max_backoff_us = excluded.max_backoff_us, \
                  max_doublings = excluded.max_doublings, logging_sampling_ratio = excluded.logging_sampling_ratio, \
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, http_target = excluded.http_target",
                 &p.queue,
                 "running",
                 p.now,
@@ -468,9 +469,9 @@ impl Store for PgStore {
                         "UPDATE queues SET max_dispatches_per_second = $2, max_burst_size = $3, \
                          max_concurrent_dispatches = $4, max_attempts = $5, max_retry_duration_us = $6, \
                          min_backoff_us = $7, max_backoff_us = $8, max_doublings = $9, logging_sampling_ratio = $10, \
-                         updated_at = $11 WHERE name = $1 RETURNING {QUEUE_COLUMNS}"
+                         updated_at = $11, http_target = $12 WHERE name = $1 RETURNING {QUEUE_COLUMNS}"
                     ),
-                    &[&name, &s.0, &s.1, &s.2, &s.3, &s.4, &s.5, &s.6, &s.7, &s.8, &p.now.0],
+                    &[&name, &s.0, &s.1, &s.2, &s.3, &s.4, &s.5, &s.6, &s.7, &s.8, &p.now.0, &s.9],
                 )
                 .await
                 .map_err(backend)?
@@ -567,8 +568,8 @@ impl Store for PgStore {
         let inserted = client
             .query_opt(
                 "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, auth_email, \
-                 auth_param, schedule_time, create_time, dispatch_deadline_us) \
-                 SELECT $1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12 \
+                 auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config) \
+                 SELECT $1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12, $14 \
                  WHERE EXISTS (SELECT 1 FROM queues WHERE name = $1) \
                  AND NOT EXISTS (SELECT 1 FROM tombstones WHERE queue = $1 AND task_id = $2 AND expires_at > $13) \
                  ON CONFLICT (queue, task_id) DO NOTHING RETURNING id",
@@ -586,6 +587,7 @@ impl Store for PgStore {
                     &t.create_time.0,
                     &tasklane_core::clock::duration_micros(t.dispatch_deadline),
                     &p.now.0,
+                    &t.retry_config.as_ref().map(columns::encode_retry),
                 ],
             )
             .await
@@ -796,7 +798,10 @@ impl Store for PgStore {
             .map_err(backend)?;
         rows.iter()
             .map(|r| {
-                Ok(DeadLetter { task: columns::task_from(r)?, died_at: Timestamp(r.try_get(22).map_err(backend)?) })
+                Ok(DeadLetter {
+                    task: columns::task_from(r)?,
+                    died_at: Timestamp(r.try_get(columns::TASK_COLUMN_COUNT).map_err(backend)?),
+                })
             })
             .collect()
     }

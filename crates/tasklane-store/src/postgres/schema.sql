@@ -123,4 +123,9 @@ CREATE TABLE IF NOT EXISTS records (
 );
 CREATE INDEX IF NOT EXISTS records_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
 
+-- Columns added after the first release, so existing databases gain them too.
+ALTER TABLE queues ADD COLUMN IF NOT EXISTS http_target TEXT;
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS retry_config TEXT;
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS retry_config TEXT;
+
 INSERT INTO meta (key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING;

@@ -72,6 +72,7 @@ impl SqliteStore {
         let write_conn = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)
             .map_err(|e| StoreError::Unavailable(format!("open {}: {e}", path.display())))?;
         write_conn.execute_batch(SCHEMA).map_err(backend)?;
+        add_missing_columns(&write_conn).map_err(backend)?;
 
         let (write_tx, write_rx) = mpsc::channel::<WriteJob>();
         thread::Builder::new()
@@ -153,6 +154,25 @@ impl SqliteStore {
         }
         rx.await.map_err(|_| StoreError::Unavailable("the store reader stopped".into()))?
     }
+}
+
+/// Columns added after the first release: `ALTER TABLE` for databases that lack them
+/// (SQLite has no `ADD COLUMN IF NOT EXISTS`).
+const ADDED_COLUMNS: [(&str, &str, &str); 3] =
+    [("queues", "http_target", "TEXT"), ("tasks", "retry_config", "TEXT"), ("dead_letters", "retry_config", "TEXT")];
+
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, ty) in ADDED_COLUMNS {
+        let present: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+            [table, column],
+            |r| r.get(0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
@@ -262,8 +282,8 @@ impl Store for SqliteStore {
             conn.prepare_cached(
                 "INSERT INTO queues (name, parent, state, max_dispatches_per_second, max_burst_size, \
                  max_concurrent_dispatches, max_attempts, max_retry_duration_us, min_backoff_us, max_backoff_us, \
-                 max_doublings, logging_sampling_ratio, purge_time, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+                 max_doublings, logging_sampling_ratio, purge_time, created_at, updated_at, http_target) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -280,7 +300,8 @@ impl Store for SqliteStore {
                     s.7,
                     s.8,
                     p.queue.purge_time.map(|t| t.0),
-                    p.now.0
+                    p.now.0,
+                    s.9
                 ])
             })
             .map_err(backend)?;
@@ -298,9 +319,9 @@ impl Store for SqliteStore {
                     "UPDATE queues SET max_dispatches_per_second = ?2, max_burst_size = ?3, \
                      max_concurrent_dispatches = ?4, max_attempts = ?5, max_retry_duration_us = ?6, \
                      min_backoff_us = ?7, max_backoff_us = ?8, max_doublings = ?9, logging_sampling_ratio = ?10, \
-                     updated_at = ?11 WHERE name = ?1",
+                     updated_at = ?11, http_target = ?12 WHERE name = ?1",
                 )
-                .and_then(|mut st| st.execute(params![name, s.0, s.1, s.2, s.3, s.4, s.5, s.6, s.7, s.8, p.now.0]))
+                .and_then(|mut st| st.execute(params![name, s.0, s.1, s.2, s.3, s.4, s.5, s.6, s.7, s.8, p.now.0, s.9]))
                 .map_err(backend)?;
             if updated == 0 {
                 if !p.create_if_missing {
@@ -309,8 +330,8 @@ impl Store for SqliteStore {
                 conn.prepare_cached(
                     "INSERT INTO queues (name, parent, state, max_dispatches_per_second, max_burst_size, \
                      max_concurrent_dispatches, max_attempts, max_retry_duration_us, min_backoff_us, max_backoff_us, \
-                     max_doublings, logging_sampling_ratio, purge_time, created_at, updated_at) \
-                     VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, ?12, ?12)",
+                     max_doublings, logging_sampling_ratio, purge_time, created_at, updated_at, http_target) \
+                     VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, ?12, ?12, ?13)",
                 )
                 .and_then(|mut st| {
                     st.execute(params![
@@ -325,7 +346,8 @@ impl Store for SqliteStore {
                         s.6,
                         s.7,
                         s.8,
-                        p.now.0
+                        p.now.0,
+                        s.9
                     ])
                 })
                 .map_err(backend)?;
@@ -428,8 +450,8 @@ impl Store for SqliteStore {
             let inserted = conn
                 .prepare_cached(
                     "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, \
-                     auth_email, auth_param, schedule_time, create_time, dispatch_deadline_us) \
-                     VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?3, ?11, ?12) \
+                     auth_email, auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config) \
+                     VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?3, ?11, ?12, ?13) \
                      ON CONFLICT (queue, task_id) DO NOTHING",
                 )
                 .and_then(|mut s| {
@@ -446,6 +468,7 @@ impl Store for SqliteStore {
                         auth_param,
                         t.create_time.0,
                         tasklane_core::clock::duration_micros(t.dispatch_deadline),
+                        t.retry_config.as_ref().map(columns::encode_retry),
                     ])
                 })
                 .map_err(backend)?;
@@ -516,7 +539,7 @@ impl Store for SqliteStore {
             let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
             let mut claimed = stmt
                 .query_map(params![queue, p.now.0, grace, p.limit as i64], |r| {
-                    Ok(ClaimedTask { task: rows::task_from_row(r)?, lease_id: r.get(22)? })
+                    Ok(ClaimedTask { task: rows::task_from_row(r)?, lease_id: r.get(columns::TASK_COLUMN_COUNT)? })
                 })
                 .and_then(|r| r.collect::<Result<Vec<_>, _>>())
                 .map_err(backend)?;
@@ -634,7 +657,10 @@ impl Store for SqliteStore {
             let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
             let rows = stmt
                 .query_map(params![queue, limit as i64], |r| {
-                    Ok(DeadLetter { task: rows::task_from_row(r)?, died_at: Timestamp(r.get(22)?) })
+                    Ok(DeadLetter {
+                        task: rows::task_from_row(r)?,
+                        died_at: Timestamp(r.get(columns::TASK_COLUMN_COUNT)?),
+                    })
                 })
                 .and_then(|r| r.collect::<Result<Vec<_>, _>>())
                 .map_err(backend)?;

@@ -4,6 +4,7 @@
 mod cluster;
 mod compat;
 mod support;
+mod targets;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -1,0 +1,200 @@
+//! Tokens for tasks with an `oidc_token` or `oauth_token`: RS256 JWTs signed with
+//! tasklane's own key, with the claims Google's ID tokens for Cloud Tasks carry, sent as
+//! `Authorization: Bearer`. Workers verify them with any OIDC library through
+//! `/.well-known/openid-configuration` and the JWKS it points to.
+//!
+//! The key is an RSA-2048 key made on first use and kept in the store (so every node of a
+//! cluster signs with the same key, and it survives restarts). `rsa` only generates it;
+//! `ring` signs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair, RsaPublicKeyComponents};
+use serde_json::{Value, json};
+use tasklane_core::{AuthToken, Clock, Status, Timestamp};
+use tasklane_store::{RecordCondition, RecordPut, Store, StoreError};
+use tokio::sync::OnceCell;
+
+use crate::service::store_status;
+
+const KEY_RECORD: &str = "oidc:signing-key";
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// A cached token is reused until this long before it expires.
+const REUSE_MARGIN: Duration = Duration::from_secs(300);
+const RSA_BITS: usize = 2048;
+
+struct SigningKey {
+    pair: RsaKeyPair,
+    kid: String,
+}
+
+/// Signs tokens and publishes the key that verifies them.
+pub struct TokenSigner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    issuer: String,
+    key: OnceCell<Arc<SigningKey>>,
+    cache: Mutex<HashMap<TokenKey, (String, Timestamp)>>,
+}
+
+/// What a token is for: (OIDC rather than OAuth, email, audience or scope).
+type TokenKey = (bool, String, String);
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn generate_pkcs8() -> Result<Vec<u8>, Status> {
+    use rsa::pkcs8::EncodePrivateKey;
+    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, RSA_BITS)
+        .map_err(|e| Status::internal(format!("could not generate the token signing key: {e}")))?;
+    let der = key.to_pkcs8_der().map_err(|e| Status::internal(format!("could not encode the signing key: {e}")))?;
+    Ok(der.as_bytes().to_vec())
+}
+
+/// A stable numeric id for a service account, as Google gives one (`sub`, `azp`).
+fn account_id(email: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, email.as_bytes());
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&digest.as_ref()[..8]);
+    format!("1{:020}", u64::from_be_bytes(n))
+}
+
+impl TokenSigner {
+    /// `issuer` is tasklane's public base URL, e.g. `http://127.0.0.1:8790`.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, issuer: String) -> TokenSigner {
+        TokenSigner {
+            store,
+            clock,
+            issuer: issuer.trim_end_matches('/').to_string(),
+            key: OnceCell::new(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    async fn key(&self) -> Result<Arc<SigningKey>, Status> {
+        self.key
+            .get_or_try_init(|| async {
+                let now = self.clock.now();
+                let der = match self.store.record_get(KEY_RECORD, now).await.map_err(store_status)? {
+                    Some(r) => r.value,
+                    None => {
+                        let der = tokio::task::spawn_blocking(generate_pkcs8)
+                            .await
+                            .map_err(|e| Status::internal(format!("key generation stopped: {e}")))??;
+                        let put = RecordPut {
+                            key: KEY_RECORD.into(),
+                            value: der,
+                            condition: RecordCondition::Absent,
+                            expires_at: None,
+                            now,
+                        };
+                        match self.store.record_put(put).await {
+                            Ok(r) => r.value,
+                            // Another node made one first: use that.
+                            Err(StoreError::RecordConflict) => {
+                                self.store
+                                    .record_get(KEY_RECORD, now)
+                                    .await
+                                    .map_err(store_status)?
+                                    .ok_or_else(|| Status::internal("the signing key vanished"))?
+                                    .value
+                            }
+                            Err(e) => return Err(store_status(e)),
+                        }
+                    }
+                };
+                let pair = RsaKeyPair::from_pkcs8(&der)
+                    .map_err(|e| Status::internal(format!("the stored signing key is unusable: {e}")))?;
+                let n = RsaPublicKeyComponents::<Vec<u8>>::from(pair.public()).n;
+                let kid = b64(&ring::digest::digest(&ring::digest::SHA256, &n).as_ref()[..12]);
+                Ok(Arc::new(SigningKey { pair, kid }))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The bearer token for one dispatch of a task with `auth` to `url`.
+    pub async fn token(&self, auth: &AuthToken, url: &str) -> Result<String, Status> {
+        let (oidc, email, param) = match auth {
+            AuthToken::Oidc { service_account_email, audience } => {
+                (true, service_account_email, if audience.is_empty() { url } else { audience.as_str() })
+            }
+            AuthToken::OAuth { service_account_email, scope } => (false, service_account_email, scope.as_str()),
+        };
+        let now = self.clock.now();
+        let cache_key = (oidc, email.clone(), param.to_string());
+        if let Ok(cache) = self.cache.lock()
+            && let Some((token, expires)) = cache.get(&cache_key)
+            && expires.since(now) > REUSE_MARGIN
+        {
+            return Ok(token.clone());
+        }
+        let key = self.key().await?;
+        let iat = now.0.div_euclid(1_000_000);
+        let exp = iat + TOKEN_LIFETIME.as_secs() as i64;
+        let id = account_id(email);
+        let mut claims = json!({
+            "iss": self.issuer,
+            "iat": iat,
+            "exp": exp,
+            "email": email,
+            "email_verified": true,
+            "sub": id,
+            "azp": id,
+        });
+        if oidc {
+            claims["aud"] = json!(param);
+        } else {
+            // tasklane cannot mint Google access tokens; it sends a JWT naming the scope.
+            claims["aud"] = json!(self.issuer);
+            claims["scope"] = json!(param);
+        }
+        let header = json!({ "alg": "RS256", "kid": key.kid, "typ": "JWT" });
+        let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+        let mut signature = vec![0u8; key.pair.public().modulus_len()];
+        key.pair
+            .sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), signing_input.as_bytes(), &mut signature)
+            .map_err(|_| Status::internal("could not sign a token"))?;
+        let token = format!("{signing_input}.{}", b64(&signature));
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.retain(|_, (_, expires)| expires.since(now) > REUSE_MARGIN);
+            cache.insert(cache_key, (token.clone(), Timestamp(exp * 1_000_000)));
+        }
+        Ok(token)
+    }
+
+    /// The JSON Web Key Set with the public key.
+    pub async fn jwks(&self) -> Result<Value, Status> {
+        let key = self.key().await?;
+        let public = RsaPublicKeyComponents::<Vec<u8>>::from(key.pair.public());
+        Ok(json!({ "keys": [{
+            "kty": "RSA",
+            "alg": "RS256",
+            "use": "sig",
+            "kid": key.kid,
+            "n": b64(&public.n),
+            "e": b64(&public.e),
+        }]}))
+    }
+
+    /// The OpenID Provider metadata that points to the JWKS.
+    pub fn discovery(&self) -> Value {
+        json!({
+            "issuer": self.issuer,
+            "jwks_uri": format!("{}/.well-known/jwks.json", self.issuer),
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "claims_supported": ["aud", "azp", "email", "email_verified", "exp", "iat", "iss", "sub"],
+        })
+    }
+}
