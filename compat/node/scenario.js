@@ -8,6 +8,7 @@
 process.env.NO_GCE_CHECK = 'true';
 delete process.env.GOOGLE_APPLICATION_CREDENTIALS;
 
+const crypto = require('node:crypto');
 const http = require('node:http');
 const {CloudTasksClient} = require('@google-cloud/tasks');
 const grpc = require('@grpc/grpc-js');
@@ -157,6 +158,22 @@ async function main() {
   await expectError('setIamPolicy stale etag', status.ABORTED, () =>
     client.setIamPolicy({resource: q, policy: {bindings: [], etag: empty.etag}}),
   );
+  // A task with an OIDC token: the worker verifies it against tasklane's JWKS.
+  await client.resumeQueue({name: q});
+  await client.createTask({
+    parent: q,
+    task: {httpRequest: {url: `${worker.url}/signed`, oidcToken: {serviceAccountEmail: 'node@p.iam.gserviceaccount.com'}}},
+  });
+  const signed = await worker.waitFor('/signed');
+  const [, token] = (signed.headers.authorization || '').split(' ');
+  const [h64, c64, s64] = token.split('.');
+  const header = JSON.parse(Buffer.from(h64, 'base64url'));
+  const jwks = await (await fetch(`http://${args.endpoint}/.well-known/jwks.json`)).json();
+  const jwk = jwks.keys.find(k => k.kid === header.kid);
+  const verified = crypto.verify('RSA-SHA256', Buffer.from(`${h64}.${c64}`), crypto.createPublicKey({key: jwk, format: 'jwk'}), Buffer.from(s64, 'base64url'));
+  const claims = JSON.parse(Buffer.from(c64, 'base64url'));
+  check('oidc token verifies', verified && claims.aud === `${worker.url}/signed` && claims.email === 'node@p.iam.gserviceaccount.com', claims);
+  await client.pauseQueue({name: q});
   await client.createTask({parent: q, task: {httpRequest: {url: `${worker.url}/purged`}}});
   await client.purgeQueue({name: q});
   const [left] = await client.listTasks({parent: q});
