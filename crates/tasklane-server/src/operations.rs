@@ -76,8 +76,20 @@ fn operation_name(s: &CloudTasks, location: &LocationName, request_id: &str) -> 
     Ok(format!("{location}/operations/req-{request_id}"))
 }
 
-fn batch_parent(parent: &str) -> Result<QueueName, Status> {
-    QueueName::parse(parent)
+struct BatchSize {
+    field: &'static str,
+    entries: usize,
+    max: usize,
+    verb: &'static str,
+}
+
+enum Begin {
+    /// An earlier request with the same id already ran.
+    Done(BatchOperation),
+    Run {
+        queue: QueueName,
+        name: String,
+    },
 }
 
 fn state_of(total: usize, failed: usize) -> BatchState {
@@ -114,26 +126,37 @@ impl CloudTasks {
         }
     }
 
+    /// Check a batch's parent and size, and find the operation of an earlier run of the
+    /// same `request_id`.
+    async fn batch_begin(&self, parent: &str, size: BatchSize, request_id: &str) -> Result<Begin, Status> {
+        let queue = QueueName::parse(parent)?;
+        let BatchSize { field, entries, max, verb } = size;
+        if entries == 0 {
+            return Err(Status::invalid_argument(format!("{field} must not be empty")));
+        }
+        if entries > max {
+            return Err(Status::invalid_argument(format!(
+                "{field} has {entries} entries; a batch may {verb} at most {max} tasks"
+            )));
+        }
+        let name = operation_name(self, &queue.parent, request_id)?;
+        Ok(match self.operation_existing(&name).await? {
+            Some(op) => Begin::Done(op),
+            None => Begin::Run { queue, name },
+        })
+    }
+
     pub async fn batch_create_tasks(
         &self,
         parent: &str,
         requests: Vec<BatchCreateItem>,
         request_id: &str,
     ) -> Result<BatchOperation, Status> {
-        let queue = batch_parent(parent)?;
-        if requests.is_empty() {
-            return Err(Status::invalid_argument("requests must contain at least one CreateTaskRequest"));
-        }
-        if requests.len() > MAX_BATCH_CREATE {
-            return Err(Status::invalid_argument(format!(
-                "requests has {} entries; a batch may create at most {MAX_BATCH_CREATE} tasks",
-                requests.len()
-            )));
-        }
-        let name = operation_name(self, &queue.parent, request_id)?;
-        if let Some(op) = self.operation_existing(&name).await? {
-            return Ok(op);
-        }
+        let size = BatchSize { field: "requests", entries: requests.len(), max: MAX_BATCH_CREATE, verb: "create" };
+        let (queue, name) = match self.batch_begin(parent, size, request_id).await? {
+            Begin::Done(op) => return Ok(op),
+            Begin::Run { queue, name } => (queue, name),
+        };
         let start_time = self.now();
         let queue = queue.to_string();
         let mut running = tokio::task::JoinSet::new();
@@ -192,20 +215,11 @@ impl CloudTasks {
         names: Vec<String>,
         request_id: &str,
     ) -> Result<BatchOperation, Status> {
-        let queue = batch_parent(parent)?;
-        if names.is_empty() {
-            return Err(Status::invalid_argument("names must contain at least one task name"));
-        }
-        if names.len() > MAX_BATCH_DELETE {
-            return Err(Status::invalid_argument(format!(
-                "names has {} entries; a batch may delete at most {MAX_BATCH_DELETE} tasks",
-                names.len()
-            )));
-        }
-        let name = operation_name(self, &queue.parent, request_id)?;
-        if let Some(op) = self.operation_existing(&name).await? {
-            return Ok(op);
-        }
+        let size = BatchSize { field: "names", entries: names.len(), max: MAX_BATCH_DELETE, verb: "delete" };
+        let (queue, name) = match self.batch_begin(parent, size, request_id).await? {
+            Begin::Done(op) => return Ok(op),
+            Begin::Run { queue, name } => (queue, name),
+        };
         let start_time = self.now();
         let prefix = format!("{queue}/tasks/");
         let mut running = tokio::task::JoinSet::new();
