@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod header;
+pub mod job;
 pub mod name;
 pub mod queue;
 pub mod rate;

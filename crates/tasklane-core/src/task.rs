@@ -112,6 +112,8 @@ pub struct Task {
     pub last_attempt: Option<Attempt>,
     /// The task's own retry settings, which replace its queue's.
     pub retry_config: Option<RetryConfig>,
+    /// The job the task belongs to, if it was created through the jobs API.
+    pub job_id: Option<String>,
 }
 
 /// Which fields a task read returns; BASIC leaves out the body.
@@ -260,6 +262,7 @@ impl TaskSpec {
             first_attempt: None,
             last_attempt: None,
             retry_config: self.retry.as_ref().map(RetrySpec::resolve).transpose()?,
+            job_id: None,
         };
         let size = task.size();
         if size > MAX_TASK_SIZE {

@@ -46,6 +46,13 @@ pub fn store_status(e: StoreError) -> Status {
         StoreError::TaskNotFound => Status::not_found(NOT_FOUND),
         StoreError::TaskTombstoned => Status::not_found(TASK_GONE),
         StoreError::TaskAlreadyExists => Status::already_exists(TASK_EXISTS),
+        StoreError::JobNotFound => Status::not_found("Job not found."),
+        StoreError::JobFinished(status) => {
+            Status::failed_precondition(format!("The job is already {}; it takes no more changes.", status.as_str()))
+        }
+        StoreError::JobProgressBackwards(at) => Status::failed_precondition(format!(
+            "Progress may not go backwards: the job is at {at}%. Send \"allow_decrease\": true to move it back on purpose."
+        )),
         StoreError::RecordConflict => {
             Status::aborted("There were concurrent changes. Please retry the whole read-modify-write.")
         }

@@ -18,10 +18,10 @@ pub const QUEUE_COLUMNS: &str = "name, state, max_dispatches_per_second, max_bur
 pub const TASK_COLUMNS: &str = "queue, task_id, url, method, headers, body, auth_kind, auth_email, auth_param, \
      schedule_time, create_time, dispatch_deadline_us, dispatch_count, response_count, execution_count, \
      last_http_status, first_dispatch_time, last_schedule_time, last_dispatch_time, last_response_time, last_code, last_message, \
-     retry_config";
+     retry_config, job_id";
 
 /// How many columns `TASK_COLUMNS` has: the index of the first column a query selects after them.
-pub const TASK_COLUMN_COUNT: usize = 23;
+pub const TASK_COLUMN_COUNT: usize = 24;
 
 /// `record_put`, one statement per condition, in the SQL both backends speak (SQLite reads
 /// `$n` as `?n`); parameters: key, value, expires_at, then now (not for `Always`) and the
@@ -291,5 +291,6 @@ pub fn task_from<R: Columns>(row: &R) -> Result<Task, R::Error> {
             None => None,
             Some(text) => Some(decode_retry(&text).ok_or_else(|| R::corrupt("retry_config", &text))?),
         },
+        job_id: row.opt_text(23)?,
     })
 }

@@ -7,10 +7,12 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tasklane_core::job::{Job, JobStatus, Progress};
 use tasklane_core::task::ResponseStatus;
 use tasklane_core::{LocationName, Queue, QueueName, QueueState, Task, TaskName, Timestamp};
 
 mod columns;
+mod jobs;
 pub mod postgres;
 pub mod sqlite;
 
@@ -30,6 +32,14 @@ pub enum StoreError {
     TaskTombstoned,
     #[error("task already exists")]
     TaskAlreadyExists,
+    #[error("job not found")]
+    JobNotFound,
+    /// The job already reached this final status: reports and cancels come too late.
+    #[error("job already {}", .0.as_str())]
+    JobFinished(JobStatus),
+    /// A progress report below the job's current percent, without `allow_decrease`.
+    #[error("progress may not go backwards from {0}%")]
+    JobProgressBackwards(String),
     /// A `record_put` whose condition did not hold.
     #[error("record changed concurrently")]
     RecordConflict,
@@ -66,6 +76,64 @@ pub struct RecordPut {
     pub condition: RecordCondition,
     pub expires_at: Option<Timestamp>,
     pub now: Timestamp,
+}
+
+/// Create a job and its tasks, all or nothing. With an idempotency key that an existing
+/// job has, nothing is created and that job is returned.
+#[derive(Debug, Clone)]
+pub struct JobCreate {
+    pub job: Job,
+    pub tasks: Vec<Task>,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobCreated {
+    pub job: Job,
+    /// The idempotency key matched an existing job, which is `job`.
+    pub existed: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobList {
+    pub status: Option<JobStatus>,
+    pub queue: Option<QueueName>,
+    pub label: Option<(String, String)>,
+    pub created_after: Option<Timestamp>,
+    pub created_before: Option<Timestamp>,
+    /// Return jobs after this one in (created_at, id) order.
+    pub after: Option<(Timestamp, String)>,
+    pub limit: usize,
+    pub now: Timestamp,
+}
+
+/// What a worker reports for a job.
+#[derive(Debug, Clone)]
+pub enum JobReportKind {
+    Progress {
+        progress: Progress,
+        allow_decrease: bool,
+    },
+    /// A JSON document.
+    Result(String),
+    /// The job failed: it finishes now and its tasks that have not run are cancelled.
+    Fail(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    pub id: String,
+    pub kind: JobReportKind,
+    pub now: Timestamp,
+}
+
+/// One change of a job: its number, when, what happened, and the job right after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobEvent {
+    pub seq: i64,
+    pub at: Timestamp,
+    pub kind: String,
+    pub job: Job,
 }
 
 #[derive(Debug, Clone)]
@@ -282,6 +350,16 @@ pub trait Store: Send + Sync + 'static {
     /// Forget task-name tombstones that ended before `now`; returns how many.
     /// Delete tombstones and records that expired at or before `now`.
     async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64>;
+
+    async fn job_create(&self, p: JobCreate) -> StoreResult<JobCreated>;
+    /// A job that has not expired at `now`, with its running count.
+    async fn job_get(&self, id: &str, now: Timestamp) -> StoreResult<Option<Job>>;
+    async fn job_list(&self, p: JobList) -> StoreResult<Vec<Job>>;
+    /// Cancel a job: its tasks that have not started are deleted; running ones finish.
+    async fn job_cancel(&self, id: &str, now: Timestamp) -> StoreResult<Job>;
+    async fn job_report(&self, p: JobReport) -> StoreResult<Job>;
+    /// A job's events after `after_seq`, in order.
+    async fn job_events(&self, id: &str, after_seq: i64, limit: usize) -> StoreResult<Vec<JobEvent>>;
 
     /// A live record (not expired at `now`).
     async fn record_get(&self, key: &str, now: Timestamp) -> StoreResult<Option<Record>>;

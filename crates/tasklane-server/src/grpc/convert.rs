@@ -432,6 +432,7 @@ fn task_from(t: m::Task) -> Result<(Task, TaskView), Status> {
         first_attempt: t.first_attempt.map(attempt_from).transpose()?,
         last_attempt: t.last_attempt.map(attempt_from).transpose()?,
         retry_config: t.retry_config.as_ref().map(retry_spec).transpose()?.map(|r| r.resolve()).transpose()?,
+        job_id: None,
     };
     Ok((task, view(t.view)))
 }

@@ -13,12 +13,17 @@ use tasklane_core::{Queue, QueueName, Task, TaskName, Timestamp};
 use tokio_postgres::{NoTls, Row};
 
 use crate::columns::{self, Columns, QUEUE_COLUMNS, TASK_COLUMNS};
+use crate::jobs;
 use crate::{
-    AttemptResult, ClaimedTask, DeadLetter, Node, NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwner,
-    QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record,
-    RecordCondition, RecordPut, Store, StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete,
-    TaskFinish, TaskList, TaskLookup, TaskOutcome,
+    AttemptResult, ClaimedTask, DeadLetter, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node,
+    NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease,
+    QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record, RecordCondition, RecordPut, Store,
+    StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup,
+    TaskOutcome,
 };
+use deadpool_postgres::GenericClient;
+use tasklane_core::job::Job;
+use tokio_postgres::types::ToSql;
 
 const SCHEMA: &str = include_str!("schema.sql");
 /// Serialises schema creation across nodes starting at once.
@@ -38,6 +43,7 @@ struct Finished {
     task_id: String,
     lease_id: i64,
     tombstone_until: i64,
+    now: i64,
     reply: tokio::sync::oneshot::Sender<StoreResult<bool>>,
 }
 
@@ -257,14 +263,23 @@ async fn finish_batch(pool: &Pool, batch: &[Finished]) -> StoreResult<std::colle
         .query(
             "DELETE FROM tasks t USING unnest($1::text[], $2::text[], $3::bigint[]) AS f(queue, task_id, lease_id) \
              WHERE t.queue = f.queue AND t.task_id = f.task_id AND t.state = 'leased' AND t.lease_id = f.lease_id \
-             RETURNING t.queue, t.task_id",
+             RETURNING t.queue, t.task_id, t.job_id",
             &[&queues, &ids, &leases],
         )
         .await
         .map_err(backend)?;
     let mut done = std::collections::HashSet::with_capacity(rows.len());
+    let mut job_successes: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
     for r in &rows {
         done.insert((r.try_get::<_, String>(0).map_err(backend)?, r.try_get::<_, String>(1).map_err(backend)?));
+        if let Some(job) = r.try_get::<_, Option<String>>(2).map_err(backend)? {
+            *job_successes.entry(job).or_default() += 1;
+        }
+    }
+    let now = batch.iter().map(|j| j.now).max().unwrap_or_default();
+    // Jobs in a fixed order, so concurrent batches lock them alike.
+    for (job, n) in &job_successes {
+        job_tasks_done(&tx, job, *n, 0, "", Timestamp(now)).await?;
     }
     // Each deleted task once, so the upsert never meets the same row twice.
     let (mut tq, mut tid, mut until) = (Vec::new(), Vec::new(), Vec::new());
@@ -286,6 +301,91 @@ async fn finish_batch(pool: &Pool, batch: &[Finished]) -> StoreResult<std::colle
     }
     tx.commit().await.map_err(backend)?;
     Ok(done)
+}
+
+/// Record an event for the change just made to `job`.
+async fn job_event(c: &impl GenericClient, job: &str, now: Timestamp, kind: &str) -> StoreResult<()> {
+    c.execute(jobs::EVENT_INSERT, &[&job, &now.0, &kind]).await.map_err(backend)?;
+    Ok(())
+}
+
+/// Run an update that returns a row when it applied.
+async fn job_update(c: &impl GenericClient, statement: &str, args: &[&(dyn ToSql + Sync)]) -> StoreResult<bool> {
+    Ok(c.query_opt(statement, args).await.map_err(backend)?.is_some())
+}
+
+async fn job_change(
+    c: &impl GenericClient,
+    job: &str,
+    statement: &str,
+    args: &[&(dyn ToSql + Sync)],
+    kind: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let changed = job_update(c, statement, args).await?;
+    if changed {
+        job_event(c, job, now, kind).await?;
+    }
+    Ok(changed)
+}
+
+/// End a job with an update that cancels its tasks that have not started, then record `kind`.
+async fn job_end(
+    c: &impl GenericClient,
+    job: &str,
+    statement: &str,
+    args: &[&(dyn ToSql + Sync)],
+    kind: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let ended = job_update(c, statement, args).await?;
+    if ended {
+        let n = c.query(jobs::CANCEL_TASKS, &[&job]).await.map_err(backend)?.len() as i64;
+        if n > 0 {
+            c.execute(jobs::COUNT_CANCELLED, &[&job, &n]).await.map_err(backend)?;
+        }
+        job_event(c, job, now, kind).await?;
+    }
+    Ok(ended)
+}
+
+/// Tasks of `job` reached final outcomes: count them, apply fail-fast, settle the job.
+async fn job_tasks_done(
+    c: &impl GenericClient,
+    job: &str,
+    succeeded: i64,
+    failed: i64,
+    error: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let kind = if failed > 0 { "task_failed" } else { "task_succeeded" };
+    job_change(c, job, jobs::COUNT, &[&job, &succeeded, &failed], kind, now).await?;
+    if failed > 0 && job_end(c, job, &jobs::fail_fast(), &[&job, &now.0, &error], "failed", now).await? {
+        return Ok(());
+    }
+    if let Some(row) = c.query_opt(&jobs::settle(), &[&job, &now.0]).await.map_err(backend)? {
+        let status: String = row.try_get(0).map_err(backend)?;
+        job_event(c, job, now, &status).await?;
+    }
+    Ok(())
+}
+
+async fn job_read(c: &impl GenericClient, id: &str, now: Timestamp) -> StoreResult<Option<Job>> {
+    let statement =
+        format!("SELECT {} FROM jobs WHERE id = $1 AND (expires_at IS NULL OR expires_at > $2)", jobs::columns("", ""));
+    let Some(row) = c.query_opt(&statement, &[&id, &now.0]).await.map_err(backend)? else { return Ok(None) };
+    let mut job = jobs::job_from(&row, 0)?;
+    job.running = c.query_one(jobs::RUNNING, &[&id]).await.map_err(backend)?.try_get(0).map_err(backend)?;
+    Ok(Some(job))
+}
+
+async fn job_refusal(c: &impl GenericClient, id: &str, now: Timestamp) -> StoreError {
+    match job_read(c, id, now).await {
+        Ok(None) => StoreError::JobNotFound,
+        Ok(Some(job)) if job.status.is_final() => StoreError::JobFinished(job.status),
+        Ok(Some(job)) => StoreError::JobProgressBackwards(job.progress.percent.to_string()),
+        Err(e) => e,
+    }
 }
 
 async fn listen_once(
@@ -568,8 +668,8 @@ impl Store for PgStore {
         let inserted = client
             .query_opt(
                 "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, auth_email, \
-                 auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config) \
-                 SELECT $1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12, $14 \
+                 auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id) \
+                 SELECT $1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12, $14, $15 \
                  WHERE EXISTS (SELECT 1 FROM queues WHERE name = $1) \
                  AND NOT EXISTS (SELECT 1 FROM tombstones WHERE queue = $1 AND task_id = $2 AND expires_at > $13) \
                  ON CONFLICT (queue, task_id) DO NOTHING RETURNING id",
@@ -588,6 +688,7 @@ impl Store for PgStore {
                     &tasklane_core::clock::duration_micros(t.dispatch_deadline),
                     &p.now.0,
                     &t.retry_config.as_ref().map(columns::encode_retry),
+                    &t.job_id,
                 ],
             )
             .await
@@ -661,7 +762,7 @@ impl Store for PgStore {
     }
 
     async fn task_claim(&self, p: TaskClaim) -> StoreResult<Vec<ClaimedTask>> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let sql = format!(
             "WITH due AS (SELECT id, due_at FROM tasks WHERE queue = $1 AND due_at <= $2 \
              AND EXISTS (SELECT 1 FROM queues WHERE name = $1 AND state = 'running') \
@@ -680,6 +781,16 @@ impl Store for PgStore {
             claimed.push((due, ClaimedTask { task: columns::task_from(&Shifted { row, by: 2 })?, lease_id }));
         }
         claimed.sort_by_key(|(due, _)| *due);
+        let mut started: Vec<&str> = claimed.iter().filter_map(|(_, c)| c.task.job_id.as_deref()).collect();
+        started.sort_unstable();
+        started.dedup();
+        if !started.is_empty() {
+            let tx = client.transaction().await.map_err(backend)?;
+            for job in started {
+                job_change(&tx, job, jobs::START, &[&job, &p.now.0], "running", p.now).await?;
+            }
+            tx.commit().await.map_err(backend)?;
+        }
         Ok(claimed.into_iter().map(|(_, c)| c).collect())
     }
 
@@ -714,6 +825,7 @@ impl Store for PgStore {
                 task_id: p.name.task.clone(),
                 lease_id: p.lease_id,
                 tombstone_until: tombstone_until.0,
+                now: p.now.0,
                 reply,
             };
             self.finisher.send(job).map_err(|_| StoreError::Unavailable("the outcome writer stopped".into()))?;
@@ -749,10 +861,20 @@ impl Store for PgStore {
                     )
                     .await
                     .map_err(backend)?;
-                    tx.execute("DELETE FROM tasks WHERE queue = $1 AND task_id = $2", &[&queue, task_id])
+                    let job: Option<String> = tx
+                        .query_one(
+                            "DELETE FROM tasks WHERE queue = $1 AND task_id = $2 RETURNING job_id",
+                            &[&queue, task_id],
+                        )
                         .await
+                        .map_err(backend)?
+                        .try_get(0)
                         .map_err(backend)?;
                     tombstone_put(&tx, &queue, task_id, *tombstone_until).await?;
+                    if let Some(job) = job {
+                        let error = format!("task {task_id} failed for good: {}", attempt.status.message);
+                        job_tasks_done(&tx, &job, 0, 1, &error, p.now).await?;
+                    }
                 }
                 held
             }
@@ -811,7 +933,198 @@ impl Store for PgStore {
         let tombstones =
             client.execute("DELETE FROM tombstones WHERE expires_at <= $1", &[&now.0]).await.map_err(backend)?;
         let records = client.execute("DELETE FROM records WHERE expires_at <= $1", &[&now.0]).await.map_err(backend)?;
-        Ok(tombstones + records)
+        let expired = client.query(jobs::EXPIRED, &[&now.0]).await.map_err(backend)?;
+        for row in &expired {
+            let id: String = row.try_get(0).map_err(backend)?;
+            for statement in jobs::DELETE_JOB {
+                client.execute(statement, &[&id]).await.map_err(backend)?;
+            }
+        }
+        Ok(tombstones + records + expired.len() as u64)
+    }
+
+    async fn job_create(&self, p: JobCreate) -> StoreResult<JobCreated> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let job = &p.job;
+        if let Some(key) = &job.idempotency_key {
+            let existing =
+                tx.query_opt("SELECT id FROM jobs WHERE idempotency_key = $1", &[key]).await.map_err(backend)?;
+            if let Some(row) = existing {
+                let id: String = row.try_get(0).map_err(backend)?;
+                let job = job_read(&tx, &id, p.now).await?.ok_or(StoreError::JobNotFound)?;
+                return Ok(JobCreated { job, existed: true });
+            }
+        }
+        let queue = job.queue.to_string();
+        if tx.query_opt("SELECT 1 FROM queues WHERE name = $1", &[&queue]).await.map_err(backend)?.is_none() {
+            return Err(StoreError::QueueNotFound);
+        }
+        let inserted = tx
+            .execute(
+                jobs::JOB_INSERT,
+                &[
+                    &job.id,
+                    &queue,
+                    &jobs::labels_text(&job.labels),
+                    &job.idempotency_key,
+                    &job.policy.as_str(),
+                    &job.callback_url,
+                    &job.created_at.0,
+                    &jobs::ttl_micros(job.result_ttl),
+                    &job.total,
+                ],
+            )
+            .await;
+        match inserted {
+            Ok(1) => {}
+            // Another request with the same idempotency key won the race: answer with its job.
+            Ok(_) => {
+                drop(tx);
+                let key = job.idempotency_key.clone().unwrap_or_default();
+                let row = client
+                    .query_one("SELECT id FROM jobs WHERE idempotency_key = $1", &[&key])
+                    .await
+                    .map_err(backend)?;
+                let id: String = row.try_get(0).map_err(backend)?;
+                let job = job_read(&client, &id, p.now).await?.ok_or(StoreError::JobNotFound)?;
+                return Ok(JobCreated { job, existed: true });
+            }
+            Err(e) => return Err(backend(e)),
+        }
+        for (k, v) in &job.labels {
+            tx.execute(jobs::LABEL_INSERT, &[&job.id, k, v]).await.map_err(backend)?;
+        }
+        tx.execute("UPDATE jobs SET seq = 1 WHERE id = $1", &[&job.id]).await.map_err(backend)?;
+        job_event(&tx, &job.id, p.now, "created").await?;
+        for t in &p.tasks {
+            let (auth_kind, auth_email, auth_param) = columns::auth_columns(&t.http_request.auth);
+            let task_queue = queue_name_of(&t.name);
+            if tombstoned(&tx, &task_queue, &t.name.task, p.now).await? {
+                return Err(StoreError::TaskTombstoned);
+            }
+            let n = tx
+                .execute(
+                    "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, auth_email, \
+                     auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id) \
+                     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12, $13, $14) \
+                     ON CONFLICT (queue, task_id) DO NOTHING",
+                    &[
+                        &task_queue,
+                        &t.name.task,
+                        &t.schedule_time.0,
+                        &t.http_request.url,
+                        &t.http_request.method.as_str(),
+                        &columns::encode_headers(&t.http_request.headers),
+                        &t.http_request.body,
+                        &auth_kind,
+                        &auth_email,
+                        &auth_param,
+                        &t.create_time.0,
+                        &tasklane_core::clock::duration_micros(t.dispatch_deadline),
+                        &t.retry_config.as_ref().map(columns::encode_retry),
+                        &t.job_id,
+                    ],
+                )
+                .await
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::TaskAlreadyExists);
+            }
+        }
+        let created = job_read(&tx, &job.id, p.now).await?.ok_or(StoreError::JobNotFound)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(JobCreated { job: created, existed: false })
+    }
+
+    async fn job_get(&self, id: &str, now: Timestamp) -> StoreResult<Option<Job>> {
+        let client = self.client().await?;
+        job_read(&client, id, now).await
+    }
+
+    async fn job_list(&self, p: JobList) -> StoreResult<Vec<Job>> {
+        let client = self.client().await?;
+        let (label_key, label_value) = p.label.clone().unzip();
+        let (cursor_at, cursor_id) = p.after.clone().map_or((i64::MIN, String::new()), |(t, id)| (t.0, id));
+        let rows = client
+            .query(
+                &jobs::list("::text"),
+                &[
+                    &p.status.map(|s| s.as_str()),
+                    &p.queue.as_ref().map(|q| q.to_string()),
+                    &label_key,
+                    &label_value,
+                    &p.created_after.map_or(i64::MIN, |t| t.0),
+                    &p.created_before.map_or(i64::MAX, |t| t.0),
+                    &cursor_at,
+                    &cursor_id,
+                    &(p.limit as i64),
+                    &p.now.0,
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut job = jobs::job_from(row, 0)?;
+            job.running =
+                client.query_one(jobs::RUNNING, &[&job.id]).await.map_err(backend)?.try_get(0).map_err(backend)?;
+            out.push(job);
+        }
+        Ok(out)
+    }
+
+    async fn job_cancel(&self, id: &str, now: Timestamp) -> StoreResult<Job> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        if !job_end(&tx, id, &jobs::cancel(), &[&id, &now.0], "cancelled", now).await? {
+            return Err(job_refusal(&tx, id, now).await);
+        }
+        let job = job_read(&tx, id, now).await?.ok_or(StoreError::JobNotFound)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(job)
+    }
+
+    async fn job_report(&self, p: JobReport) -> StoreResult<Job> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let (id, now) = (p.id.as_str(), p.now);
+        let applied = match &p.kind {
+            JobReportKind::Progress { progress: g, allow_decrease } => {
+                job_change(
+                    &tx,
+                    id,
+                    jobs::PROGRESS,
+                    &[&id, &g.percent, &g.step, &g.step_number, &g.message, allow_decrease, &now.0],
+                    "progress",
+                    now,
+                )
+                .await?
+            }
+            JobReportKind::Result(result) => job_change(&tx, id, jobs::RESULT, &[&id, result], "result", now).await?,
+            JobReportKind::Fail(error) => job_end(&tx, id, &jobs::fail(), &[&id, &now.0, error], "failed", now).await?,
+        };
+        if !applied {
+            return Err(job_refusal(&tx, id, now).await);
+        }
+        let job = job_read(&tx, id, now).await?.ok_or(StoreError::JobNotFound)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(job)
+    }
+
+    async fn job_events(&self, id: &str, after_seq: i64, limit: usize) -> StoreResult<Vec<JobEvent>> {
+        let client = self.client().await?;
+        let rows = client.query(&jobs::events(), &[&id, &after_seq, &(limit as i64)]).await.map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(JobEvent {
+                    seq: r.try_get(0).map_err(backend)?,
+                    at: Timestamp(r.try_get(1).map_err(backend)?),
+                    kind: r.try_get(2).map_err(backend)?,
+                    job: jobs::job_from(&Shifted { row: r, by: 3 }, 0)?,
+                })
+            })
+            .collect()
     }
 
     async fn record_get(&self, key: &str, now: Timestamp) -> StoreResult<Option<Record>> {

@@ -113,6 +113,65 @@ CREATE INDEX IF NOT EXISTS queue_owners_node ON queue_owners (node_id);
 ALTER TABLE tasks SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000);
 ALTER TABLE tombstones SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000);
 
+-- Jobs: tasks tracked together. Counts change in the same transaction as each task
+-- outcome; `seq` numbers the job's events, which copy the job's changing columns.
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    policy TEXT NOT NULL CHECK (policy IN ('finish_all', 'fail_fast')),
+    callback_url TEXT,
+    created_at BIGINT NOT NULL,
+    result_ttl_us BIGINT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'cancelled')),
+    total BIGINT NOT NULL,
+    succeeded BIGINT NOT NULL,
+    failed BIGINT NOT NULL,
+    cancelled BIGINT NOT NULL,
+    percent DOUBLE PRECISION NOT NULL,
+    step TEXT NOT NULL,
+    step_number INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    started_at BIGINT,
+    finished_at BIGINT,
+    expires_at BIGINT,
+    seq BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS job_labels (
+    job_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (job_id, key)
+);
+CREATE INDEX IF NOT EXISTS job_labels_value ON job_labels (key, value);
+
+CREATE TABLE IF NOT EXISTS job_events (
+    job_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    total BIGINT NOT NULL,
+    succeeded BIGINT NOT NULL,
+    failed BIGINT NOT NULL,
+    cancelled BIGINT NOT NULL,
+    percent DOUBLE PRECISION NOT NULL,
+    step TEXT NOT NULL,
+    step_number INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    started_at BIGINT,
+    finished_at BIGINT,
+    PRIMARY KEY (job_id, seq)
+);
+
 -- Small named documents the API edge keeps (IAM policies, CMEK configs, batch
 -- operations, the token signing key); `version` is their etag.
 CREATE TABLE IF NOT EXISTS records (
@@ -127,5 +186,8 @@ CREATE INDEX IF NOT EXISTS records_expiry ON records (expires_at) WHERE expires_
 ALTER TABLE queues ADD COLUMN IF NOT EXISTS http_target TEXT;
 ALTER TABLE tasks ADD COLUMN IF NOT EXISTS retry_config TEXT;
 ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS retry_config TEXT;
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS job_id TEXT;
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS job_id TEXT;
+CREATE INDEX IF NOT EXISTS tasks_job ON tasks (job_id) WHERE job_id IS NOT NULL;
 
 INSERT INTO meta (key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING;

@@ -19,12 +19,14 @@ use tasklane_core::{Queue, QueueName, Task, TaskName, Timestamp};
 use tokio::sync::oneshot;
 
 use crate::columns::{self, QUEUE_COLUMNS, TASK_COLUMNS};
+use crate::jobs;
 use crate::{
-    ClaimedTask, DeadLetter, Node, NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire,
-    QueueOwnerRelease, QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record, RecordCondition,
-    RecordPut, Store, StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish,
-    TaskList, TaskLookup, TaskOutcome,
+    ClaimedTask, DeadLetter, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node, NodeHeartbeat,
+    QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge,
+    QueueSettingsPut, QueueStateSet, Record, RecordCondition, RecordPut, Store, StoreError, StoreResult, TaskClaim,
+    TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup, TaskOutcome,
 };
+use tasklane_core::job::Job;
 
 const MAX_BATCH: usize = 1024;
 const READERS: usize = 2;
@@ -158,8 +160,13 @@ impl SqliteStore {
 
 /// Columns added after the first release: `ALTER TABLE` for databases that lack them
 /// (SQLite has no `ADD COLUMN IF NOT EXISTS`).
-const ADDED_COLUMNS: [(&str, &str, &str); 3] =
-    [("queues", "http_target", "TEXT"), ("tasks", "retry_config", "TEXT"), ("dead_letters", "retry_config", "TEXT")];
+const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
+    ("queues", "http_target", "TEXT"),
+    ("tasks", "retry_config", "TEXT"),
+    ("dead_letters", "retry_config", "TEXT"),
+    ("tasks", "job_id", "TEXT"),
+    ("dead_letters", "job_id", "TEXT"),
+];
 
 fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
     for (table, column, ty) in ADDED_COLUMNS {
@@ -172,7 +179,143 @@ fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
         }
     }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS tasks_job ON tasks (job_id) WHERE job_id IS NOT NULL")?;
     Ok(())
+}
+
+fn sql(statement: &str) -> String {
+    statement.replace('$', "?")
+}
+
+fn job_event(conn: &Connection, job: &str, now: Timestamp, kind: &str) -> StoreResult<()> {
+    conn.prepare_cached(&sql(jobs::EVENT_INSERT))
+        .and_then(|mut s| s.execute(params![job, now.0, kind]))
+        .map_err(backend)?;
+    Ok(())
+}
+
+/// Run an update of `job` that returns a row when it applied; record `kind` if it did.
+fn job_change(
+    conn: &Connection,
+    job: &str,
+    statement: &str,
+    args: &[&dyn rusqlite::ToSql],
+    kind: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let changed = job_update(conn, statement, args)?;
+    if changed {
+        job_event(conn, job, now, kind)?;
+    }
+    Ok(changed)
+}
+
+/// Run an update that returns a row when it applied.
+fn job_update(conn: &Connection, statement: &str, args: &[&dyn rusqlite::ToSql]) -> StoreResult<bool> {
+    conn.prepare_cached(&sql(statement)).and_then(|mut s| s.query(args)?.next().map(|r| r.is_some())).map_err(backend)
+}
+
+/// End a job with an update that cancels its tasks that have not started, then record `kind`.
+fn job_end(
+    conn: &Connection,
+    job: &str,
+    statement: &str,
+    args: &[&dyn rusqlite::ToSql],
+    kind: &str,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let ended = job_update(conn, statement, args)?;
+    if ended {
+        job_cancel_tasks(conn, job)?;
+        job_event(conn, job, now, kind)?;
+    }
+    Ok(ended)
+}
+
+/// Cancel the job's tasks that have not started; returns how many.
+fn job_cancel_tasks(conn: &Connection, job: &str) -> StoreResult<i64> {
+    let cancelled = conn
+        .prepare_cached(&sql(jobs::CANCEL_TASKS))
+        .and_then(|mut s| s.query_map([job], |_| Ok(()))?.collect::<Result<Vec<()>, _>>())
+        .map_err(backend)?;
+    let n = cancelled.len() as i64;
+    if n > 0 {
+        conn.prepare_cached(&sql(jobs::COUNT_CANCELLED))
+            .and_then(|mut s| s.execute(params![job, n]))
+            .map_err(backend)?;
+    }
+    Ok(n)
+}
+
+/// A task of `job` reached a final outcome: count it, apply fail-fast, settle the job.
+fn job_task_done(conn: &Connection, job: &str, succeeded: bool, error: &str, now: Timestamp) -> StoreResult<()> {
+    let (s, f) = if succeeded { (1i64, 0i64) } else { (0, 1) };
+    let kind = if succeeded { "task_succeeded" } else { "task_failed" };
+    job_change(conn, job, jobs::COUNT, &[&job, &s, &f], kind, now)?;
+    if !succeeded && job_end(conn, job, &jobs::fail_fast(), &[&job, &now.0, &error], "failed", now)? {
+        return Ok(());
+    }
+    let settled: Option<String> = conn
+        .prepare_cached(&sql(&jobs::settle()))
+        .and_then(|mut st| st.query_row(params![job, now.0], |r| r.get(0)).optional())
+        .map_err(backend)?;
+    if let Some(status) = settled {
+        job_event(conn, job, now, &status)?;
+    }
+    Ok(())
+}
+
+fn job_read(conn: &Connection, id: &str, now: Timestamp) -> StoreResult<Option<Job>> {
+    let statement =
+        format!("SELECT {} FROM jobs WHERE id = ?1 AND (expires_at IS NULL OR expires_at > ?2)", jobs::columns("", ""));
+    let job = conn
+        .prepare_cached(&statement)
+        .and_then(|mut s| s.query_row(params![id, now.0], |r| jobs::job_from(r, 0)).optional())
+        .map_err(backend)?;
+    let Some(mut job) = job else { return Ok(None) };
+    job.running =
+        conn.prepare_cached(&sql(jobs::RUNNING)).and_then(|mut s| s.query_row([id], |r| r.get(0))).map_err(backend)?;
+    Ok(Some(job))
+}
+
+/// Why a job update did not apply.
+fn job_refusal(conn: &Connection, id: &str, now: Timestamp) -> StoreError {
+    match job_read(conn, id, now) {
+        Ok(None) => StoreError::JobNotFound,
+        Ok(Some(job)) if job.status.is_final() => StoreError::JobFinished(job.status),
+        Ok(Some(job)) => StoreError::JobProgressBackwards(job.progress.percent.to_string()),
+        Err(e) => e,
+    }
+}
+
+fn task_insert(conn: &Connection, t: &Task) -> StoreResult<usize> {
+    let queue = queue_name_of(&t.name);
+    let (auth_kind, auth_email, auth_param) = columns::auth_columns(&t.http_request.auth);
+    conn.prepare_cached(
+        "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, \
+         auth_email, auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id) \
+         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?3, ?11, ?12, ?13, ?14) \
+         ON CONFLICT (queue, task_id) DO NOTHING",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            queue,
+            t.name.task,
+            t.schedule_time.0,
+            t.http_request.url,
+            t.http_request.method.as_str(),
+            columns::encode_headers(&t.http_request.headers),
+            t.http_request.body,
+            auth_kind,
+            auth_email,
+            auth_param,
+            t.create_time.0,
+            tasklane_core::clock::duration_micros(t.dispatch_deadline),
+            t.retry_config.as_ref().map(columns::encode_retry),
+            t.job_id,
+        ])
+    })
+    .map_err(backend)
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
@@ -446,32 +589,7 @@ impl Store for SqliteStore {
             if tombstoned {
                 return Err(StoreError::TaskTombstoned);
             }
-            let (auth_kind, auth_email, auth_param) = columns::auth_columns(&t.http_request.auth);
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, \
-                     auth_email, auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config) \
-                     VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?3, ?11, ?12, ?13) \
-                     ON CONFLICT (queue, task_id) DO NOTHING",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![
-                        queue,
-                        t.name.task,
-                        t.schedule_time.0,
-                        t.http_request.url,
-                        t.http_request.method.as_str(),
-                        columns::encode_headers(&t.http_request.headers),
-                        t.http_request.body,
-                        auth_kind,
-                        auth_email,
-                        auth_param,
-                        t.create_time.0,
-                        tasklane_core::clock::duration_micros(t.dispatch_deadline),
-                        t.retry_config.as_ref().map(columns::encode_retry),
-                    ])
-                })
-                .map_err(backend)?;
+            let inserted = task_insert(conn, t)?;
             if inserted == 0 {
                 return Err(StoreError::TaskAlreadyExists);
             }
@@ -545,6 +663,12 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             // RETURNING has no order: hand tasks out earliest first.
             claimed.sort_by_key(|c| c.task.schedule_time);
+            let mut started: Vec<&str> = claimed.iter().filter_map(|c| c.task.job_id.as_deref()).collect();
+            started.sort_unstable();
+            started.dedup();
+            for job in started {
+                job_change(conn, job, jobs::START, &[&job, &p.now.0], "running", p.now)?;
+            }
             Ok(claimed)
         })
         .await
@@ -572,21 +696,24 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let queue = queue_name_of(&p.name);
             let task_id = &p.name.task;
-            let held = conn
+            let held: Option<Option<String>> = conn
                 .prepare_cached(
-                    "SELECT 1 FROM tasks WHERE queue = ?1 AND task_id = ?2 AND state = 'leased' AND lease_id = ?3",
+                    "SELECT job_id FROM tasks WHERE queue = ?1 AND task_id = ?2 AND state = 'leased' AND lease_id = ?3",
                 )
-                .and_then(|mut s| s.exists(params![queue, task_id, p.lease_id]))
+                .and_then(|mut s| s.query_row(params![queue, task_id, p.lease_id], |r| r.get(0)).optional())
                 .map_err(backend)?;
-            if !held {
+            let Some(job) = held else {
                 return Ok(false);
-            }
+            };
             match &p.outcome {
                 TaskOutcome::Succeeded { tombstone_until } => {
                     conn.prepare_cached("DELETE FROM tasks WHERE queue = ?1 AND task_id = ?2")
                         .and_then(|mut s| s.execute(params![queue, task_id]))
                         .map_err(backend)?;
                     tombstone_put(conn, &queue, task_id, *tombstone_until)?;
+                    if let Some(job) = &job {
+                        job_task_done(conn, job, true, "", p.now)?;
+                    }
                 }
                 TaskOutcome::Retry { attempt, retry_at } => {
                     record_attempt(conn, &queue, task_id, attempt)?;
@@ -610,6 +737,10 @@ impl Store for SqliteStore {
                         .and_then(|mut s| s.execute(params![queue, task_id]))
                         .map_err(backend)?;
                     tombstone_put(conn, &queue, task_id, *tombstone_until)?;
+                    if let Some(job) = &job {
+                        let error = format!("task {task_id} failed for good: {}", attempt.status.message);
+                        job_task_done(conn, job, false, &error, p.now)?;
+                    }
                 }
             }
             Ok(true)
@@ -671,8 +802,158 @@ impl Store for SqliteStore {
 
     async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64> {
         self.write(move |conn| {
+            let expired: Vec<String> = conn
+                .prepare_cached(&sql(jobs::EXPIRED))
+                .and_then(|mut s| s.query_map([now.0], |r| r.get(0))?.collect())
+                .map_err(backend)?;
+            for id in &expired {
+                for statement in jobs::DELETE_JOB {
+                    conn.prepare_cached(&sql(statement)).and_then(|mut s| s.execute([id])).map_err(backend)?;
+                }
+            }
             Ok(rows_changed(conn, "DELETE FROM tombstones WHERE expires_at <= ?1", now)?
-                + rows_changed(conn, "DELETE FROM records WHERE expires_at <= ?1", now)?)
+                + rows_changed(conn, "DELETE FROM records WHERE expires_at <= ?1", now)?
+                + expired.len() as u64)
+        })
+        .await
+    }
+
+    async fn job_create(&self, p: JobCreate) -> StoreResult<JobCreated> {
+        self.write(move |conn| {
+            let job = &p.job;
+            if let Some(key) = &job.idempotency_key {
+                let existing: Option<String> = conn
+                    .prepare_cached("SELECT id FROM jobs WHERE idempotency_key = ?1")
+                    .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+                    .map_err(backend)?;
+                if let Some(id) = existing {
+                    let job = job_read(conn, &id, p.now)?.ok_or(StoreError::JobNotFound)?;
+                    return Ok(JobCreated { job, existed: true });
+                }
+            }
+            if !queue_exists(conn, &job.queue.to_string())? {
+                return Err(StoreError::QueueNotFound);
+            }
+            conn.prepare_cached(&sql(jobs::JOB_INSERT))
+                .and_then(|mut s| {
+                    s.execute(params![
+                        job.id,
+                        job.queue.to_string(),
+                        jobs::labels_text(&job.labels),
+                        job.idempotency_key,
+                        job.policy.as_str(),
+                        job.callback_url,
+                        job.created_at.0,
+                        jobs::ttl_micros(job.result_ttl),
+                        job.total,
+                    ])
+                })
+                .map_err(backend)?;
+            for (k, v) in &job.labels {
+                conn.prepare_cached(&sql(jobs::LABEL_INSERT))
+                    .and_then(|mut s| s.execute(params![job.id, k, v]))
+                    .map_err(backend)?;
+            }
+            conn.prepare_cached("UPDATE jobs SET seq = 1 WHERE id = ?1")
+                .and_then(|mut s| s.execute([&job.id]))
+                .map_err(backend)?;
+            job_event(conn, &job.id, p.now, "created")?;
+            for t in &p.tasks {
+                if tombstoned(conn, &queue_name_of(&t.name), &t.name.task, p.now)? {
+                    return Err(StoreError::TaskTombstoned);
+                }
+                if task_insert(conn, t)? == 0 {
+                    return Err(StoreError::TaskAlreadyExists);
+                }
+            }
+            let job = job_read(conn, &job.id, p.now)?.ok_or(StoreError::JobNotFound)?;
+            Ok(JobCreated { job, existed: false })
+        })
+        .await
+    }
+
+    async fn job_get(&self, id: &str, now: Timestamp) -> StoreResult<Option<Job>> {
+        let id = id.to_string();
+        self.read(move |conn| job_read(conn, &id, now)).await
+    }
+
+    async fn job_list(&self, p: JobList) -> StoreResult<Vec<Job>> {
+        self.read(move |conn| {
+            let (label_key, label_value) = p.label.clone().unzip();
+            let (cursor_at, cursor_id) = p.after.clone().map_or((i64::MIN, String::new()), |(t, id)| (t.0, id));
+            let mut stmt = conn.prepare_cached(&sql(&jobs::list(""))).map_err(backend)?;
+            let mut jobs = stmt
+                .query_map(
+                    params![
+                        p.status.map(|s| s.as_str()),
+                        p.queue.as_ref().map(|q| q.to_string()),
+                        label_key,
+                        label_value,
+                        p.created_after.map_or(i64::MIN, |t| t.0),
+                        p.created_before.map_or(i64::MAX, |t| t.0),
+                        cursor_at,
+                        cursor_id,
+                        p.limit as i64,
+                        p.now.0,
+                    ],
+                    |r| jobs::job_from(r, 0),
+                )
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(backend)?;
+            for job in &mut jobs {
+                job.running = conn
+                    .prepare_cached(&sql(jobs::RUNNING))
+                    .and_then(|mut s| s.query_row([&job.id], |r| r.get(0)))
+                    .map_err(backend)?;
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn job_cancel(&self, id: &str, now: Timestamp) -> StoreResult<Job> {
+        let id = id.to_string();
+        self.write(move |conn| {
+            if !job_end(conn, &id, &jobs::cancel(), &[&id, &now.0], "cancelled", now)? {
+                return Err(job_refusal(conn, &id, now));
+            }
+            job_read(conn, &id, now)?.ok_or(StoreError::JobNotFound)
+        })
+        .await
+    }
+
+    async fn job_report(&self, p: JobReport) -> StoreResult<Job> {
+        self.write(move |conn| {
+            let (id, now) = (&p.id, p.now);
+            let applied = match &p.kind {
+                JobReportKind::Progress { progress: g, allow_decrease } => job_change(
+                    conn,
+                    id,
+                    jobs::PROGRESS,
+                    &[id, &g.percent, &g.step, &g.step_number, &g.message, allow_decrease, &now.0],
+                    "progress",
+                    now,
+                )?,
+                JobReportKind::Result(result) => job_change(conn, id, jobs::RESULT, &[id, result], "result", now)?,
+                JobReportKind::Fail(error) => job_end(conn, id, &jobs::fail(), &[id, &now.0, error], "failed", now)?,
+            };
+            if !applied {
+                return Err(job_refusal(conn, id, now));
+            }
+            job_read(conn, id, now)?.ok_or(StoreError::JobNotFound)
+        })
+        .await
+    }
+
+    async fn job_events(&self, id: &str, after_seq: i64, limit: usize) -> StoreResult<Vec<JobEvent>> {
+        let id = id.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql(&jobs::events())).map_err(backend)?;
+            stmt.query_map(params![id, after_seq, limit as i64], |r| {
+                Ok(JobEvent { seq: r.get(0)?, at: Timestamp(r.get(1)?), kind: r.get(2)?, job: jobs::job_from(r, 3)? })
+            })
+            .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+            .map_err(backend)
         })
         .await
     }

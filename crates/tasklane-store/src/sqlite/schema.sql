@@ -107,6 +107,65 @@ CREATE TABLE IF NOT EXISTS queue_owners (
 );
 CREATE INDEX IF NOT EXISTS queue_owners_node ON queue_owners (node_id);
 
+-- Jobs: tasks tracked together. Counts change in the same transaction as each task
+-- outcome; `seq` numbers the job's events, which copy the job's changing columns.
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    policy TEXT NOT NULL CHECK (policy IN ('finish_all', 'fail_fast')),
+    callback_url TEXT,
+    created_at INTEGER NOT NULL,
+    result_ttl_us INTEGER NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'cancelled')),
+    total INTEGER NOT NULL,
+    succeeded INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    cancelled INTEGER NOT NULL,
+    percent REAL NOT NULL,
+    step TEXT NOT NULL,
+    step_number INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    started_at INTEGER,
+    finished_at INTEGER,
+    expires_at INTEGER,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS job_labels (
+    job_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (job_id, key)
+);
+CREATE INDEX IF NOT EXISTS job_labels_value ON job_labels (key, value);
+
+CREATE TABLE IF NOT EXISTS job_events (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    total INTEGER NOT NULL,
+    succeeded INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    cancelled INTEGER NOT NULL,
+    percent REAL NOT NULL,
+    step TEXT NOT NULL,
+    step_number INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    started_at INTEGER,
+    finished_at INTEGER,
+    PRIMARY KEY (job_id, seq)
+);
+
 -- Small named documents the API edge keeps (IAM policies, CMEK configs, batch
 -- operations, the token signing key); `version` is their etag.
 CREATE TABLE IF NOT EXISTS records (

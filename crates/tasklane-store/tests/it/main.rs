@@ -99,6 +99,11 @@ macro_rules! every_case {
     nodes_heartbeat_list_and_leave,
     queue_ownership_is_exclusive_until_the_lease_ends,
     records_are_versioned_conditional_and_expire,
+    jobs_count_outcomes_and_settle_with_events_in_order,
+    jobs_fail_fast_cancels_the_tasks_not_started,
+    jobs_take_reports_and_cancel,
+    jobs_are_created_whole_or_not_at_all_and_idempotently,
+    jobs_list_by_filter_and_expire,
 );)*
     };
 }
