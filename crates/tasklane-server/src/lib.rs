@@ -5,12 +5,14 @@ mod admin;
 pub mod cluster;
 pub mod dispatch;
 pub mod grpc;
+pub mod jobs;
 pub mod oidc;
 pub mod operations;
 mod page_token;
 pub mod policy;
 pub mod rest;
 pub mod service;
+pub mod v1;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -192,6 +194,7 @@ impl Server {
         let app = Router::new()
             .merge(admin::router(store.clone(), clock.clone(), config.cluster.lease))
             .merge(admin::oidc_router(dispatcher.signer()))
+            .merge(v1::router(jobs::Jobs::new(store.clone(), clock.clone(), dispatcher.clone())))
             .merge(api(service));
 
         let mut http_stop = stop_rx.clone();

@@ -22,6 +22,7 @@ use tokio::sync::OnceCell;
 use crate::service::store_status;
 
 const KEY_RECORD: &str = "oidc:signing-key";
+const JOB_KEY_RECORD: &str = "jobs:token-key";
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 /// A cached token is reused until this long before it expires.
 const REUSE_MARGIN: Duration = Duration::from_secs(300);
@@ -38,6 +39,7 @@ pub struct TokenSigner {
     clock: Arc<dyn Clock>,
     issuer: String,
     key: OnceCell<Arc<SigningKey>>,
+    job_key: OnceCell<ring::hmac::Key>,
     cache: Mutex<HashMap<TokenKey, (String, Timestamp)>>,
 }
 
@@ -72,6 +74,7 @@ impl TokenSigner {
             clock,
             issuer: issuer.trim_end_matches('/').to_string(),
             key: OnceCell::new(),
+            job_key: OnceCell::new(),
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -83,33 +86,14 @@ impl TokenSigner {
     async fn key(&self) -> Result<Arc<SigningKey>, Status> {
         self.key
             .get_or_try_init(|| async {
-                let now = self.clock.now();
-                let der = match self.store.record_get(KEY_RECORD, now).await.map_err(store_status)? {
+                // Generating the key takes a moment: only when none is stored yet.
+                let der = match self.store.record_get(KEY_RECORD, self.clock.now()).await.map_err(store_status)? {
                     Some(r) => r.value,
                     None => {
-                        let der = tokio::task::spawn_blocking(generate_pkcs8)
+                        let generated = tokio::task::spawn_blocking(generate_pkcs8)
                             .await
                             .map_err(|e| Status::internal(format!("key generation stopped: {e}")))??;
-                        let put = RecordPut {
-                            key: KEY_RECORD.into(),
-                            value: der,
-                            condition: RecordCondition::Absent,
-                            expires_at: None,
-                            now,
-                        };
-                        match self.store.record_put(put).await {
-                            Ok(r) => r.value,
-                            // Another node made one first: use that.
-                            Err(StoreError::RecordConflict) => {
-                                self.store
-                                    .record_get(KEY_RECORD, now)
-                                    .await
-                                    .map_err(store_status)?
-                                    .ok_or_else(|| Status::internal("the signing key vanished"))?
-                                    .value
-                            }
-                            Err(e) => return Err(store_status(e)),
-                        }
+                        self.stored_secret(KEY_RECORD, || Ok(generated)).await?
                     }
                 };
                 let pair = RsaKeyPair::from_pkcs8(&der)
@@ -120,6 +104,74 @@ impl TokenSigner {
             })
             .await
             .cloned()
+    }
+
+    /// A stored secret, made on first use: the first node to write it wins.
+    async fn stored_secret(
+        &self,
+        record: &str,
+        make: impl FnOnce() -> Result<Vec<u8>, Status>,
+    ) -> Result<Vec<u8>, Status> {
+        let now = self.clock.now();
+        if let Some(r) = self.store.record_get(record, now).await.map_err(store_status)? {
+            return Ok(r.value);
+        }
+        let put =
+            RecordPut { key: record.into(), value: make()?, condition: RecordCondition::Absent, expires_at: None, now };
+        match self.store.record_put(put).await {
+            Ok(r) => Ok(r.value),
+            Err(StoreError::RecordConflict) => Ok(self
+                .store
+                .record_get(record, now)
+                .await
+                .map_err(store_status)?
+                .ok_or_else(|| Status::internal("a stored secret vanished"))?
+                .value),
+            Err(e) => Err(store_status(e)),
+        }
+    }
+
+    async fn job_key(&self) -> Result<&ring::hmac::Key, Status> {
+        self.job_key
+            .get_or_try_init(|| async {
+                let secret = self
+                    .stored_secret(JOB_KEY_RECORD, || {
+                        let mut bytes = vec![0u8; 32];
+                        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+                            .map_err(|_| Status::internal("no randomness for the job token key"))?;
+                        Ok(bytes)
+                    })
+                    .await?;
+                Ok(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret))
+            })
+            .await
+    }
+
+    /// A token that lets a worker report on `job` until `expires`: `EXPIRY.MAC`.
+    pub async fn job_token(&self, job: &str, expires: Timestamp) -> Result<String, Status> {
+        let key = self.job_key().await?;
+        let exp = expires.0.div_euclid(1_000_000);
+        let mac = ring::hmac::sign(key, format!("{job}.{exp}").as_bytes());
+        Ok(format!("{exp}.{}", b64(mac.as_ref())))
+    }
+
+    /// Check a job token: it names this job and has not expired.
+    pub async fn verify_job_token(&self, job: &str, token: &str) -> Result<(), Status> {
+        let refused = || {
+            Status::new(
+                tasklane_core::Code::Unauthenticated,
+                "The job token is missing, malformed, expired or for another job; use the token the task was delivered with",
+            )
+        };
+        let (exp, mac) = token.split_once('.').ok_or_else(refused)?;
+        let exp: i64 = exp.parse().map_err(|_| refused())?;
+        let mac = URL_SAFE_NO_PAD.decode(mac).map_err(|_| refused())?;
+        let key = self.job_key().await?;
+        ring::hmac::verify(key, format!("{job}.{exp}").as_bytes(), &mac).map_err(|_| refused())?;
+        if exp * 1_000_000 <= self.clock.now().0 {
+            return Err(refused());
+        }
+        Ok(())
     }
 
     /// The bearer token for one dispatch of a task with `auth` to `url`.

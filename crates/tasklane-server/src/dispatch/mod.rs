@@ -30,6 +30,12 @@ const CLAIM_BATCH: usize = 256;
 const REFUSED_CLAIM_WAIT: Duration = Duration::from_millis(100);
 /// Marks a wake-up that asks the owner to reload the queue's settings.
 const RELOAD_PREFIX: &str = "reload:";
+pub const JOB_ID_HEADER: &str = "X-Tasklane-Job-Id";
+pub const JOB_TOKEN_HEADER: &str = "X-Tasklane-Job-Token";
+/// How long after its lease a job token still works (a worker's last report may be late).
+const JOB_TOKEN_SLACK: Duration = Duration::from_secs(15 * 60);
+/// A wake-up that names a job with new events rather than a queue.
+const JOB_PREFIX: &str = "job:";
 /// Longest sleep of an idle queue loop, a safety net under the wake-ups.
 const MAX_IDLE: Duration = Duration::from_secs(5);
 
@@ -67,12 +73,23 @@ struct Shared {
     client: reqwest::Client,
     config: DispatchConfig,
     signer: Arc<TokenSigner>,
+    /// The ids of jobs that changed on this node (or, in a cluster, on any node).
+    job_changes: tokio::sync::broadcast::Sender<String>,
     queues: Mutex<HashMap<QueueName, QueueHandle>>,
     /// In a cluster, the queues this node holds leases for; a loop starts only for these.
     owned: Mutex<std::collections::HashSet<QueueName>>,
     stop: watch::Sender<bool>,
     in_flight: AtomicUsize,
     idle: Notify,
+}
+
+impl Shared {
+    fn job_changed(&self, job: &str) {
+        let _ = self.job_changes.send(job.to_string());
+        if let Some(n) = &self.notifier {
+            let _ = n.send(format!("{JOB_PREFIX}{job}"));
+        }
+    }
 }
 
 struct QueueHandle {
@@ -115,6 +132,7 @@ impl Dispatcher {
                 client,
                 config,
                 signer,
+                job_changes: tokio::sync::broadcast::channel(4096).0,
                 queues: Mutex::new(HashMap::new()),
                 owned: Mutex::new(std::collections::HashSet::new()),
                 stop,
@@ -139,6 +157,16 @@ impl Dispatcher {
     /// The signer of the tasks' tokens, whose keys `/.well-known/jwks.json` publishes.
     pub fn signer(&self) -> Arc<TokenSigner> {
         self.shared.signer.clone()
+    }
+
+    /// Tell watchers of `job` (on every node) that it has new events.
+    pub fn job_changed(&self, job: &str) {
+        self.shared.job_changed(job);
+    }
+
+    /// Ids of jobs as they change.
+    pub fn job_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.shared.job_changes.subscribe()
     }
 
     fn clustered_mode(&self) -> bool {
@@ -188,6 +216,10 @@ impl Dispatcher {
     /// A wake-up from another node: a queue name (new tasks), the name after
     /// `RELOAD_PREFIX` (settings changed), or nothing (anything may have changed).
     pub fn woken(&self, payload: &str) {
+        if let Some(job) = payload.strip_prefix(JOB_PREFIX) {
+            let _ = self.shared.job_changes.send(job.to_string());
+            return;
+        }
         if payload.is_empty() {
             for name in self.owned() {
                 self.reload(name);
@@ -500,10 +532,22 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
             None => Ok(None),
             Some(auth) => shared.signer.token(auth, &request.url).await.map(Some),
         };
+        // A job's task carries its job id and a token to report progress with until its lease ends.
+        let mut job_headers = Vec::new();
+        if let Some(job) = &task.job_id {
+            shared.job_changed(job);
+            match shared.signer.job_token(job, lease_end.saturating_add(JOB_TOKEN_SLACK)).await {
+                Ok(token) => {
+                    job_headers.push((JOB_ID_HEADER.to_string(), job.clone()));
+                    job_headers.push((JOB_TOKEN_HEADER.to_string(), token));
+                }
+                Err(e) => tracing::warn!(error = %e.message, "no job token for this attempt"),
+            }
+        }
         let clock = shared.clock.clone();
         let result = match &bearer {
             Ok(bearer) => {
-                let attempt = push::Attempt { task, request: &request, bearer: bearer.as_deref() };
+                let attempt = push::Attempt { task, request: &request, bearer: bearer.as_deref(), extra: &job_headers };
                 push::push(&shared.client, attempt, timeout, move || clock.now()).await
             }
             // Without its token the request would be refused: count a failed attempt.
@@ -530,7 +574,11 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
         }
         let finish = TaskFinish { name: task.name.clone(), lease_id: claimed.lease_id, outcome, now };
         match shared.store.task_finish(finish).await {
-            Ok(true) => {}
+            Ok(true) => {
+                if let Some(job) = &task.job_id {
+                    shared.job_changed(job);
+                }
+            }
             Ok(false) => tracing::info!("outcome dropped: the lease was lost"),
             Err(e) => tracing::error!(error = %e, "record outcome; the task will run again after its lease"),
         }

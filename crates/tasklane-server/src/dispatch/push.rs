@@ -82,6 +82,8 @@ pub struct Attempt<'a> {
     pub task: &'a Task,
     pub request: &'a HttpRequest,
     pub bearer: Option<&'a str>,
+    /// tasklane's own headers (a job's id and token).
+    pub extra: &'a [(String, String)],
 }
 
 /// Send one attempt. `timeout` is the task's deadline, or less when its lease ends sooner.
@@ -93,7 +95,9 @@ pub async fn push(
 ) -> PushResult {
     let r = attempt.request;
     let method = reqwest::Method::from_bytes(r.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
-    let headers = header_map(&dispatch_headers(attempt.task, r, attempt.bearer));
+    let mut headers = dispatch_headers(attempt.task, r, attempt.bearer);
+    headers.extend(attempt.extra.iter().cloned());
+    let headers = header_map(&headers);
     let mut request = client.request(method, &r.url).headers(headers).timeout(timeout);
     if !r.body.is_empty() {
         request = request.body(r.body.clone());

@@ -106,7 +106,7 @@ pub fn queue_spec(path: &str, value: Option<&Value>) -> Result<(String, QueueSpe
     Ok((name, spec))
 }
 
-fn retry_spec(mut r: Obj<'_>) -> Result<RetrySpec, Status> {
+pub(crate) fn retry_spec(mut r: Obj<'_>) -> Result<RetrySpec, Status> {
     let spec = RetrySpec {
         max_attempts: r.i32("maxAttempts")?.unwrap_or(0),
         max_retry_duration_micros: r.duration_micros("maxRetryDuration")?.unwrap_or(0),

@@ -1,0 +1,245 @@
+//! The jobs service: create a job of one task or a batch, read and list jobs, cancel them,
+//! take workers' reports, and read a job's events. Transport-independent, like `CloudTasks`;
+//! `v1.rs` is its HTTP edge.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tasklane_core::job::{self, FailurePolicy, Job, JobStatus, Progress};
+use tasklane_core::retry::RetrySpec;
+use tasklane_core::task::TaskSpec;
+use tasklane_core::{Clock, QueueName, Status, Timestamp};
+use tasklane_store::{JobCreate, JobEvent, JobList, JobReport, JobReportKind, Store, StoreError};
+
+use crate::dispatch::Dispatcher;
+use crate::page_token;
+use crate::service::store_status;
+
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// A job as a caller asked for it.
+#[derive(Debug, Clone, Default)]
+pub struct JobSpec {
+    pub queue: String,
+    pub tasks: Vec<TaskSpec>,
+    pub labels: Vec<(String, String)>,
+    pub idempotency_key: Option<String>,
+    pub result_ttl: Option<Duration>,
+    pub policy: FailurePolicy,
+    /// Retry settings for every task of the job, replacing the queue's.
+    pub retry: Option<RetrySpec>,
+}
+
+/// Filters of a job list, as a caller wrote them.
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    pub status: Option<JobStatus>,
+    pub queue: Option<String>,
+    pub label: Option<(String, String)>,
+    pub created_after: Option<Timestamp>,
+    pub created_before: Option<Timestamp>,
+    pub page_size: usize,
+    pub page_token: String,
+}
+
+/// What a worker reports, and with which token.
+pub struct WorkerReport {
+    pub job: String,
+    pub token: Option<String>,
+    pub kind: JobReportKind,
+}
+
+#[derive(Clone)]
+pub struct Jobs {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    dispatcher: Dispatcher,
+}
+
+/// A queue named in full, or by its id in the default project and location.
+pub fn queue_name(s: &str) -> Result<QueueName, Status> {
+    if s.is_empty() {
+        return Err(Status::invalid_argument("queue is required"));
+    }
+    if s.contains('/') {
+        return QueueName::parse(s);
+    }
+    QueueName::parse(&format!("projects/local/locations/local/queues/{s}"))
+}
+
+fn new_job_id() -> Result<String, Status> {
+    let mut bytes = [0u8; 10];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| Status::internal("no randomness for a job id"))?;
+    Ok(format!("job_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
+fn not_found(e: StoreError) -> Status {
+    match e {
+        StoreError::QueueNotFound => Status::failed_precondition("Queue does not exist."),
+        other => store_status(other),
+    }
+}
+
+impl Jobs {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, dispatcher: Dispatcher) -> Jobs {
+        Jobs { store, clock, dispatcher }
+    }
+
+    /// Create a job and its tasks, all or nothing. Returns the job and whether it already
+    /// existed (same idempotency key).
+    pub async fn create(&self, spec: JobSpec) -> Result<(Job, bool), Status> {
+        let queue = queue_name(&spec.queue)?;
+        if spec.tasks.is_empty() {
+            return Err(Status::invalid_argument("a job needs a task, or tasks with at least one"));
+        }
+        if spec.tasks.len() > job::MAX_BATCH_TASKS {
+            return Err(Status::invalid_argument(format!(
+                "tasks has {} entries; a job may have at most {}",
+                spec.tasks.len(),
+                job::MAX_BATCH_TASKS
+            )));
+        }
+        job::check_labels(&spec.labels)?;
+        if let Some(key) = &spec.idempotency_key
+            && (key.is_empty() || key.len() > 200)
+        {
+            return Err(Status::invalid_argument("idempotency_key must be 1 to 200 characters"));
+        }
+        let result_ttl = spec.result_ttl.unwrap_or(job::DEFAULT_RESULT_TTL);
+        if result_ttl.is_zero() || result_ttl > job::MAX_RESULT_TTL {
+            return Err(Status::invalid_argument("result_ttl must be more than 0 and at most 30 days"));
+        }
+        let retry_config = spec.retry.as_ref().map(RetrySpec::resolve).transpose()?;
+        let id = new_job_id()?;
+        let now = self.clock.now();
+        let mut tasks = Vec::with_capacity(spec.tasks.len());
+        for (i, t) in spec.tasks.into_iter().enumerate() {
+            let mut task = t
+                .validate(&queue, now, || format!("{id}-{i}"))
+                .map_err(|e| Status::new(e.code, format!("tasks[{i}]: {}", e.message)))?;
+            task.job_id = Some(id.clone());
+            if task.retry_config.is_none() {
+                task.retry_config = retry_config;
+            }
+            tasks.push(task);
+        }
+        let job = Job {
+            id,
+            queue: queue.clone(),
+            status: JobStatus::Pending,
+            labels: spec.labels,
+            idempotency_key: spec.idempotency_key,
+            policy: spec.policy,
+            total: tasks.len() as i64,
+            succeeded: 0,
+            failed: 0,
+            cancelled: 0,
+            running: 0,
+            progress: Progress::default(),
+            result: None,
+            error: None,
+            callback_url: None,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            result_ttl,
+        };
+        let created = self.store.job_create(JobCreate { job, tasks, now }).await.map_err(|e| match e {
+            StoreError::TaskAlreadyExists => Status::already_exists("A task of this job has a name that is taken."),
+            other => not_found(other),
+        })?;
+        if !created.existed {
+            self.dispatcher.task_created(&queue);
+            self.dispatcher.job_changed(&created.job.id);
+        }
+        Ok((created.job, created.existed))
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Job, Status> {
+        self.store
+            .job_get(id, self.clock.now())
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("Job \"{id}\" was not found; it may have expired.")))
+    }
+
+    pub async fn list(&self, q: JobQuery) -> Result<(Vec<Job>, String), Status> {
+        let limit = match q.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let after = match q.page_token.as_str() {
+            "" => None,
+            t => {
+                let raw = page_token::decode(t)?;
+                let (at, id) = raw.split_once('/').ok_or_else(page_token::invalid)?;
+                Some((Timestamp(at.parse().map_err(|_| page_token::invalid())?), id.to_string()))
+            }
+        };
+        let queue = q.queue.as_deref().map(queue_name).transpose()?;
+        let mut jobs = self
+            .store
+            .job_list(JobList {
+                status: q.status,
+                queue,
+                label: q.label,
+                created_after: q.created_after,
+                created_before: q.created_before,
+                after,
+                limit: limit + 1,
+                now: self.clock.now(),
+            })
+            .await
+            .map_err(store_status)?;
+        let next = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|j| page_token::encode(&format!("{}/{}", j.created_at.0, j.id))).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((jobs, next))
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<Job, Status> {
+        let job = self.store.job_cancel(id, self.clock.now()).await.map_err(store_status)?;
+        self.dispatcher.job_changed(id);
+        Ok(job)
+    }
+
+    /// A worker's report, checked against the token its task was delivered with.
+    pub async fn report(&self, r: WorkerReport) -> Result<Job, Status> {
+        let token = r.token.as_deref().unwrap_or("");
+        self.dispatcher.signer().verify_job_token(&r.job, token).await?;
+        match &r.kind {
+            JobReportKind::Progress { progress, .. } => job::check_progress(&Progress::default(), progress, true)?,
+            JobReportKind::Result(result) if result.len() > job::MAX_RESULT_BYTES => {
+                return Err(Status::invalid_argument(format!(
+                    "result is {} bytes; it may be at most {}",
+                    result.len(),
+                    job::MAX_RESULT_BYTES
+                )));
+            }
+            JobReportKind::Fail(error) if error.len() > job::MAX_MESSAGE_BYTES => {
+                return Err(Status::invalid_argument(format!("error is longer than {} bytes", job::MAX_MESSAGE_BYTES)));
+            }
+            _ => {}
+        }
+        let job = self
+            .store
+            .job_report(JobReport { id: r.job.clone(), kind: r.kind, now: self.clock.now() })
+            .await
+            .map_err(store_status)?;
+        self.dispatcher.job_changed(&r.job);
+        Ok(job)
+    }
+
+    pub async fn events(&self, id: &str, after_seq: i64, limit: usize) -> Result<Vec<JobEvent>, Status> {
+        self.store.job_events(id, after_seq, limit).await.map_err(store_status)
+    }
+
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.dispatcher.job_changes()
+    }
+}

@@ -1,0 +1,428 @@
+//! tasklane's native API under `/v1`: jobs, workers' reports, and job event streams
+//! (Server-Sent Events). JSON in snake_case; errors in the same Google shape as `/v2`.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+use tasklane_core::job::{FailurePolicy, Job, JobStatus, Progress};
+use tasklane_core::task::{AuthToken, TaskSpec};
+use tasklane_core::{HttpMethod, Status, Timestamp};
+use tasklane_store::{JobEvent, JobReportKind};
+
+use crate::dispatch::JOB_TOKEN_HEADER;
+use crate::jobs::{JobQuery, JobSpec, Jobs, WorkerReport};
+use crate::rest::ApiError;
+use crate::rest::proto_json::{Obj, decode_base64, format_duration_micros, format_timestamp, parse_timestamp};
+
+/// A batch of 10,000 tasks with bodies fits; larger requests are refused before parsing.
+const MAX_BODY: usize = 32 * 1024 * 1024;
+/// Events read from the store at a time by a stream.
+const EVENT_PAGE: usize = 500;
+/// A stream re-reads its job this often even without a wake-up.
+const STREAM_POLL: Duration = Duration::from_secs(5);
+
+type ApiResult = Result<Response, ApiError>;
+
+pub fn router(jobs: Jobs) -> Router {
+    Router::new()
+        .route("/v1/jobs", post(create_job).get(list_jobs))
+        .route("/v1/jobs/{id}", get(get_job).post(job_verb))
+        .route("/v1/jobs/{id}/progress", post(report_progress))
+        .route("/v1/jobs/{id}/result", post(report_result))
+        .route("/v1/jobs/{id}/fail", post(report_failure))
+        .route("/v1/jobs/{id}/events", get(job_events))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(jobs)
+}
+
+fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, Status> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Status::invalid_argument(format!("The request is larger than {MAX_BODY} bytes."))
+        } else {
+            Status::invalid_argument(format!("Could not read the request body: {e}"))
+        }
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Map::new()));
+    }
+    serde_json::from_slice(&body).map_err(|e| Status::invalid_argument(format!("Invalid JSON payload received. {e}")))
+}
+
+/// `"90s"`, `"1.5s"`, `"500ms"`, `"10m"`, `"24h"`, `"7d"`.
+pub fn parse_duration(field: &str, s: &str) -> Result<Duration, Status> {
+    let bad =
+        || Status::invalid_argument(format!("{field} \"{s}\" is not a duration; write it like 90s, 10m, 24h or 7d"));
+    let (number, unit_micros) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1_000.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e6)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60e6)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600e6)
+    } else if let Some(n) = s.strip_suffix('d') {
+        (n, 86_400e6)
+    } else {
+        return Err(bad());
+    };
+    let n: f64 = number.trim().parse().map_err(|_| bad())?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_micros((n * unit_micros) as u64))
+}
+
+fn opt_timestamp(o: &mut Obj<'_>, field: &str) -> Result<Option<Timestamp>, Status> {
+    o.timestamp(field)
+}
+
+/// One task of a job: `{"url", "method", "headers", "body" | "body_base64", "schedule_time",
+/// "dispatch_deadline", "oidc_token", "oauth_token"}`.
+fn task_spec(path: &str, value: &Value) -> Result<TaskSpec, Status> {
+    let mut t = Obj::new(path, Some(value))?;
+    let mut spec = TaskSpec { url: t.string("url")?.unwrap_or_default(), ..TaskSpec::default() };
+    if let Some(m) = t.string("method")? {
+        spec.method = Some(
+            HttpMethod::parse(&m)
+                .ok_or_else(|| Status::invalid_argument(format!("{path}.method \"{m}\" is not an HTTP method")))?,
+        );
+    }
+    spec.headers = t.string_map("headers")?;
+    let text = t.string("body")?;
+    let binary = t.string("body_base64")?;
+    spec.body = match (text, binary) {
+        (Some(_), Some(_)) => {
+            return Err(Status::invalid_argument(format!("{path} may have body or body_base64, not both")));
+        }
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(b64)) => decode_base64(&b64)
+            .ok_or_else(|| Status::invalid_argument(format!("{path}.body_base64 is not valid base64")))?,
+        (None, None) => Vec::new(),
+    };
+    spec.schedule_time = opt_timestamp(&mut t, "schedule_time")?;
+    if let Some(d) = t.string("dispatch_deadline")? {
+        spec.dispatch_deadline_micros =
+            Some(tasklane_core::clock::duration_micros(parse_duration(&format!("{path}.dispatch_deadline"), &d)?));
+    }
+    if let Some(mut o) = t.object("oidc_token")? {
+        spec.auth = Some(AuthToken::Oidc {
+            service_account_email: o.string("service_account_email")?.unwrap_or_default(),
+            audience: o.string("audience")?.unwrap_or_default(),
+        });
+        o.finish()?;
+    }
+    t.finish()?;
+    Ok(spec)
+}
+
+fn job_spec(body: &Value) -> Result<JobSpec, Status> {
+    let mut o = Obj::new("", Some(body))?;
+    let mut spec = JobSpec { queue: o.string("queue")?.unwrap_or_default(), ..JobSpec::default() };
+    let single = body.get("task");
+    let many = body.get("tasks");
+    o.ignore("task");
+    o.ignore("tasks");
+    spec.tasks = match (single, many) {
+        (Some(_), Some(_)) => return Err(Status::invalid_argument("a job has task or tasks, not both")),
+        (Some(t), None) => vec![task_spec("task", t)?],
+        (None, Some(Value::Array(items))) => {
+            if items.len() > tasklane_core::job::MAX_BATCH_TASKS {
+                return Err(Status::invalid_argument(format!(
+                    "tasks has {} entries; a job may have at most {}",
+                    items.len(),
+                    tasklane_core::job::MAX_BATCH_TASKS
+                )));
+            }
+            items.iter().enumerate().map(|(i, t)| task_spec(&format!("tasks[{i}]"), t)).collect::<Result<_, _>>()?
+        }
+        (None, Some(_)) => return Err(Status::invalid_argument("tasks must be a list of tasks")),
+        (None, None) => return Err(Status::invalid_argument("a job needs a task, or tasks with at least one")),
+    };
+    spec.labels = o.string_map("labels")?;
+    spec.idempotency_key = o.string("idempotency_key")?;
+    if let Some(ttl) = o.string("result_ttl")? {
+        spec.result_ttl = Some(parse_duration("result_ttl", &ttl)?);
+    }
+    if let Some(p) = o.string("failure_policy")? {
+        spec.policy = FailurePolicy::parse(&p).ok_or_else(|| {
+            Status::invalid_argument(format!("failure_policy \"{p}\" must be finish_all or fail_fast"))
+        })?;
+    }
+    if let Some(r) = o.object("retry")? {
+        spec.retry = Some(crate::rest::wire::retry_spec(r)?);
+    }
+    if o.string("callback_url")?.is_some() {
+        return Err(Status::new(
+            tasklane_core::Code::Unimplemented,
+            "callback_url is not supported by this tasklane version yet; watch the job's events instead",
+        ));
+    }
+    o.finish()?;
+    Ok(spec)
+}
+
+fn time(t: Option<Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| json!(format_timestamp(t)))
+}
+
+pub fn job_json(j: &Job) -> Value {
+    let labels: Map<String, Value> = j.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let result = j.result.as_deref().map_or(Value::Null, |r| serde_json::from_str(r).unwrap_or(json!(r)));
+    json!({
+        "id": j.id,
+        "queue": j.queue.to_string(),
+        "status": j.status.as_str(),
+        "labels": labels,
+        "idempotency_key": j.idempotency_key,
+        "failure_policy": j.policy.as_str(),
+        "counts": {
+            "total": j.total,
+            "succeeded": j.succeeded,
+            "failed": j.failed,
+            "running": j.running,
+            "pending": j.pending(),
+            "cancelled": j.cancelled,
+        },
+        "percentage": j.percentage(),
+        "progress": {
+            "percent": j.progress.percent,
+            "step": j.progress.step,
+            "step_number": j.progress.step_number,
+            "message": j.progress.message,
+        },
+        "result": result,
+        "error": j.error,
+        "created_at": format_timestamp(j.created_at),
+        "started_at": time(j.started_at),
+        "finished_at": time(j.finished_at),
+        "result_ttl": format_duration_micros(tasklane_core::clock::duration_micros(j.result_ttl)),
+    })
+}
+
+async fn create_job(State(jobs): State<Jobs>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let spec = job_spec(&body_json(body)?)?;
+    let (job, existed) = jobs.create(spec).await?;
+    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, axum::Json(job_json(&job))).into_response())
+}
+
+async fn get_job(State(jobs): State<Jobs>, Path(id): Path<String>) -> ApiResult {
+    Ok(axum::Json(job_json(&jobs.get(&id).await?)).into_response())
+}
+
+async fn job_verb(State(jobs): State<Jobs>, Path(segment): Path<String>) -> ApiResult {
+    match segment.split_once(':') {
+        Some((id, "cancel")) => Ok(axum::Json(job_json(&jobs.cancel(id).await?)).into_response()),
+        _ => Err(Status::not_found(format!("Unknown method POST /v1/jobs/{segment}; jobs support :cancel")).into()),
+    }
+}
+
+async fn list_jobs(State(jobs): State<Jobs>, q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> ApiResult {
+    let Query(pairs) = q.map_err(|e| Status::invalid_argument(format!("Invalid query string: {e}")))?;
+    let mut query = JobQuery::default();
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "status" => {
+                query.status = Some(JobStatus::parse(v).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "status \"{v}\" must be pending, running, succeeded, failed or cancelled"
+                    ))
+                })?)
+            }
+            "queue" => query.queue = Some(v.clone()),
+            "label" => {
+                let (key, value) = v.split_once(':').ok_or_else(|| {
+                    Status::invalid_argument(format!("label \"{v}\" must be KEY:VALUE, for example user:42"))
+                })?;
+                query.label = Some((key.to_string(), value.to_string()));
+            }
+            "created_after" | "created_before" => {
+                let t = parse_timestamp(v).ok_or_else(|| {
+                    Status::invalid_argument(format!("{k} \"{v}\" must be an RFC 3339 time like 2026-11-23T10:00:00Z"))
+                })?;
+                if k == "created_after" {
+                    query.created_after = Some(t);
+                } else {
+                    query.created_before = Some(t);
+                }
+            }
+            "page_size" => {
+                query.page_size = v.parse().map_err(|_| Status::invalid_argument("page_size must be a number"))?
+            }
+            "page_token" => query.page_token = v.clone(),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "Unknown query parameter \"{other}\"; jobs are filtered by status, queue, label, created_after \
+                     and created_before, and paged with page_size and page_token"
+                ))
+                .into());
+            }
+        }
+    }
+    let (list, next) = jobs.list(query).await?;
+    let mut out = json!({ "jobs": list.iter().map(job_json).collect::<Vec<_>>() });
+    if !next.is_empty() {
+        out["next_page_token"] = json!(next);
+    }
+    Ok(axum::Json(out).into_response())
+}
+
+/// The token a worker sends: `X-Tasklane-Job-Token`, or `Authorization: Bearer`.
+fn worker_token(headers: &HeaderMap) -> Option<String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    header(JOB_TOKEN_HEADER)
+        .or_else(|| header("authorization").and_then(|v| v.strip_prefix("Bearer ")))
+        .map(String::from)
+}
+
+async fn report(jobs: Jobs, id: String, headers: HeaderMap, kind: JobReportKind) -> ApiResult {
+    let job = jobs.report(WorkerReport { job: id, token: worker_token(&headers), kind }).await?;
+    Ok(axum::Json(job_json(&job)).into_response())
+}
+
+async fn report_progress(
+    State(jobs): State<Jobs>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_json(body)?;
+    let mut o = Obj::new("", Some(&body))?;
+    let progress = Progress {
+        percent: o.f64("percent")?.ok_or_else(|| Status::invalid_argument("percent is required"))?,
+        step: o.string("step")?.unwrap_or_default(),
+        step_number: o.i32("step_number")?.unwrap_or(0),
+        message: o.string("message")?.unwrap_or_default(),
+    };
+    let allow_decrease = match body.get("allow_decrease") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(Status::invalid_argument("allow_decrease must be true or false").into()),
+    };
+    o.ignore("allow_decrease");
+    o.finish()?;
+    report(jobs, id, headers, JobReportKind::Progress { progress, allow_decrease }).await
+}
+
+async fn report_result(
+    State(jobs): State<Jobs>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_json(body)?;
+    let mut o = Obj::new("", Some(&body))?;
+    let result = body.get("result").cloned().ok_or_else(|| Status::invalid_argument("result is required"))?;
+    o.ignore("result");
+    o.finish()?;
+    report(jobs, id, headers, JobReportKind::Result(result.to_string())).await
+}
+
+async fn report_failure(
+    State(jobs): State<Jobs>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_json(body)?;
+    let mut o = Obj::new("", Some(&body))?;
+    let error =
+        o.string("error")?.filter(|e| !e.is_empty()).ok_or_else(|| Status::invalid_argument("error is required"))?;
+    o.finish()?;
+    report(jobs, id, headers, JobReportKind::Fail(error)).await
+}
+
+fn sse_event(e: &JobEvent) -> Event {
+    let data = json!({ "seq": e.seq, "kind": e.kind, "at": format_timestamp(e.at), "job": job_json(&e.job) });
+    Event::default().id(e.seq.to_string()).event(e.kind.clone()).data(data.to_string())
+}
+
+struct Watch {
+    jobs: Jobs,
+    id: String,
+    last_seq: i64,
+    changes: tokio::sync::broadcast::Receiver<String>,
+    ready: VecDeque<JobEvent>,
+    /// The job has finished and its last event was sent.
+    ended: bool,
+}
+
+impl Watch {
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Watch)> {
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                self.last_seq = e.seq;
+                if e.job.status.is_final() && self.ready.is_empty() {
+                    self.ended = true;
+                }
+                return Some((Ok(sse_event(&e)), self));
+            }
+            match self.jobs.events(&self.id, self.last_seq, EVENT_PAGE).await {
+                Ok(events) if !events.is_empty() => {
+                    self.ended = false;
+                    self.ready.extend(events);
+                    continue;
+                }
+                Ok(_) if self.ended => return None,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(job = %self.id, error = %e.message, "job event stream stopped");
+                    return None;
+                }
+            }
+            // Wait for this job to change (on any node), or poll.
+            let id = self.id.clone();
+            let wait = async {
+                loop {
+                    match self.changes.recv().await {
+                        Ok(changed) if changed == id => return,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(STREAM_POLL, wait).await;
+        }
+    }
+}
+
+/// `GET /v1/jobs/{id}/events`: every change of the job as an SSE event whose id is its
+/// number. Resumes after `Last-Event-ID` (or `?after=N`). Ends once the job has finished.
+async fn job_events(
+    State(jobs): State<Jobs>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let Query(pairs) = q.map_err(|e| Status::invalid_argument(format!("Invalid query string: {e}")))?;
+    let changes = jobs.changes();
+    jobs.get(&id).await?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| pairs.iter().find(|(k, _)| k == "after").map(|(_, v)| v.clone()));
+    let last_seq = match resume {
+        None => 0,
+        Some(v) => v.trim().parse::<i64>().map_err(|_| {
+            Status::invalid_argument(format!("Last-Event-ID \"{v}\" must be the id of an event of this stream"))
+        })?,
+    };
+    let watch = Watch { jobs, id, last_seq, changes, ready: VecDeque::new(), ended: false };
+    let stream = futures_util::stream::unfold(watch, Watch::next);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}

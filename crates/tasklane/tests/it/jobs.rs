@@ -1,0 +1,259 @@
+//! Jobs against the real binary: batches with exact counts, workers' progress reports with
+//! their job token, event streams that resume, cancellation, and bad input.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{PROJECT_LOCATION, TasklaneProcess, Worker, client, eventually};
+
+struct V1 {
+    base: String,
+}
+
+impl V1 {
+    fn new(server: &TasklaneProcess) -> V1 {
+        V1 { base: format!("http://{}/v1", server.addr) }
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
+        let mut req = client().request(method, format!("{}/{path}", self.base));
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b.to_string());
+        }
+        if let Some(t) = token {
+            req = req.header("X-Tasklane-Job-Token", t);
+        }
+        let resp = req.send().await.expect("call tasklane");
+        let status = resp.status().as_u16();
+        (status, serde_json::from_str(&resp.text().await.unwrap_or_default()).unwrap_or(Value::Null))
+    }
+
+    async fn job(&self, id: &str) -> Value {
+        let (status, job) = self.call(Method::GET, &format!("jobs/{id}"), None, None).await;
+        assert_eq!(status, 200, "{job}");
+        job
+    }
+
+    /// Read a job's event stream to its end: (id, kind, job) of each event.
+    async fn events(&self, id: &str, last_event_id: Option<i64>) -> Vec<(i64, String, Value)> {
+        let mut req = client().get(format!("{}/jobs/{id}/events", self.base));
+        if let Some(last) = last_event_id {
+            req = req.header("Last-Event-ID", last.to_string());
+        }
+        let mut resp = req.send().await.expect("open the event stream");
+        assert_eq!(resp.status(), 200);
+        let mut text = String::new();
+        let read = async {
+            while let Some(chunk) = resp.chunk().await.expect("read the stream") {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read).await.expect("the stream ends when the job finishes");
+        text.split("\n\n")
+            .filter(|block| block.contains("data:"))
+            .map(|block| {
+                let field = |name: &str| {
+                    block.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_string()).unwrap_or_default()
+                };
+                let data: Value = serde_json::from_str(&field("data:")).expect("event data is JSON");
+                (field("id:").parse().expect("event id"), field("event:"), data["job"].clone())
+            })
+            .collect()
+    }
+}
+
+fn queue(id: &str) -> String {
+    format!("{PROJECT_LOCATION}/queues/{id}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_failing_tasks_ends_failed_with_exact_counts_and_a_complete_event_stream() {
+    let server = TasklaneProcess::start();
+    let worker =
+        Worker::start(Arc::new(|r, _| (if r.path.starts_with("/fail") { 500 } else { 200 }, Duration::ZERO))).await;
+    let api = server.api();
+    api.create_queue("batch", json!({"retryConfig": {"maxAttempts": 2, "minBackoff": "0.1s", "maxBackoff": "0.1s"}}))
+        .await;
+    api.queue_verb("batch", "pause").await;
+    let v1 = V1::new(&server);
+    let tasks: Vec<Value> = (0..50)
+        .map(|i| {
+            let path = if [7, 21, 44].contains(&i) { format!("/fail/{i}") } else { format!("/ok/{i}") };
+            json!({"url": worker.url(&path), "body": format!("item {i}")})
+        })
+        .collect();
+    let (status, job) = v1
+        .call(
+            Method::POST,
+            "jobs",
+            Some(json!({"queue": queue("batch"), "tasks": tasks, "labels": {"user": "42"}})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!((job["status"].as_str(), job["counts"]["pending"].as_i64()), (Some("pending"), Some(50)));
+
+    // Watch from the start, then let the queue run.
+    let watcher = tokio::spawn({
+        let v1 = V1 { base: v1.base.clone() };
+        let id = id.clone();
+        async move { v1.events(&id, None).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    api.queue_verb("batch", "resume").await;
+    let events = watcher.await.unwrap();
+
+    let done = v1.job(&id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(
+        done["counts"],
+        json!({"total": 50, "succeeded": 47, "failed": 3, "running": 0, "pending": 0, "cancelled": 0})
+    );
+    assert_eq!(done["percentage"], 100.0);
+    assert_eq!(done["labels"]["user"], "42");
+    assert!(done["error"].is_null(), "finish_all reports failures in the counts, not as the job's error");
+    // Each task ran: 47 once, 3 twice (max_attempts 2).
+    assert_eq!(worker.received().len(), 47 + 3 * 2);
+
+    let seqs: Vec<i64> = events.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "every event, in order, none missing");
+    let kinds: Vec<&str> = events.iter().map(|(_, k, _)| k.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"created"));
+    assert_eq!(kinds.get(1), Some(&"running"));
+    assert_eq!(kinds.last(), Some(&"failed"));
+    assert_eq!(kinds.iter().filter(|k| **k == "task_succeeded").count(), 47);
+    assert_eq!(kinds.iter().filter(|k| **k == "task_failed").count(), 3);
+    let (_, _, last) = events.last().unwrap();
+    assert_eq!((last["counts"]["succeeded"].as_i64(), last["counts"]["failed"].as_i64()), (Some(47), Some(3)));
+
+    // A watcher that lost its connection resumes after the last event it saw.
+    let resumed = v1.events(&id, Some(10)).await;
+    assert_eq!(resumed.first().map(|e| e.0), Some(11));
+    assert_eq!(resumed.last().map(|e| e.0), seqs.last().copied());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_reports_progress_and_a_result_with_its_token() {
+    let server = TasklaneProcess::start();
+    // The worker takes a while, so the test can report for it while the task runs.
+    let worker = Worker::start(Arc::new(|_, _| (200, Duration::from_millis(1500)))).await;
+    server.api().create_queue("work", json!({})).await;
+    let v1 = V1::new(&server);
+    let (status, job) = v1
+        .call(Method::POST, "jobs", Some(json!({"queue": queue("work"), "task": {"url": worker.url("/render")}})), None)
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let got = worker.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].header("x-tasklane-job-id"), Some(id.as_str()));
+    let token = got[0].header("x-tasklane-job-token").expect("a job token").to_string();
+
+    let progress = |percent: f64| json!({"percent": percent, "step": "render", "step_number": 2, "message": "frames"});
+    let (status, body) =
+        v1.call(Method::POST, &format!("jobs/{id}/progress"), Some(progress(40.0)), Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["status"].as_str(), body["progress"]["percent"].as_f64()), (Some("running"), Some(40.0)));
+    let (status, body) =
+        v1.call(Method::POST, &format!("jobs/{id}/progress"), Some(progress(20.0)), Some(&token)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("backwards"), "{body}");
+    let (status, body) =
+        v1.call(Method::POST, &format!("jobs/{id}/progress"), Some(progress(90.0)), Some("1.bogus")).await;
+    assert_eq!((status, body["error"]["status"].as_str()), (401, Some("UNAUTHENTICATED")), "{body}");
+    let (status, _) = v1.call(Method::POST, &format!("jobs/{id}/progress"), Some(progress(90.0)), None).await;
+    assert_eq!(status, 401, "no token, no report");
+    let (status, body) = v1
+        .call(
+            Method::POST,
+            &format!("jobs/{id}/result"),
+            Some(json!({"result": {"url": "s3://out/1.mp4"}})),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    eventually("the job to succeed", Duration::from_secs(10), || async { v1.job(&id).await["status"] == "succeeded" })
+        .await;
+    let done = v1.job(&id).await;
+    assert_eq!(done["result"], json!({"url": "s3://out/1.mp4"}));
+    assert_eq!(done["progress"]["step"], "render");
+    let (status, body) =
+        v1.call(Method::POST, &format!("jobs/{id}/progress"), Some(progress(95.0)), Some(&token)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("already succeeded"),
+        "a late report is refused: {body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_s_pending_tasks_never_reach_the_worker() {
+    let server = TasklaneProcess::start();
+    let worker = Worker::ok().await;
+    let api = server.api();
+    api.create_queue("held", json!({})).await;
+    api.queue_verb("held", "pause").await;
+    let v1 = V1::new(&server);
+    let tasks: Vec<Value> = (0..5).map(|i| json!({"url": worker.url(&format!("/t/{i}"))})).collect();
+    let (_, job) = v1.call(Method::POST, "jobs", Some(json!({"queue": queue("held"), "tasks": tasks})), None).await;
+    let id = job["id"].as_str().unwrap();
+    let (status, cancelled) = v1.call(Method::POST, &format!("jobs/{id}:cancel"), None, None).await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!((cancelled["status"].as_str(), cancelled["counts"]["cancelled"].as_i64()), (Some("cancelled"), Some(5)));
+    api.queue_verb("held", "resume").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(worker.received().is_empty(), "cancelled tasks were delivered");
+    let (status, body) = v1.call(Method::POST, &format!("jobs/{id}:cancel"), None, None).await;
+    assert_eq!((status, body["error"]["status"].as_str()), (400, Some("FAILED_PRECONDITION")), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_refuse_bad_input_clearly_and_honour_idempotency_keys() {
+    let server = TasklaneProcess::start();
+    server.api().create_queue("q", json!({})).await;
+    server.api().queue_verb("q", "pause").await;
+    let v1 = V1::new(&server);
+    let task = json!({"url": "http://127.0.0.1:9/x"});
+    let cases = [
+        (json!({"queue": queue("missing"), "task": task}), 400, "Queue does not exist"),
+        (json!({"task": task}), 400, "queue is required"),
+        (json!({"queue": queue("q")}), 400, "needs a task"),
+        (json!({"queue": queue("q"), "tasks": []}), 400, "needs a task"),
+        (json!({"queue": queue("q"), "tasks": "x"}), 400, "list of tasks"),
+        (json!({"queue": queue("q"), "task": {"url": "ftp://x"}}), 400, "tasks[0]: http_request.url"),
+        (json!({"queue": queue("q"), "task": task, "labels": {"bad key": "v"}}), 400, "label key"),
+        (json!({"queue": queue("q"), "task": task, "result_ttl": "forever"}), 400, "result_ttl"),
+        (json!({"queue": queue("q"), "task": task, "failure_policy": "maybe"}), 400, "failure_policy"),
+        (json!({"queue": queue("q"), "task": task, "callback_url": "http://x/"}), 501, "callback_url"),
+        (json!({"queue": queue("q"), "task": task, "colour": "red"}), 400, "Unknown name \"colour\""),
+    ];
+    for (body, status, needle) in cases {
+        let (got, answer) = v1.call(Method::POST, "jobs", Some(body.clone()), None).await;
+        assert_eq!(got, status, "{body} → {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(needle), "{body}: expected {needle:?} in {message:?}");
+    }
+    let too_many: Vec<Value> = (0..10_001).map(|_| task.clone()).collect();
+    let (got, answer) =
+        v1.call(Method::POST, "jobs", Some(json!({"queue": queue("q"), "tasks": too_many})), None).await;
+    assert_eq!(got, 400, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("at most 10000"));
+    let (got, list) = v1.call(Method::GET, "jobs", None, None).await;
+    assert_eq!((got, list["jobs"].as_array().map(Vec::len)), (200, Some(0)), "nothing was half-written: {list}");
+    let (got, _) = v1.call(Method::GET, "jobs/job_nope", None, None).await;
+    assert_eq!(got, 404);
+
+    let keyed = json!({"queue": queue("q"), "task": task, "idempotency_key": "order-7"});
+    let (first, a) = v1.call(Method::POST, "jobs", Some(keyed.clone()), None).await;
+    let (second, b) = v1.call(Method::POST, "jobs", Some(keyed), None).await;
+    assert_eq!((first, second), (201, 200));
+    assert_eq!(a["id"], b["id"]);
+    let (_, list) = v1.call(Method::GET, "jobs?label=user:1", None, None).await;
+    assert_eq!(list["jobs"].as_array().map(Vec::len), Some(0));
+    let (_, list) = v1.call(Method::GET, "jobs?status=pending", None, None).await;
+    assert_eq!(list["jobs"].as_array().map(Vec::len), Some(1));
+}
