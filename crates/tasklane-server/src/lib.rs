@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod cluster;
+pub mod dead_letters;
 pub mod dispatch;
 pub mod grpc;
 pub mod jobs;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use tasklane_core::{Clock, SystemClock};
+use tasklane_core::{Clock, SystemClock, Timestamp};
 use tasklane_store::{PgStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -56,6 +57,8 @@ pub struct ServerConfig {
     /// The base URL workers reach tasklane at: the `iss` of task tokens and the home of
     /// the OIDC discovery document. Defaults to `http://` and the listening address.
     pub public_url: Option<String>,
+    /// How long dead letters are kept.
+    pub dead_letter_retention: Duration,
 }
 
 /// `http://ADDR`, with a wildcard address replaced by loopback.
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             cluster: ClusterConfig::default(),
             public_url: None,
+            dead_letter_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -194,7 +198,10 @@ impl Server {
         let app = Router::new()
             .merge(admin::router(store.clone(), clock.clone(), config.cluster.lease))
             .merge(admin::oidc_router(dispatcher.signer()))
-            .merge(v1::router(jobs::Jobs::new(store.clone(), clock.clone(), dispatcher.clone())))
+            .merge(v1::router(
+                jobs::Jobs::new(store.clone(), clock.clone(), dispatcher.clone()),
+                dead_letters::DeadLetters::new(store.clone(), clock.clone(), dispatcher.clone()),
+            ))
             .merge(api(service));
 
         let mut http_stop = stop_rx.clone();
@@ -206,7 +213,7 @@ impl Server {
                 tracing::error!(error = %e, "http server stopped");
             }
         });
-        spawn_maintenance(store.clone(), clock.clone(), stop_rx);
+        spawn_maintenance(store.clone(), clock.clone(), config.dead_letter_retention, stop_rx);
         tracing::info!(addr = %local_addr, node = node_id.as_deref().unwrap_or("embedded"), "tasklane is serving");
         Ok(Server {
             local_addr,
@@ -258,7 +265,12 @@ fn open_embedded(data_dir: &std::path::Path) -> Result<(SqliteStore, std::fs::Fi
     Ok((sqlite, lock))
 }
 
-fn spawn_maintenance(store: Arc<dyn Store>, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
+fn spawn_maintenance(
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    dead_letter_retention: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(MAINTENANCE_TICK);
         let mut ticks: u64 = 0;
@@ -281,6 +293,14 @@ fn spawn_maintenance(store: Arc<dyn Store>, clock: Arc<dyn Clock>, mut stop: wat
                     Ok(n) if n > 0 => tracing::debug!(expired = n, "expired task-name tombstones"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "expire tombstones"),
+                }
+                let cutoff = Timestamp(
+                    clock.now().0.saturating_sub(tasklane_core::clock::duration_micros(dead_letter_retention)),
+                );
+                match store.dead_letter_expire(cutoff).await {
+                    Ok(n) if n > 0 => tracing::info!(expired = n, "dead letters past their retention were deleted"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "expire dead letters"),
                 }
             }
         }

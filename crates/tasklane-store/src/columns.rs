@@ -294,3 +294,75 @@ pub fn task_from<R: Columns>(row: &R) -> Result<Task, R::Error> {
         job_id: row.opt_text(23)?,
     })
 }
+
+/// Append one attempt to a task's log (JSON lines); the log stops growing at 64 KB.
+/// `$3` is the line to append.
+pub const ATTEMPT_LOG_APPEND: &str = "attempts = CASE WHEN length(coalesce(attempts, '')) < 65536 \
+     THEN coalesce(attempts, '') || $LINE ELSE attempts END";
+
+/// The longest body excerpt kept per attempt in the log.
+pub const LOG_EXCERPT: usize = 512;
+
+pub fn attempt_line(a: &crate::AttemptResult) -> String {
+    let mut excerpt = a.body_excerpt.clone();
+    if excerpt.len() > LOG_EXCERPT {
+        let mut end = LOG_EXCERPT;
+        while !excerpt.is_char_boundary(end) {
+            end -= 1;
+        }
+        excerpt.truncate(end);
+    }
+    let mut line = json!({
+        "dispatch_time": a.dispatch_time.0,
+        "response_time": a.response_time.0,
+        "http_status": a.http_status,
+        "code": a.status.code as i32,
+        "message": a.status.message,
+        "body": excerpt,
+    })
+    .to_string();
+    line.push('\n');
+    line
+}
+
+pub fn attempt_log(text: Option<&str>) -> Vec<crate::AttemptLog> {
+    text.unwrap_or("")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|v| crate::AttemptLog {
+            dispatch_time: Timestamp(v["dispatch_time"].as_i64().unwrap_or(0)),
+            response_time: Timestamp(v["response_time"].as_i64().unwrap_or(0)),
+            http_status: v["http_status"].as_u64().unwrap_or(0).min(999) as u16,
+            code: v["code"].as_i64().and_then(|c| Code::from_i32(c as i32)).unwrap_or(Code::Unknown),
+            message: v["message"].as_str().unwrap_or("").to_string(),
+            body_excerpt: v["body"].as_str().unwrap_or("").to_string(),
+        })
+        .collect()
+}
+
+/// The task a redriven dead letter becomes: same name and request, a new attempt series due now.
+pub fn redriven_task(mut t: Task, now: Timestamp) -> Task {
+    t.schedule_time = now;
+    t.dispatch_count = 0;
+    t.response_count = 0;
+    t.execution_count = 0;
+    t.last_http_status = 0;
+    t.first_attempt = None;
+    t.last_attempt = None;
+    t.job_id = None;
+    t
+}
+
+/// Dead letters' columns after `TASK_COLUMNS`: died at, id, attempt log.
+pub fn dead_letter_columns() -> String {
+    format!("{TASK_COLUMNS}, died_at, id, attempts")
+}
+
+pub fn dead_letter_from<R: Columns>(row: &R) -> Result<crate::DeadLetter, R::Error> {
+    Ok(crate::DeadLetter {
+        task: task_from(row)?,
+        died_at: Timestamp(row.big(TASK_COLUMN_COUNT)?),
+        id: row.big(TASK_COLUMN_COUNT + 1)?,
+        attempts: attempt_log(row.opt_text(TASK_COLUMN_COUNT + 2)?.as_deref()),
+    })
+}

@@ -236,7 +236,10 @@ pub struct AttemptResult {
     /// Whether a response arrived (counts toward `response_count`).
     pub responded: bool,
     pub status: ResponseStatus,
+    pub dispatch_time: Timestamp,
     pub response_time: Timestamp,
+    /// The start of the worker's response body (kept, lossily as text, with the attempt log).
+    pub body_excerpt: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,8 +272,53 @@ pub enum TaskLookup {
 /// A task that gave up, kept for inspection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
+    pub id: i64,
     pub task: Task,
     pub died_at: Timestamp,
+    /// Every attempt, oldest first (the first 64 KB of the log).
+    pub attempts: Vec<AttemptLog>,
+}
+
+/// One attempt as the attempt log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptLog {
+    pub dispatch_time: Timestamp,
+    pub response_time: Timestamp,
+    pub http_status: u16,
+    pub code: tasklane_core::Code,
+    pub message: String,
+    pub body_excerpt: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeadLetterList {
+    pub queue: QueueName,
+    /// Return dead letters after this id.
+    pub after: Option<i64>,
+    pub limit: usize,
+}
+
+/// Which dead letters of a queue an operation takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterSelect {
+    All,
+    Ids(Vec<i64>),
+}
+
+/// Put dead letters back in their queue as new tasks with the same names and a new
+/// attempt series (due now), and remove them from the dead letters.
+#[derive(Debug, Clone)]
+pub struct DeadLetterRedrive {
+    pub queue: QueueName,
+    pub select: DeadLetterSelect,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Redriven {
+    pub tasks: Vec<TaskName>,
+    /// Dead letters left where they are because a live task has their name.
+    pub conflicts: Vec<i64>,
 }
 
 /// A node's periodic sign of life, with the address it serves on.
@@ -346,7 +394,13 @@ pub trait Store: Send + Sync + 'static {
     /// process owns (the embedded one), at start: no lease can be held by anyone then.
     async fn task_lease_release_all(&self, now: Timestamp) -> StoreResult<u64>;
 
-    async fn dead_letter_list(&self, queue: &QueueName, limit: usize) -> StoreResult<Vec<DeadLetter>>;
+    async fn dead_letter_list(&self, p: DeadLetterList) -> StoreResult<Vec<DeadLetter>>;
+    async fn dead_letter_get(&self, queue: &QueueName, id: i64) -> StoreResult<Option<DeadLetter>>;
+    async fn dead_letter_redrive(&self, p: DeadLetterRedrive) -> StoreResult<Redriven>;
+    /// Delete dead letters; returns how many.
+    async fn dead_letter_purge(&self, queue: &QueueName, select: DeadLetterSelect) -> StoreResult<u64>;
+    /// Delete dead letters that died before `before` (retention).
+    async fn dead_letter_expire(&self, before: Timestamp) -> StoreResult<u64>;
     /// Forget task-name tombstones that ended before `now`; returns how many.
     /// Delete tombstones and records that expired at or before `now`.
     async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64>;

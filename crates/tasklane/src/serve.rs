@@ -33,6 +33,9 @@ pub struct ServeArgs {
     /// whose `/.well-known/openid-configuration` verifies them. Default: `http://` and the listen address.
     #[arg(long, env = "TASKLANE_PUBLIC_URL")]
     public_url: Option<String>,
+    /// How long tasks that gave up are kept as dead letters, for example `30d`.
+    #[arg(long, env = "TASKLANE_DEAD_LETTER_RETENTION", default_value = "30d", value_parser = crate::client::parse_cli_duration)]
+    dead_letter_retention: std::time::Duration,
     /// How long shutdown waits for deliveries in flight.
     #[arg(long, env = "TASKLANE_SHUTDOWN_GRACE", default_value = "10s", value_parser = crate::client::parse_cli_duration)]
     shutdown_grace: std::time::Duration,
@@ -60,6 +63,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tombstone_window: args.tombstone_window,
         shutdown_grace: args.shutdown_grace,
         public_url: args.public_url,
+        dead_letter_retention: args.dead_letter_retention,
         ..ServerConfig::default()
     };
     let server = Server::start(config).await.context("start tasklane")?;

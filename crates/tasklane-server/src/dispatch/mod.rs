@@ -494,7 +494,9 @@ pub fn decide(
             },
             message: result.message.clone(),
         },
+        dispatch_time: task.last_attempt.as_ref().and_then(|a| a.dispatch_time).unwrap_or(now),
         response_time: now,
+        body_excerpt: result.excerpt.clone(),
     };
     let attempts = task.dispatch_count.max(1) as u32;
     let first = task.first_attempt.as_ref().and_then(|a| a.dispatch_time).unwrap_or(now);
@@ -556,6 +558,7 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
                 responded: false,
                 retry_after: None,
                 message: format!("could not sign the task's token: {}", e.message),
+                excerpt: String::new(),
             },
         };
         let now = shared.clock.now();
@@ -612,6 +615,7 @@ mod tests {
             responded,
             retry_after: retry_after.map(Duration::from_secs),
             message: String::new(),
+            excerpt: String::new(),
         }
     }
 

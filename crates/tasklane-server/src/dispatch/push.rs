@@ -20,6 +20,8 @@ pub struct PushResult {
     pub responded: bool,
     pub retry_after: Option<Duration>,
     pub message: String,
+    /// The start of the response body, as text (lossily).
+    pub excerpt: String,
 }
 
 impl PushResult {
@@ -139,6 +141,7 @@ pub async fn push(
         responded: true,
         retry_after,
         message: format!("HTTP status code {status} {reason}").trim_end().to_string(),
+        excerpt: String::from_utf8_lossy(&excerpt).into_owned(),
     }
 }
 
@@ -149,6 +152,7 @@ fn failure(e: &reqwest::Error) -> PushResult {
             responded: false,
             retry_after: None,
             message: "The worker did not answer within the dispatch deadline".into(),
+            excerpt: String::new(),
         };
     }
     let what = if e.is_redirect() {
@@ -169,6 +173,7 @@ fn failure(e: &reqwest::Error) -> PushResult {
         responded: false,
         retry_after: None,
         message: if detail.is_empty() { what } else { format!("{what}: {detail}") },
+        excerpt: String::new(),
     }
 }
 

@@ -15,11 +15,11 @@ use tokio_postgres::{NoTls, Row};
 use crate::columns::{self, Columns, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::jobs;
 use crate::{
-    AttemptResult, ClaimedTask, DeadLetter, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node,
-    NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease,
-    QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record, RecordCondition, RecordPut, Store,
-    StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup,
-    TaskOutcome,
+    AttemptResult, ClaimedTask, DeadLetter, DeadLetterList, DeadLetterRedrive, DeadLetterSelect, JobCreate, JobCreated,
+    JobEvent, JobList, JobReport, JobReportKind, Node, NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwner,
+    QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record,
+    RecordCondition, RecordPut, Redriven, Store, StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate,
+    TaskDelete, TaskFinish, TaskList, TaskLookup, TaskOutcome,
 };
 use deadpool_postgres::GenericClient;
 use tasklane_core::job::Job;
@@ -303,6 +303,58 @@ async fn finish_batch(pool: &Pool, batch: &[Finished]) -> StoreResult<std::colle
     Ok(done)
 }
 
+/// Insert a task (its name must be free of live tasks); returns 0 when the name is taken.
+async fn insert_task(c: &impl GenericClient, t: &Task) -> StoreResult<u64> {
+    let (auth_kind, auth_email, auth_param) = columns::auth_columns(&t.http_request.auth);
+    c.execute(
+        "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, auth_email, \
+         auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id) \
+         VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12, $13, $14) \
+         ON CONFLICT (queue, task_id) DO NOTHING",
+        &[
+            &queue_name_of(&t.name),
+            &t.name.task,
+            &t.schedule_time.0,
+            &t.http_request.url,
+            &t.http_request.method.as_str(),
+            &columns::encode_headers(&t.http_request.headers),
+            &t.http_request.body,
+            &auth_kind,
+            &auth_email,
+            &auth_param,
+            &t.create_time.0,
+            &tasklane_core::clock::duration_micros(t.dispatch_deadline),
+            &t.retry_config.as_ref().map(columns::encode_retry),
+            &t.job_id,
+        ],
+    )
+    .await
+    .map_err(backend)
+}
+
+async fn dead_letter_read(c: &impl GenericClient, queue: &str, id: i64) -> StoreResult<Option<DeadLetter>> {
+    let statement = format!("SELECT {} FROM dead_letters WHERE queue = $1 AND id = $2", columns::dead_letter_columns());
+    let row = c.query_opt(&statement, &[&queue, &id]).await.map_err(backend)?;
+    row.as_ref().map(columns::dead_letter_from).transpose()
+}
+
+async fn dead_letter_ids(c: &impl GenericClient, queue: &str, select: &DeadLetterSelect) -> StoreResult<Vec<i64>> {
+    let rows = match select {
+        DeadLetterSelect::All => {
+            c.query("SELECT id FROM dead_letters WHERE queue = $1 ORDER BY id FOR UPDATE", &[&queue]).await
+        }
+        DeadLetterSelect::Ids(ids) => {
+            c.query(
+                "SELECT id FROM dead_letters WHERE queue = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
+                &[&queue, ids],
+            )
+            .await
+        }
+    }
+    .map_err(backend)?;
+    rows.iter().map(|r| r.try_get(0).map_err(backend)).collect()
+}
+
 /// Record an event for the change just made to `job`.
 async fn job_event(c: &impl GenericClient, job: &str, now: Timestamp, kind: &str) -> StoreResult<()> {
     c.execute(jobs::EVENT_INSERT, &[&job, &now.0, &kind]).await.map_err(backend)?;
@@ -472,9 +524,12 @@ async fn record_attempt(
     let executed = i32::from(a.responded && a.http_status < 500);
     let n = client
         .execute(
-            "UPDATE tasks SET response_count = response_count + $4, execution_count = execution_count + $5, \
-             last_http_status = $6, last_response_time = $7, last_code = $8, last_message = $9 \
-             WHERE queue = $1 AND task_id = $2 AND state = 'leased' AND lease_id = $3",
+            &format!(
+                "UPDATE tasks SET response_count = response_count + $4, execution_count = execution_count + $5, \
+                 last_http_status = $6, last_response_time = $7, last_code = $8, last_message = $9, {} \
+                 WHERE queue = $1 AND task_id = $2 AND state = 'leased' AND lease_id = $3",
+                columns::ATTEMPT_LOG_APPEND.replace("$LINE", "$10")
+            ),
             &[
                 &queue,
                 &task_id,
@@ -485,6 +540,7 @@ async fn record_attempt(
                 &a.response_time.0,
                 &(a.status.code as i32),
                 &a.status.message,
+                &columns::attempt_line(a),
             ],
         )
         .await
@@ -854,8 +910,8 @@ impl Store for PgStore {
                 if held {
                     tx.execute(
                         &format!(
-                            "INSERT INTO dead_letters (died_at, {TASK_COLUMNS}) SELECT $3, {TASK_COLUMNS} FROM tasks \
-                             WHERE queue = $1 AND task_id = $2"
+                            "INSERT INTO dead_letters (died_at, {TASK_COLUMNS}, attempts) \
+                             SELECT $3, {TASK_COLUMNS}, attempts FROM tasks WHERE queue = $1 AND task_id = $2"
                         ),
                         &[&queue, task_id, &p.now.0],
                     )
@@ -909,23 +965,58 @@ impl Store for PgStore {
             .map_err(backend)
     }
 
-    async fn dead_letter_list(&self, queue: &QueueName, limit: usize) -> StoreResult<Vec<DeadLetter>> {
+    async fn dead_letter_list(&self, p: DeadLetterList) -> StoreResult<Vec<DeadLetter>> {
         let client = self.client().await?;
+        let statement = format!(
+            "SELECT {} FROM dead_letters WHERE queue = $1 AND id > $2 ORDER BY id LIMIT $3",
+            columns::dead_letter_columns()
+        );
         let rows = client
-            .query(
-                &format!("SELECT {TASK_COLUMNS}, died_at FROM dead_letters WHERE queue = $1 ORDER BY id LIMIT $2"),
-                &[&queue.to_string(), &(limit as i64)],
-            )
+            .query(&statement, &[&p.queue.to_string(), &p.after.unwrap_or(0), &(p.limit as i64)])
             .await
             .map_err(backend)?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeadLetter {
-                    task: columns::task_from(r)?,
-                    died_at: Timestamp(r.try_get(columns::TASK_COLUMN_COUNT).map_err(backend)?),
-                })
-            })
-            .collect()
+        rows.iter().map(columns::dead_letter_from).collect()
+    }
+
+    async fn dead_letter_get(&self, queue: &QueueName, id: i64) -> StoreResult<Option<DeadLetter>> {
+        let client = self.client().await?;
+        dead_letter_read(&client, &queue.to_string(), id).await
+    }
+
+    async fn dead_letter_redrive(&self, p: DeadLetterRedrive) -> StoreResult<Redriven> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let queue = p.queue.to_string();
+        let mut out = Redriven::default();
+        for id in dead_letter_ids(&tx, &queue, &p.select).await? {
+            let Some(dead) = dead_letter_read(&tx, &queue, id).await? else { continue };
+            let task = columns::redriven_task(dead.task, p.now);
+            tx.execute("DELETE FROM tombstones WHERE queue = $1 AND task_id = $2", &[&queue, &task.name.task])
+                .await
+                .map_err(backend)?;
+            if insert_task(&tx, &task).await? == 0 {
+                out.conflicts.push(id);
+                continue;
+            }
+            tx.execute("DELETE FROM dead_letters WHERE id = $1", &[&id]).await.map_err(backend)?;
+            out.tasks.push(task.name);
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }
+
+    async fn dead_letter_purge(&self, queue: &QueueName, select: DeadLetterSelect) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(backend)?;
+        let ids = dead_letter_ids(&tx, &queue.to_string(), &select).await?;
+        tx.execute("DELETE FROM dead_letters WHERE id = ANY($1)", &[&ids]).await.map_err(backend)?;
+        tx.commit().await.map_err(backend)?;
+        Ok(ids.len() as u64)
+    }
+
+    async fn dead_letter_expire(&self, before: Timestamp) -> StoreResult<u64> {
+        let client = self.client().await?;
+        client.execute("DELETE FROM dead_letters WHERE died_at < $1", &[&before.0]).await.map_err(backend)
     }
 
     async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64> {
@@ -998,36 +1089,11 @@ impl Store for PgStore {
         tx.execute("UPDATE jobs SET seq = 1 WHERE id = $1", &[&job.id]).await.map_err(backend)?;
         job_event(&tx, &job.id, p.now, "created").await?;
         for t in &p.tasks {
-            let (auth_kind, auth_email, auth_param) = columns::auth_columns(&t.http_request.auth);
             let task_queue = queue_name_of(&t.name);
             if tombstoned(&tx, &task_queue, &t.name.task, p.now).await? {
                 return Err(StoreError::TaskTombstoned);
             }
-            let n = tx
-                .execute(
-                    "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, auth_email, \
-                     auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id) \
-                     VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12, $13, $14) \
-                     ON CONFLICT (queue, task_id) DO NOTHING",
-                    &[
-                        &task_queue,
-                        &t.name.task,
-                        &t.schedule_time.0,
-                        &t.http_request.url,
-                        &t.http_request.method.as_str(),
-                        &columns::encode_headers(&t.http_request.headers),
-                        &t.http_request.body,
-                        &auth_kind,
-                        &auth_email,
-                        &auth_param,
-                        &t.create_time.0,
-                        &tasklane_core::clock::duration_micros(t.dispatch_deadline),
-                        &t.retry_config.as_ref().map(columns::encode_retry),
-                        &t.job_id,
-                    ],
-                )
-                .await
-                .map_err(backend)?;
+            let n = insert_task(&tx, t).await?;
             if n == 0 {
                 return Err(StoreError::TaskAlreadyExists);
             }

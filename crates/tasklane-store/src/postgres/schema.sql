@@ -189,5 +189,7 @@ ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS retry_config TEXT;
 ALTER TABLE tasks ADD COLUMN IF NOT EXISTS job_id TEXT;
 ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS job_id TEXT;
 CREATE INDEX IF NOT EXISTS tasks_job ON tasks (job_id) WHERE job_id IS NOT NULL;
+ALTER TABLE tasks ADD COLUMN IF NOT EXISTS attempts TEXT;
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS attempts TEXT;
 
 INSERT INTO meta (key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING;

@@ -21,10 +21,11 @@ use tokio::sync::oneshot;
 use crate::columns::{self, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::jobs;
 use crate::{
-    ClaimedTask, DeadLetter, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node, NodeHeartbeat,
-    QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge,
-    QueueSettingsPut, QueueStateSet, Record, RecordCondition, RecordPut, Store, StoreError, StoreResult, TaskClaim,
-    TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup, TaskOutcome,
+    ClaimedTask, DeadLetter, DeadLetterList, DeadLetterRedrive, DeadLetterSelect, JobCreate, JobCreated, JobEvent,
+    JobList, JobReport, JobReportKind, Node, NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwner,
+    QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record,
+    RecordCondition, RecordPut, Redriven, Store, StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate,
+    TaskDelete, TaskFinish, TaskList, TaskLookup, TaskOutcome,
 };
 use tasklane_core::job::Job;
 
@@ -160,12 +161,14 @@ impl SqliteStore {
 
 /// Columns added after the first release: `ALTER TABLE` for databases that lack them
 /// (SQLite has no `ADD COLUMN IF NOT EXISTS`).
-const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
     ("queues", "http_target", "TEXT"),
     ("tasks", "retry_config", "TEXT"),
     ("dead_letters", "retry_config", "TEXT"),
     ("tasks", "job_id", "TEXT"),
     ("dead_letters", "job_id", "TEXT"),
+    ("tasks", "attempts", "TEXT"),
+    ("dead_letters", "attempts", "TEXT"),
 ];
 
 fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
@@ -316,6 +319,25 @@ fn task_insert(conn: &Connection, t: &Task) -> StoreResult<usize> {
         ])
     })
     .map_err(backend)
+}
+
+fn dead_letter_read(conn: &Connection, queue: &str, id: i64) -> StoreResult<Option<DeadLetter>> {
+    let statement = format!("SELECT {} FROM dead_letters WHERE queue = ?1 AND id = ?2", columns::dead_letter_columns());
+    conn.prepare_cached(&statement)
+        .and_then(|mut s| s.query_row(params![queue, id], |r| columns::dead_letter_from(r)).optional())
+        .map_err(backend)
+}
+
+/// The ids a selection names that exist in `queue`.
+fn dead_letter_ids(conn: &Connection, queue: &str, select: &DeadLetterSelect) -> StoreResult<Vec<i64>> {
+    let all: Vec<i64> = conn
+        .prepare_cached("SELECT id FROM dead_letters WHERE queue = ?1 ORDER BY id")
+        .and_then(|mut s| s.query_map([queue], |r| r.get(0))?.collect())
+        .map_err(backend)?;
+    Ok(match select {
+        DeadLetterSelect::All => all,
+        DeadLetterSelect::Ids(ids) => all.into_iter().filter(|id| ids.contains(id)).collect(),
+    })
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
@@ -727,8 +749,8 @@ impl Store for SqliteStore {
                 TaskOutcome::GaveUp { attempt, tombstone_until } => {
                     record_attempt(conn, &queue, task_id, attempt)?;
                     let sql = format!(
-                        "INSERT INTO dead_letters (died_at, {TASK_COLUMNS}) SELECT ?3, {TASK_COLUMNS} FROM tasks \
-                         WHERE queue = ?1 AND task_id = ?2"
+                        "INSERT INTO dead_letters (died_at, {TASK_COLUMNS}, attempts) \
+                         SELECT ?3, {TASK_COLUMNS}, attempts FROM tasks WHERE queue = ?1 AND task_id = ?2"
                     );
                     conn.prepare_cached(&sql)
                         .and_then(|mut s| s.execute(params![queue, task_id, p.now.0]))
@@ -781,23 +803,68 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn dead_letter_list(&self, queue: &QueueName, limit: usize) -> StoreResult<Vec<DeadLetter>> {
-        let queue = queue.to_string();
+    async fn dead_letter_list(&self, p: DeadLetterList) -> StoreResult<Vec<DeadLetter>> {
         self.read(move |conn| {
-            let sql = format!("SELECT {TASK_COLUMNS}, died_at FROM dead_letters WHERE queue = ?1 ORDER BY id LIMIT ?2");
-            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
-            let rows = stmt
-                .query_map(params![queue, limit as i64], |r| {
-                    Ok(DeadLetter {
-                        task: rows::task_from_row(r)?,
-                        died_at: Timestamp(r.get(columns::TASK_COLUMN_COUNT)?),
-                    })
-                })
-                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
-                .map_err(backend)?;
-            Ok(rows)
+            let statement = format!(
+                "SELECT {} FROM dead_letters WHERE queue = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                columns::dead_letter_columns()
+            );
+            let mut stmt = conn.prepare_cached(&statement).map_err(backend)?;
+            stmt.query_map(params![p.queue.to_string(), p.after.unwrap_or(0), p.limit as i64], |r| {
+                columns::dead_letter_from(r)
+            })
+            .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+            .map_err(backend)
         })
         .await
+    }
+
+    async fn dead_letter_get(&self, queue: &QueueName, id: i64) -> StoreResult<Option<DeadLetter>> {
+        let queue = queue.to_string();
+        self.read(move |conn| dead_letter_read(conn, &queue, id)).await
+    }
+
+    async fn dead_letter_redrive(&self, p: DeadLetterRedrive) -> StoreResult<Redriven> {
+        self.write(move |conn| {
+            let queue = p.queue.to_string();
+            let ids = dead_letter_ids(conn, &queue, &p.select)?;
+            let mut out = Redriven::default();
+            for id in ids {
+                let Some(dead) = dead_letter_read(conn, &queue, id)? else { continue };
+                let task = columns::redriven_task(dead.task, p.now);
+                conn.prepare_cached("DELETE FROM tombstones WHERE queue = ?1 AND task_id = ?2")
+                    .and_then(|mut s| s.execute(params![queue, task.name.task]))
+                    .map_err(backend)?;
+                if task_insert(conn, &task)? == 0 {
+                    out.conflicts.push(id);
+                    continue;
+                }
+                conn.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")
+                    .and_then(|mut s| s.execute([id]))
+                    .map_err(backend)?;
+                out.tasks.push(task.name);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn dead_letter_purge(&self, queue: &QueueName, select: DeadLetterSelect) -> StoreResult<u64> {
+        let queue = queue.to_string();
+        self.write(move |conn| {
+            let ids = dead_letter_ids(conn, &queue, &select)?;
+            for id in &ids {
+                conn.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")
+                    .and_then(|mut s| s.execute([id]))
+                    .map_err(backend)?;
+            }
+            Ok(ids.len() as u64)
+        })
+        .await
+    }
+
+    async fn dead_letter_expire(&self, before: Timestamp) -> StoreResult<u64> {
+        self.write(move |conn| rows_changed(conn, "DELETE FROM dead_letters WHERE died_at < ?1", before)).await
     }
 
     async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64> {
@@ -1129,23 +1196,26 @@ impl Store for SqliteStore {
 fn record_attempt(conn: &Connection, queue: &str, task_id: &str, a: &crate::AttemptResult) -> StoreResult<()> {
     let responded = i64::from(a.responded);
     let executed = i64::from(a.responded && a.http_status < 500);
-    conn.prepare_cached(
+    let statement = format!(
         "UPDATE tasks SET response_count = response_count + ?3, execution_count = execution_count + ?4, \
-         last_http_status = ?5, last_response_time = ?6, last_code = ?7, last_message = ?8 \
+         last_http_status = ?5, last_response_time = ?6, last_code = ?7, last_message = ?8, {} \
          WHERE queue = ?1 AND task_id = ?2",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            queue,
-            task_id,
-            responded,
-            executed,
-            i64::from(a.http_status),
-            a.response_time.0,
-            a.status.code as i32,
-            a.status.message
-        ])
-    })
-    .map_err(backend)?;
+        columns::ATTEMPT_LOG_APPEND.replace("$LINE", "?9")
+    );
+    conn.prepare_cached(&statement)
+        .and_then(|mut s| {
+            s.execute(params![
+                queue,
+                task_id,
+                responded,
+                executed,
+                i64::from(a.http_status),
+                a.response_time.0,
+                a.status.code as i32,
+                a.status.message,
+                columns::attempt_line(a),
+            ])
+        })
+        .map_err(backend)?;
     Ok(())
 }

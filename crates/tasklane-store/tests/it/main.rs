@@ -104,6 +104,7 @@ macro_rules! every_case {
     jobs_take_reports_and_cancel,
     jobs_are_created_whole_or_not_at_all_and_idempotently,
     jobs_list_by_filter_and_expire,
+    dead_letters_keep_every_attempt_and_can_be_redriven_or_purged,
 );)*
     };
 }

@@ -65,6 +65,9 @@ impl V1 {
     }
 }
 
+/// The test queue `dlq`, named in full (URL-encoded) as the dead-letter routes take it.
+const DLQ: &str = "projects%2Ftest%2Flocations%2Fhere%2Fqueues%2Fdlq";
+
 fn queue(id: &str) -> String {
     format!("{PROJECT_LOCATION}/queues/{id}")
 }
@@ -256,4 +259,55 @@ async fn jobs_refuse_bad_input_clearly_and_honour_idempotency_keys() {
     assert_eq!(list["jobs"].as_array().map(Vec::len), Some(0));
     let (_, list) = v1.call(Method::GET, "jobs?status=pending", None, None).await;
     assert_eq!(list["jobs"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_keep_every_attempt_and_a_redriven_one_succeeds() {
+    let server = TasklaneProcess::start();
+    // Two failures, then the worker is fixed.
+    let worker = Worker::start(Arc::new(|_, i| (if i < 2 { 503 } else { 200 }, Duration::ZERO))).await;
+    let api = server.api();
+    api.create_queue("dlq", json!({"retryConfig": {"maxAttempts": 2, "minBackoff": "0.1s", "maxBackoff": "0.1s"}}))
+        .await;
+    let name = format!("{}/tasks/flaky", queue("dlq"));
+    api.create_task("dlq", json!({"name": name, "httpRequest": {"url": worker.url("/flaky"), "body": "aGk="}})).await;
+    let v1 = V1::new(&server);
+    eventually("the task to become a dead letter", Duration::from_secs(10), || async {
+        let listed = v1.call(Method::GET, &format!("queues/{DLQ}/dead-letters"), None, None).await.1;
+        listed["dead_letters"].as_array().is_some_and(|d| d.len() == 1)
+    })
+    .await;
+    let listed = v1.call(Method::GET, &format!("queues/{DLQ}/dead-letters"), None, None).await.1;
+    let dead = &listed["dead_letters"][0];
+    assert_eq!(dead["task"], name);
+    assert_eq!(dead["request"]["body_base64"], "aGk=");
+    assert_eq!(dead["last_response"]["http_status"], 503);
+    let attempts = dead["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{dead}");
+    assert!(attempts.iter().all(|a| a["http_status"] == 503 && a["body_excerpt"] == "worker says 503"), "{dead}");
+    let id = dead["id"].as_i64().unwrap();
+    let (status, one) = v1.call(Method::GET, &format!("queues/{DLQ}/dead-letters/{id}"), None, None).await;
+    assert_eq!((status, &one["id"]), (200, &dead["id"]));
+
+    let (status, redriven) =
+        v1.call(Method::POST, &format!("queues/{DLQ}/dead-letters:redrive"), Some(json!({"ids": [id]})), None).await;
+    assert_eq!(status, 200, "{redriven}");
+    assert_eq!(redriven["redriven"], json!([name]));
+    worker.wait_for(3, Duration::from_secs(10)).await;
+    eventually("the redriven task to succeed", Duration::from_secs(10), || async {
+        let (status, body) = api.call(Method::GET, &name, None).await;
+        status == 404 && body["error"]["message"].as_str().unwrap_or("").contains("no longer exists")
+    })
+    .await;
+    let (_, after) = v1.call(Method::GET, &format!("queues/{DLQ}/dead-letters"), None, None).await;
+    assert_eq!(after["dead_letters"], json!([]), "a redriven task that succeeds leaves no dead letter");
+
+    let (status, body) =
+        v1.call(Method::POST, &format!("queues/{DLQ}/dead-letters:purge"), Some(json!({})), None).await;
+    assert_eq!(status, 400, "a purge must say what: {body}");
+    let (status, body) =
+        v1.call(Method::POST, &format!("queues/{DLQ}/dead-letters:purge"), Some(json!({"all": true})), None).await;
+    assert_eq!((status, body["purged"].as_i64()), (200, Some(0)));
+    let (status, _) = v1.call(Method::GET, "queues/nope/dead-letters", None, None).await;
+    assert_eq!(status, 404);
 }

@@ -266,7 +266,9 @@ async fn handle(State(state): State<WorkerState>, uri: Uri, headers: HeaderMap, 
         tokio::time::sleep(delay).await;
     }
     state.in_flight.fetch_sub(1, Ordering::SeqCst);
-    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // A failure says why in its body, as real workers do (tasklane keeps an excerpt).
+    if status >= 300 { (code, format!("worker says {status}")).into_response() } else { code.into_response() }
 }
 
 /// Poll `check` until it holds, or panic after `timeout`.
