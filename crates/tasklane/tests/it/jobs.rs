@@ -311,3 +311,59 @@ async fn dead_letters_keep_every_attempt_and_a_redriven_one_succeeds() {
     let (status, _) = v1.call(Method::GET, "queues/nope/dead-letters", None, None).await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_in_the_middle_of_a_batch_loses_no_count_and_no_task() {
+    let server = TasklaneProcess::start();
+    let worker = Worker::start(Arc::new(|_, _| (200, Duration::from_millis(20)))).await;
+    server.api().create_queue("crash", json!({"rateLimits": {"maxConcurrentDispatches": 20}})).await;
+    let v1 = V1::new(&server);
+    let tasks: Vec<Value> = (0..300).map(|i| json!({"url": worker.url(&format!("/item/{i}"))})).collect();
+    let (status, job) =
+        v1.call(Method::POST, "jobs", Some(json!({"queue": queue("crash"), "tasks": tasks})), None).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    eventually("part of the batch to run", Duration::from_secs(20), || async { worker.received().len() >= 100 }).await;
+    let dir = server.kill_hard();
+    let before = worker.received().len();
+    assert!(before < 300, "the batch finished before the kill; nothing was tested");
+
+    let server = TasklaneProcess::start_in(dir);
+    let v1 = V1::new(&server);
+    eventually("the batch to finish after the restart", Duration::from_secs(60), || async {
+        v1.job(&id).await["status"] == "succeeded"
+    })
+    .await;
+    let done = v1.job(&id).await;
+    assert_eq!(
+        done["counts"],
+        json!({"total": 300, "succeeded": 300, "failed": 0, "running": 0, "pending": 0, "cancelled": 0})
+    );
+    let mut paths: Vec<String> = worker.received().into_iter().map(|r| r.path).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), 300, "every task reached the worker at least once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_job_is_gone_after_its_result_ttl() {
+    let server = TasklaneProcess::start();
+    let worker = Worker::ok().await;
+    server.api().create_queue("short", json!({})).await;
+    let v1 = V1::new(&server);
+    let body = json!({"queue": queue("short"), "task": {"url": worker.url("/x")}, "result_ttl": "1s"});
+    let (_, job) = v1.call(Method::POST, "jobs", Some(body), None).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    eventually("the job to succeed", Duration::from_secs(10), || async {
+        v1.call(Method::GET, &format!("jobs/{id}"), None, None).await.1["status"] == "succeeded"
+    })
+    .await;
+    eventually("the job to expire", Duration::from_secs(5), || async {
+        v1.call(Method::GET, &format!("jobs/{id}"), None, None).await.0 == 404
+    })
+    .await;
+    let (_, list) = v1.call(Method::GET, "jobs", None, None).await;
+    assert_eq!(list["jobs"], json!([]), "an expired job is not listed");
+    let (status, _) = v1.call(Method::GET, &format!("jobs/{id}/events"), None, None).await;
+    assert_eq!(status, 404, "nor streamed");
+}
