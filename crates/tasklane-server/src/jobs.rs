@@ -29,6 +29,8 @@ pub struct JobSpec {
     pub policy: FailurePolicy,
     /// Retry settings for every task of the job, replacing the queue's.
     pub retry: Option<RetrySpec>,
+    /// Where to POST a notification when the job finishes or one of its tasks dead-letters.
+    pub callback_url: Option<String>,
 }
 
 /// Filters of a job list, as a caller wrote them.
@@ -112,6 +114,9 @@ impl Jobs {
             return Err(Status::invalid_argument("result_ttl must be more than 0 and at most 30 days"));
         }
         let retry_config = spec.retry.as_ref().map(RetrySpec::resolve).transpose()?;
+        if let Some(url) = &spec.callback_url {
+            crate::callbacks::check_url(url)?;
+        }
         let id = new_job_id()?;
         let now = self.clock.now();
         let mut tasks = Vec::with_capacity(spec.tasks.len());
@@ -140,7 +145,7 @@ impl Jobs {
             progress: Progress::default(),
             result: None,
             error: None,
-            callback_url: None,
+            callback_url: spec.callback_url,
             created_at: now,
             started_at: None,
             finished_at: None,
@@ -200,6 +205,11 @@ impl Jobs {
             String::new()
         };
         Ok((jobs, next))
+    }
+
+    /// The job's callbacks and how their delivery went.
+    pub async fn callbacks(&self, id: &str) -> Result<Vec<tasklane_store::Callback>, Status> {
+        self.store.callback_list(id).await.map_err(store_status)
     }
 
     pub async fn cancel(&self, id: &str) -> Result<Job, Status> {

@@ -2,6 +2,7 @@
 //! background maintenance, assembled by `Server::start`.
 
 mod admin;
+pub mod callbacks;
 pub mod cluster;
 pub mod dead_letters;
 pub mod dispatch;
@@ -213,6 +214,14 @@ impl Server {
                 tracing::error!(error = %e, "http server stopped");
             }
         });
+        let sender = callbacks::CallbackSender {
+            store: store.clone(),
+            clock: clock.clone(),
+            signer: dispatcher.signer(),
+            client: dispatch::http_client().map_err(StartError::Http)?,
+            job_changes: dispatcher.job_changes(),
+        };
+        tokio::spawn(sender.run(stop_rx.clone()));
         spawn_maintenance(store.clone(), clock.clone(), config.dead_letter_retention, stop_rx);
         tracing::info!(addr = %local_addr, node = node_id.as_deref().unwrap_or("embedded"), "tasklane is serving");
         Ok(Server {

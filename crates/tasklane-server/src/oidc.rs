@@ -58,6 +58,16 @@ fn generate_pkcs8() -> Result<Vec<u8>, Status> {
     Ok(der.as_bytes().to_vec())
 }
 
+fn sign_with(key: &SigningKey, claims: &Value) -> Result<String, Status> {
+    let header = json!({ "alg": "RS256", "kid": key.kid, "typ": "JWT" });
+    let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+    let mut signature = vec![0u8; key.pair.public().modulus_len()];
+    key.pair
+        .sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), signing_input.as_bytes(), &mut signature)
+        .map_err(|_| Status::internal("could not sign a token"))?;
+    Ok(format!("{signing_input}.{}", b64(&signature)))
+}
+
 /// A stable numeric id for a service account, as Google gives one (`sub`, `azp`).
 fn account_id(email: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, email.as_bytes());
@@ -210,18 +220,17 @@ impl TokenSigner {
             claims["aud"] = json!(self.issuer);
             claims["scope"] = json!(param);
         }
-        let header = json!({ "alg": "RS256", "kid": key.kid, "typ": "JWT" });
-        let signing_input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
-        let mut signature = vec![0u8; key.pair.public().modulus_len()];
-        key.pair
-            .sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), signing_input.as_bytes(), &mut signature)
-            .map_err(|_| Status::internal("could not sign a token"))?;
-        let token = format!("{signing_input}.{}", b64(&signature));
+        let token = sign_with(&key, &claims)?;
         if let Ok(mut cache) = self.cache.lock() {
             cache.retain(|_, (_, expires)| expires.since(now) > REUSE_MARGIN);
             cache.insert(cache_key, (token.clone(), Timestamp(exp * 1_000_000)));
         }
         Ok(token)
+    }
+
+    /// A JWT of `claims`, signed with the key the JWKS publishes.
+    pub async fn sign(&self, claims: &Value) -> Result<String, Status> {
+        sign_with(&*self.key().await?, claims)
     }
 
     /// The JSON Web Key Set with the public key.

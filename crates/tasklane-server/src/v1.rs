@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use tasklane_core::job::{FailurePolicy, Job, JobStatus, Progress};
 use tasklane_core::task::{AuthToken, TaskSpec};
 use tasklane_core::{HttpMethod, Status, Timestamp};
-use tasklane_store::{DeadLetter, DeadLetterSelect, JobEvent, JobReportKind};
+use tasklane_store::{Callback, DeadLetter, DeadLetterSelect, JobEvent, JobReportKind};
 
 use crate::dead_letters::DeadLetters;
 use crate::dispatch::JOB_TOKEN_HEADER;
@@ -172,12 +172,7 @@ fn job_spec(body: &Value) -> Result<JobSpec, Status> {
     if let Some(r) = o.object("retry")? {
         spec.retry = Some(crate::rest::wire::retry_spec(r)?);
     }
-    if o.string("callback_url")?.is_some() {
-        return Err(Status::new(
-            tasklane_core::Code::Unimplemented,
-            "callback_url is not supported by this tasklane version yet; watch the job's events instead",
-        ));
-    }
+    spec.callback_url = o.string("callback_url")?;
     o.finish()?;
     Ok(spec)
 }
@@ -217,6 +212,21 @@ pub fn job_json(j: &Job) -> Value {
         "started_at": time(j.started_at),
         "finished_at": time(j.finished_at),
         "result_ttl": format_duration_micros(tasklane_core::clock::duration_micros(j.result_ttl)),
+        "callback_url": j.callback_url,
+    })
+}
+
+fn callback_json(c: &Callback) -> Value {
+    json!({
+        "id": c.id,
+        "type": c.kind,
+        "task": c.task,
+        "state": c.state.as_str(),
+        "attempts": c.attempts,
+        "last_status": c.last_status,
+        "last_error": c.last_error,
+        "created_at": format_timestamp(c.created_at),
+        "delivered_at": time(c.delivered_at),
     })
 }
 
@@ -228,7 +238,12 @@ async fn create_job(State(jobs): State<Jobs>, body: Result<Bytes, BytesRejection
 }
 
 async fn get_job(State(jobs): State<Jobs>, Path(id): Path<String>) -> ApiResult {
-    Ok(axum::Json(job_json(&jobs.get(&id).await?)).into_response())
+    let mut out = job_json(&jobs.get(&id).await?);
+    let callbacks = jobs.callbacks(&id).await?;
+    if !callbacks.is_empty() {
+        out["callbacks"] = Value::Array(callbacks.iter().map(callback_json).collect());
+    }
+    Ok(axum::Json(out).into_response())
 }
 
 async fn job_verb(State(jobs): State<Jobs>, Path(segment): Path<String>) -> ApiResult {

@@ -127,6 +127,58 @@ pub struct JobReport {
     pub now: Timestamp,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackState {
+    Pending,
+    Delivered,
+    /// Gave up after its attempts.
+    Failed,
+}
+
+impl CallbackState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackState::Pending => "pending",
+            CallbackState::Delivered => "delivered",
+            CallbackState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<CallbackState> {
+        [CallbackState::Pending, CallbackState::Delivered, CallbackState::Failed].into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// A notification to a job's callback URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    pub id: i64,
+    pub job_id: String,
+    pub url: String,
+    /// `job.finished` or `task.dead_lettered`.
+    pub kind: String,
+    /// The task a `task.dead_lettered` notification is about.
+    pub task: Option<String>,
+    pub state: CallbackState,
+    pub attempts: i32,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub delivered_at: Option<Timestamp>,
+}
+
+/// The outcome of one delivery attempt of a callback.
+#[derive(Debug, Clone)]
+pub struct CallbackAttempt {
+    pub id: i64,
+    /// `Pending` to try again at `next_at`.
+    pub state: CallbackState,
+    pub next_at: Timestamp,
+    pub http_status: Option<i32>,
+    pub error: Option<String>,
+    pub now: Timestamp,
+}
+
 /// One change of a job: its number, when, what happened, and the job right after it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobEvent {
@@ -414,6 +466,11 @@ pub trait Store: Send + Sync + 'static {
     async fn job_report(&self, p: JobReport) -> StoreResult<Job>;
     /// A job's events after `after_seq`, in order.
     async fn job_events(&self, id: &str, after_seq: i64, limit: usize) -> StoreResult<Vec<JobEvent>>;
+
+    /// Lease due callbacks until `until` (so one sender delivers each).
+    async fn callback_claim(&self, now: Timestamp, until: Timestamp, limit: usize) -> StoreResult<Vec<Callback>>;
+    async fn callback_record(&self, p: CallbackAttempt) -> StoreResult<()>;
+    async fn callback_list(&self, job: &str) -> StoreResult<Vec<Callback>>;
 
     /// A live record (not expired at `now`).
     async fn record_get(&self, key: &str, now: Timestamp) -> StoreResult<Option<Record>>;

@@ -15,11 +15,12 @@ use tokio_postgres::{NoTls, Row};
 use crate::columns::{self, Columns, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::jobs;
 use crate::{
-    AttemptResult, ClaimedTask, DeadLetter, DeadLetterList, DeadLetterRedrive, DeadLetterSelect, JobCreate, JobCreated,
-    JobEvent, JobList, JobReport, JobReportKind, Node, NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwner,
-    QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record,
-    RecordCondition, RecordPut, Redriven, Store, StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate,
-    TaskDelete, TaskFinish, TaskList, TaskLookup, TaskOutcome,
+    AttemptResult, Callback, CallbackAttempt, CallbackState, ClaimedTask, DeadLetter, DeadLetterList,
+    DeadLetterRedrive, DeadLetterSelect, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node,
+    NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease,
+    QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record, RecordCondition, RecordPut, Redriven, Store,
+    StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup,
+    TaskOutcome,
 };
 use deadpool_postgres::GenericClient;
 use tasklane_core::job::Job;
@@ -279,7 +280,7 @@ async fn finish_batch(pool: &Pool, batch: &[Finished]) -> StoreResult<std::colle
     let now = batch.iter().map(|j| j.now).max().unwrap_or_default();
     // Jobs in a fixed order, so concurrent batches lock them alike.
     for (job, n) in &job_successes {
-        job_tasks_done(&tx, job, *n, 0, "", Timestamp(now)).await?;
+        job_tasks_done(&tx, job, *n, 0, "", None, Timestamp(now)).await?;
     }
     // Each deleted task once, so the upsert never meets the same row twice.
     let (mut tq, mut tid, mut until) = (Vec::new(), Vec::new(), Vec::new());
@@ -397,8 +398,20 @@ async fn job_end(
             c.execute(jobs::COUNT_CANCELLED, &[&job, &n]).await.map_err(backend)?;
         }
         job_event(c, job, now, kind).await?;
+        callback_queue(c, job, jobs::JOB_FINISHED, None, now).await?;
     }
     Ok(ended)
+}
+
+async fn callback_queue(
+    c: &impl GenericClient,
+    job: &str,
+    kind: &str,
+    task: Option<&str>,
+    now: Timestamp,
+) -> StoreResult<()> {
+    c.execute(jobs::CALLBACK_QUEUE, &[&job, &kind, &task, &now.0]).await.map_err(backend)?;
+    Ok(())
 }
 
 /// Tasks of `job` reached final outcomes: count them, apply fail-fast, settle the job.
@@ -408,8 +421,12 @@ async fn job_tasks_done(
     succeeded: i64,
     failed: i64,
     error: &str,
+    dead_lettered: Option<&str>,
     now: Timestamp,
 ) -> StoreResult<()> {
+    if let Some(task) = dead_lettered {
+        callback_queue(c, job, jobs::TASK_DEAD_LETTERED, Some(task), now).await?;
+    }
     let kind = if failed > 0 { "task_failed" } else { "task_succeeded" };
     job_change(c, job, jobs::COUNT, &[&job, &succeeded, &failed], kind, now).await?;
     if failed > 0 && job_end(c, job, &jobs::fail_fast(), &[&job, &now.0, &error], "failed", now).await? {
@@ -418,6 +435,7 @@ async fn job_tasks_done(
     if let Some(row) = c.query_opt(&jobs::settle(), &[&job, &now.0]).await.map_err(backend)? {
         let status: String = row.try_get(0).map_err(backend)?;
         job_event(c, job, now, &status).await?;
+        callback_queue(c, job, jobs::JOB_FINISHED, None, now).await?;
     }
     Ok(())
 }
@@ -929,7 +947,7 @@ impl Store for PgStore {
                     tombstone_put(&tx, &queue, task_id, *tombstone_until).await?;
                     if let Some(job) = job {
                         let error = format!("task {task_id} failed for good: {}", attempt.status.message);
-                        job_tasks_done(&tx, &job, 0, 1, &error, p.now).await?;
+                        job_tasks_done(&tx, &job, 0, 1, &error, Some(&p.name.to_string()), p.now).await?;
                     }
                 }
                 held
@@ -1191,6 +1209,34 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn callback_claim(&self, now: Timestamp, until: Timestamp, limit: usize) -> StoreResult<Vec<Callback>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(&jobs::callback_claim("FOR UPDATE SKIP LOCKED"), &[&now.0, &until.0, &(limit as i64)])
+            .await
+            .map_err(backend)?;
+        rows.iter().map(jobs::callback_from).collect()
+    }
+
+    async fn callback_record(&self, p: CallbackAttempt) -> StoreResult<()> {
+        let client = self.client().await?;
+        let delivered = (p.state == CallbackState::Delivered).then_some(p.now.0);
+        client
+            .execute(
+                jobs::CALLBACK_RECORD,
+                &[&p.id, &p.state.as_str(), &p.next_at.0, &p.http_status, &p.error, &delivered],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn callback_list(&self, job: &str) -> StoreResult<Vec<Callback>> {
+        let client = self.client().await?;
+        let rows = client.query(&jobs::callback_list(), &[&job]).await.map_err(backend)?;
+        rows.iter().map(jobs::callback_from).collect()
     }
 
     async fn record_get(&self, key: &str, now: Timestamp) -> StoreResult<Option<Record>> {

@@ -172,6 +172,25 @@ CREATE TABLE IF NOT EXISTS job_events (
     PRIMARY KEY (job_id, seq)
 );
 
+-- Notifications to jobs' callback URLs, written in the same transaction as what they
+-- report and delivered (with retries) by a sender on any node.
+CREATE TABLE IF NOT EXISTS callbacks (
+    id BIGSERIAL PRIMARY KEY,
+    job_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    task TEXT,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts INTEGER NOT NULL,
+    next_at BIGINT NOT NULL,
+    last_status INTEGER,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    delivered_at BIGINT
+);
+CREATE INDEX IF NOT EXISTS callbacks_due ON callbacks (next_at) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS callbacks_job ON callbacks (job_id);
+
 -- Small named documents the API edge keeps (IAM policies, CMEK configs, batch
 -- operations, the token signing key); `version` is their etag.
 CREATE TABLE IF NOT EXISTS records (

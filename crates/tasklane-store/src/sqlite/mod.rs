@@ -21,11 +21,11 @@ use tokio::sync::oneshot;
 use crate::columns::{self, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::jobs;
 use crate::{
-    ClaimedTask, DeadLetter, DeadLetterList, DeadLetterRedrive, DeadLetterSelect, JobCreate, JobCreated, JobEvent,
-    JobList, JobReport, JobReportKind, Node, NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwner,
-    QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record,
-    RecordCondition, RecordPut, Redriven, Store, StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate,
-    TaskDelete, TaskFinish, TaskList, TaskLookup, TaskOutcome,
+    Callback, CallbackAttempt, CallbackState, ClaimedTask, DeadLetter, DeadLetterList, DeadLetterRedrive,
+    DeadLetterSelect, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node, NodeHeartbeat,
+    QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge,
+    QueueSettingsPut, QueueStateSet, Record, RecordCondition, RecordPut, Redriven, Store, StoreError, StoreResult,
+    TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup, TaskOutcome,
 };
 use tasklane_core::job::Job;
 
@@ -231,8 +231,16 @@ fn job_end(
     if ended {
         job_cancel_tasks(conn, job)?;
         job_event(conn, job, now, kind)?;
+        callback_queue(conn, job, jobs::JOB_FINISHED, None, now)?;
     }
     Ok(ended)
+}
+
+fn callback_queue(conn: &Connection, job: &str, kind: &str, task: Option<&str>, now: Timestamp) -> StoreResult<()> {
+    conn.prepare_cached(&sql(jobs::CALLBACK_QUEUE))
+        .and_then(|mut s| s.execute(params![job, kind, task, now.0]))
+        .map_err(backend)?;
+    Ok(())
 }
 
 /// Cancel the job's tasks that have not started; returns how many.
@@ -251,8 +259,18 @@ fn job_cancel_tasks(conn: &Connection, job: &str) -> StoreResult<i64> {
 }
 
 /// A task of `job` reached a final outcome: count it, apply fail-fast, settle the job.
-fn job_task_done(conn: &Connection, job: &str, succeeded: bool, error: &str, now: Timestamp) -> StoreResult<()> {
+fn job_task_done(
+    conn: &Connection,
+    job: &str,
+    task: &str,
+    succeeded: bool,
+    error: &str,
+    now: Timestamp,
+) -> StoreResult<()> {
     let (s, f) = if succeeded { (1i64, 0i64) } else { (0, 1) };
+    if !succeeded {
+        callback_queue(conn, job, jobs::TASK_DEAD_LETTERED, Some(task), now)?;
+    }
     let kind = if succeeded { "task_succeeded" } else { "task_failed" };
     job_change(conn, job, jobs::COUNT, &[&job, &s, &f], kind, now)?;
     if !succeeded && job_end(conn, job, &jobs::fail_fast(), &[&job, &now.0, &error], "failed", now)? {
@@ -264,6 +282,7 @@ fn job_task_done(conn: &Connection, job: &str, succeeded: bool, error: &str, now
         .map_err(backend)?;
     if let Some(status) = settled {
         job_event(conn, job, now, &status)?;
+        callback_queue(conn, job, jobs::JOB_FINISHED, None, now)?;
     }
     Ok(())
 }
@@ -734,7 +753,7 @@ impl Store for SqliteStore {
                         .map_err(backend)?;
                     tombstone_put(conn, &queue, task_id, *tombstone_until)?;
                     if let Some(job) = &job {
-                        job_task_done(conn, job, true, "", p.now)?;
+                        job_task_done(conn, job, task_id, true, "", p.now)?;
                     }
                 }
                 TaskOutcome::Retry { attempt, retry_at } => {
@@ -761,7 +780,7 @@ impl Store for SqliteStore {
                     tombstone_put(conn, &queue, task_id, *tombstone_until)?;
                     if let Some(job) = &job {
                         let error = format!("task {task_id} failed for good: {}", attempt.status.message);
-                        job_task_done(conn, job, false, &error, p.now)?;
+                        job_task_done(conn, job, &p.name.to_string(), false, &error, p.now)?;
                     }
                 }
             }
@@ -1021,6 +1040,40 @@ impl Store for SqliteStore {
             })
             .and_then(|r| r.collect::<Result<Vec<_>, _>>())
             .map_err(backend)
+        })
+        .await
+    }
+
+    async fn callback_claim(&self, now: Timestamp, until: Timestamp, limit: usize) -> StoreResult<Vec<Callback>> {
+        self.write(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql(&jobs::callback_claim(""))).map_err(backend)?;
+            stmt.query_map(params![now.0, until.0, limit as i64], |r| jobs::callback_from(r))
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn callback_record(&self, p: CallbackAttempt) -> StoreResult<()> {
+        self.write(move |conn| {
+            let delivered = (p.state == CallbackState::Delivered).then_some(p.now.0);
+            conn.prepare_cached(&sql(jobs::CALLBACK_RECORD))
+                .and_then(|mut s| {
+                    s.execute(params![p.id, p.state.as_str(), p.next_at.0, p.http_status, p.error, delivered])
+                })
+                .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn callback_list(&self, job: &str) -> StoreResult<Vec<Callback>> {
+        let job = job.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&sql(&jobs::callback_list())).map_err(backend)?;
+            stmt.query_map([job], |r| jobs::callback_from(r))
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(backend)
         })
         .await
     }

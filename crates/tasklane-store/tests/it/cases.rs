@@ -8,10 +8,11 @@ use tasklane_core::queue::QueueSpec;
 use tasklane_core::task::ResponseStatus;
 use tasklane_core::{Code, LocationName, Queue, QueueName, QueueState, Task, TaskName, TaskSpec, Timestamp};
 use tasklane_store::{
-    AttemptResult, ClaimedTask, DeadLetterList, DeadLetterRedrive, DeadLetterSelect, JobCreate, JobList, JobReport,
-    JobReportKind, NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwnerAcquire, QueueOwnerRelease,
-    QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, RecordCondition, RecordPut, Store, StoreError,
-    TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup, TaskOutcome,
+    AttemptResult, CallbackAttempt, CallbackState, ClaimedTask, DeadLetterList, DeadLetterRedrive, DeadLetterSelect,
+    JobCreate, JobList, JobReport, JobReportKind, NodeHeartbeat, QueueCreate, QueueDelete, QueueList,
+    QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet,
+    RecordCondition, RecordPut, Store, StoreError, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish,
+    TaskList, TaskLookup, TaskOutcome,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000_000);
@@ -918,4 +919,62 @@ pub async fn dead_letters_keep_every_attempt_and_can_be_redriven_or_purged(store
     assert_eq!(store.dead_letter_expire(at(5000)).await.unwrap(), 0);
     assert_eq!(store.dead_letter_expire(at(5001)).await.unwrap(), 1);
     assert!(store.dead_letter_list(list(None)).await.unwrap().is_empty());
+}
+
+pub async fn callbacks_are_queued_with_the_outcome_and_delivered_once(store: Arc<dyn Store>) {
+    make_queue(&store, "q").await;
+    let mut j = job("cb", "q", 2, FailurePolicy::FinishAll);
+    j.callback_url = Some("http://127.0.0.1:1/hook".into());
+    create_job(&store, j, 2).await;
+    create_job(&store, job("quiet", "q", 1, FailurePolicy::FinishAll), 1).await;
+    let claimed = store.task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(1) }).await.unwrap();
+    for c in &claimed {
+        let outcome = if c.task.name.task == "cb-0" {
+            TaskOutcome::GaveUp { attempt: failure(500, at(2)), tombstone_until: at(100) }
+        } else {
+            TaskOutcome::Succeeded { tombstone_until: at(100) }
+        };
+        store
+            .task_finish(TaskFinish { name: c.task.name.clone(), lease_id: c.lease_id, outcome, now: at(2) })
+            .await
+            .unwrap();
+    }
+    let queued = store.callback_list("cb").await.unwrap();
+    let kinds: Vec<(&str, Option<&str>)> = queued.iter().map(|c| (c.kind.as_str(), c.task.as_deref())).collect();
+    let dead_task = tname("q", "cb-0").to_string();
+    assert_eq!(kinds, [("task.dead_lettered", Some(dead_task.as_str())), ("job.finished", None)]);
+    assert!(store.callback_list("quiet").await.unwrap().is_empty(), "no callback URL, no callbacks");
+
+    let first = store.callback_claim(at(3), at(63), 10).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(
+        store.callback_claim(at(4), at(64), 10).await.unwrap().is_empty(),
+        "a claimed callback is not handed out twice"
+    );
+    let retry = CallbackAttempt {
+        id: first[1].id,
+        state: CallbackState::Pending,
+        next_at: at(10),
+        http_status: Some(503),
+        error: Some("HTTP 503".into()),
+        now: at(5),
+    };
+    store.callback_record(retry).await.unwrap();
+    let delivered = |id, now| CallbackAttempt {
+        id,
+        state: CallbackState::Delivered,
+        next_at: now,
+        http_status: Some(200),
+        error: None,
+        now,
+    };
+    store.callback_record(delivered(first[0].id, at(5))).await.unwrap();
+    assert!(store.callback_claim(at(9), at(69), 10).await.unwrap().is_empty());
+    let again = store.callback_claim(at(10), at(70), 10).await.unwrap();
+    assert_eq!(again.iter().map(|c| c.id).collect::<Vec<_>>(), [first[1].id]);
+    store.callback_record(delivered(first[1].id, at(11))).await.unwrap();
+    let done = store.callback_list("cb").await.unwrap();
+    assert!(done.iter().all(|c| c.state == CallbackState::Delivered));
+    assert_eq!(done[1].attempts, 2);
+    assert_eq!((done[1].last_status, done[1].delivered_at), (Some(200), Some(at(11))));
 }

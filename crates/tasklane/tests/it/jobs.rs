@@ -231,7 +231,7 @@ async fn jobs_refuse_bad_input_clearly_and_honour_idempotency_keys() {
         (json!({"queue": queue("q"), "task": task, "labels": {"bad key": "v"}}), 400, "label key"),
         (json!({"queue": queue("q"), "task": task, "result_ttl": "forever"}), 400, "result_ttl"),
         (json!({"queue": queue("q"), "task": task, "failure_policy": "maybe"}), 400, "failure_policy"),
-        (json!({"queue": queue("q"), "task": task, "callback_url": "http://x/"}), 501, "callback_url"),
+        (json!({"queue": queue("q"), "task": task, "callback_url": "ftp://x/"}), 400, "callback_url"),
         (json!({"queue": queue("q"), "task": task, "colour": "red"}), 400, "Unknown name \"colour\""),
     ];
     for (body, status, needle) in cases {
@@ -366,4 +366,64 @@ async fn a_finished_job_is_gone_after_its_result_ttl() {
     assert_eq!(list["jobs"], json!([]), "an expired job is not listed");
     let (status, _) = v1.call(Method::GET, &format!("jobs/{id}/events"), None, None).await;
     assert_eq!(status, 404, "nor streamed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_arrive_signed_once_per_finish_and_are_retried_when_the_receiver_fails() {
+    use base64::Engine;
+    let server = TasklaneProcess::start();
+    let worker =
+        Worker::start(Arc::new(|r, _| (if r.path.starts_with("/bad") { 500 } else { 200 }, Duration::ZERO))).await;
+    // The receiver fails its first call, then accepts.
+    let receiver = Worker::start(Arc::new(|_, i| (if i == 0 { 503 } else { 200 }, Duration::ZERO))).await;
+    server.api().create_queue("cb", json!({"retryConfig": {"maxAttempts": 1}})).await;
+    let v1 = V1::new(&server);
+    let body = json!({
+        "queue": queue("cb"),
+        "tasks": [{"url": worker.url("/good")}, {"url": worker.url("/bad")}],
+        "callback_url": receiver.url("/hooks/jobs"),
+    });
+    let (status, job) = v1.call(Method::POST, "jobs", Some(body), None).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(job["callback_url"], receiver.url("/hooks/jobs"));
+    eventually("both callbacks to be delivered", Duration::from_secs(20), || async {
+        let job = v1.job(&id).await;
+        job["callbacks"].as_array().is_some_and(|c| c.len() == 2 && c.iter().all(|c| c["state"] == "delivered"))
+    })
+    .await;
+    let job = v1.job(&id).await;
+    assert_eq!(job["status"], "failed");
+    let types: Vec<&str> = job["callbacks"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["task.dead_lettered", "job.finished"]);
+    let received = receiver.received();
+    assert_eq!(received.len(), 3, "two notifications, one of them sent twice after a 503");
+    let attempts: i64 = job["callbacks"].as_array().unwrap().iter().map(|c| c["attempts"].as_i64().unwrap()).sum();
+    assert_eq!(attempts, 3);
+
+    let jwks = crate::targets::get_json(&format!("http://{}/.well-known/jwks.json", server.addr)).await;
+    for r in &received {
+        let claims = crate::targets::verify(r.header("x-tasklane-signature").expect("signed"), &jwks);
+        let digest = ring::digest::digest(&ring::digest::SHA256, &r.body);
+        assert_eq!(claims["body_sha256"], base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref()));
+        assert_eq!(claims["sub"], id.as_str());
+        let note: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(note["job"]["id"], id.as_str());
+        assert_eq!(note["type"], r.header("x-tasklane-event").unwrap());
+    }
+    let finished: Vec<&crate::support::Received> =
+        received.iter().filter(|r| r.header("x-tasklane-event") == Some("job.finished")).collect();
+    assert!(!finished.is_empty());
+    let note: Value = serde_json::from_slice(&finished.last().unwrap().body).unwrap();
+    assert_eq!((note["job"]["status"].as_str(), note["job"]["counts"]["failed"].as_i64()), (Some("failed"), Some(1)));
+    let (status, body) = v1
+        .call(
+            Method::POST,
+            "jobs",
+            Some(json!({"queue": queue("cb"), "task": {"url": worker.url("/x")}, "callback_url": "ftp://nope"})),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("callback_url"));
 }

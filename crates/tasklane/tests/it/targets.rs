@@ -15,13 +15,13 @@ fn b64(s: &str) -> Vec<u8> {
     URL_SAFE_NO_PAD.decode(s).expect("base64url")
 }
 
-async fn get_json(url: &str) -> Value {
+pub(crate) async fn get_json(url: &str) -> Value {
     let body = client().get(url).send().await.unwrap().bytes().await.unwrap();
     serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{url}: {e}"))
 }
 
 /// Check an RS256 JWT against a JWKS the way an OIDC library does; returns its claims.
-fn verify(token: &str, jwks: &Value) -> Value {
+pub(crate) fn verify(token: &str, jwks: &Value) -> Value {
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "a JWT has three parts: {token}");
     let header: Value = serde_json::from_slice(&b64(parts[0])).unwrap();
