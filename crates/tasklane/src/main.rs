@@ -1,9 +1,10 @@
-//! The `tasklane` command: `serve` runs the server; the other commands are a client of
-//! its API that mirrors `gcloud tasks`.
+//! The `tasklane` command: `serve` runs the server; the other commands are clients of
+//! its APIs (`queues` and `tasks` mirror `gcloud tasks`).
 
 mod bench;
 mod client;
 mod cluster;
+mod jobs;
 mod output;
 mod queues;
 mod serve;
@@ -28,6 +29,12 @@ enum Command {
     /// Manage tasks (like `gcloud tasks`).
     #[command(subcommand)]
     Tasks(tasks::TasksCommand),
+    /// Create, follow and cancel jobs.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
+    /// Inspect, redrive and purge the tasks that gave up.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(jobs::DeadLettersCommand),
     /// Measure throughput, latency and rate accuracy on this machine.
     Bench(bench::BenchArgs),
     /// Inspect a cluster of tasklane nodes.
@@ -50,6 +57,8 @@ fn main() -> std::process::ExitCode {
             Command::Queues(cmd) => queues::run(cmd).await,
             Command::Tasks(cmd) => tasks::run(cmd).await,
             Command::Cluster(cmd) => cluster::run(cmd).await,
+            Command::Jobs(cmd) => jobs::run(cmd).await,
+            Command::DeadLetters(cmd) => jobs::run_dead_letters(cmd).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });
