@@ -249,6 +249,10 @@ impl Jobs {
         self.store.job_events(id, after_seq, limit).await.map_err(store_status)
     }
 
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.dispatcher.job_changes()
     }

@@ -50,6 +50,7 @@ pub fn router(jobs: Jobs, dead: DeadLetters) -> Router {
         .route("/v1/jobs/{id}/result", post(report_result))
         .route("/v1/jobs/{id}/fail", post(report_failure))
         .route("/v1/jobs/{id}/events", get(job_events))
+        .route("/v1/events", get(all_events))
         .with_state(jobs)
         .merge(dead_letters)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -368,9 +369,10 @@ async fn report_failure(
     report(jobs, id, headers, JobReportKind::Fail(error)).await
 }
 
-fn sse_event(e: &JobEvent) -> Event {
+/// An event as SSE: its id is what a reader resumes after.
+fn sse_event(e: &JobEvent, id: String) -> Event {
     let data = json!({ "seq": e.seq, "kind": e.kind, "at": format_timestamp(e.at), "job": job_json(&e.job) });
-    Event::default().id(e.seq.to_string()).event(e.kind.clone()).data(data.to_string())
+    Event::default().id(id).event(e.kind.clone()).data(data.to_string())
 }
 
 struct Watch {
@@ -391,7 +393,7 @@ impl Watch {
                 if e.job.status.is_final() && self.ready.is_empty() {
                     self.ended = true;
                 }
-                return Some((Ok(sse_event(&e)), self));
+                return Some((Ok(sse_event(&e, e.seq.to_string())), self));
             }
             match self.jobs.events(&self.id, self.last_seq, EVENT_PAGE).await {
                 Ok(events) if !events.is_empty() => {
@@ -591,4 +593,99 @@ async fn purge_dead_letters(
     let select = selection(&body_json(body)?)?;
     let purged = dead.purge(&queue, select).await?;
     Ok(axum::Json(json!({ "purged": purged })).into_response())
+}
+
+/// Which jobs a dashboard stream follows.
+struct JobFilter {
+    queue: Option<tasklane_core::QueueName>,
+    label: Option<(String, String)>,
+}
+
+impl JobFilter {
+    fn matches(&self, job: &Job) -> bool {
+        self.queue.as_ref().is_none_or(|q| &job.queue == q)
+            && self.label.as_ref().is_none_or(|(k, v)| job.labels.iter().any(|(jk, jv)| jk == k && jv == v))
+    }
+}
+
+struct Dashboard {
+    jobs: Jobs,
+    filter: JobFilter,
+    /// Events before the stream opened are not sent.
+    since: Timestamp,
+    /// Per job: whether it matches, and the last event sent.
+    seen: std::collections::HashMap<String, (bool, i64)>,
+    changes: tokio::sync::broadcast::Receiver<String>,
+    ready: VecDeque<JobEvent>,
+}
+
+impl Dashboard {
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Dashboard)> {
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                let id = format!("{}:{}", e.job.id, e.seq);
+                return Some((Ok(sse_event(&e, id)), self));
+            }
+            let changed = match self.changes.recv().await {
+                Ok(id) => id,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(missed = n, "a dashboard stream fell behind; some jobs' changes were skipped");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            };
+            let (matches, last) = match self.seen.get(&changed) {
+                Some(seen) => *seen,
+                None => match self.jobs.get(&changed).await {
+                    Ok(job) => (self.filter.matches(&job), 0),
+                    Err(_) => continue,
+                },
+            };
+            self.seen.insert(changed.clone(), (matches, last));
+            if !matches {
+                continue;
+            }
+            let Ok(events) = self.jobs.events(&changed, last, EVENT_PAGE).await else { continue };
+            if let Some(e) = events.last() {
+                self.seen.insert(changed, (true, e.seq));
+            }
+            let since = self.since;
+            self.ready.extend(events.into_iter().filter(|e| e.at >= since));
+        }
+    }
+}
+
+/// `GET /v1/events?queue=Q&label=KEY:VALUE`: the changes of every job that matches, from now
+/// on, for dashboards. Event ids are `JOB:SEQ`; to catch up on one job after a disconnect,
+/// read that job's own stream.
+async fn all_events(State(jobs): State<Jobs>, q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> ApiResult {
+    let Query(pairs) = q.map_err(|e| Status::invalid_argument(format!("Invalid query string: {e}")))?;
+    let mut filter = JobFilter { queue: None, label: None };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "queue" => filter.queue = Some(crate::jobs::queue_name(&v)?),
+            "label" => {
+                let (key, value) = v.split_once(':').ok_or_else(|| {
+                    Status::invalid_argument(format!("label \"{v}\" must be KEY:VALUE, for example user:42"))
+                })?;
+                filter.label = Some((key.to_string(), value.to_string()));
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "Unknown query parameter \"{other}\"; the event stream is filtered by queue and label"
+                ))
+                .into());
+            }
+        }
+    }
+    let dashboard = Dashboard {
+        changes: jobs.changes(),
+        since: jobs.now(),
+        jobs,
+        filter,
+        seen: Default::default(),
+        ready: VecDeque::new(),
+    };
+    let stream = futures_util::stream::unfold(dashboard, Dashboard::next);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }

@@ -427,3 +427,37 @@ async fn callbacks_arrive_signed_once_per_finish_and_are_retried_when_the_receiv
     assert_eq!(status, 400, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("callback_url"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_stream_follows_the_jobs_that_match_its_filter() {
+    let server = TasklaneProcess::start();
+    let worker = Worker::ok().await;
+    server.api().create_queue("dash", json!({})).await;
+    let v1 = V1::new(&server);
+    let mut stream =
+        client().get(format!("{}/events?label=team:a", v1.base)).send().await.expect("open the dashboard stream");
+    assert_eq!(stream.status(), 200);
+    let mut ids = Vec::new();
+    for team in ["b", "a"] {
+        let body = json!({"queue": queue("dash"), "task": {"url": worker.url("/x")}, "labels": {"team": team}});
+        let (status, job) = v1.call(Method::POST, "jobs", Some(body), None).await;
+        assert_eq!(status, 201, "{job}");
+        ids.push(job["id"].as_str().unwrap().to_string());
+    }
+    let mut text = String::new();
+    let read = async {
+        while !text.contains("event: succeeded") {
+            match stream.chunk().await.expect("read the stream") {
+                Some(chunk) => text.push_str(&String::from_utf8_lossy(&chunk)),
+                None => break,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read).await.expect("team a's job finishes on the stream");
+    let event_ids: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("id:")).map(str::trim).collect();
+    assert!(!event_ids.is_empty());
+    assert!(event_ids.iter().all(|id| id.starts_with(&format!("{}:", ids[1]))), "only team a's job: {event_ids:?}");
+    let kinds: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event:")).map(str::trim).collect();
+    assert_eq!(kinds.first(), Some(&"created"));
+    assert_eq!(kinds.last(), Some(&"succeeded"));
+}
