@@ -36,6 +36,13 @@ const STREAM_POLL: Duration = Duration::from_secs(5);
 
 type ApiResult = Result<Response, ApiError>;
 
+/// The OpenAPI document of this API, served at `/v1/openapi.json`.
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 pub fn router(jobs: Jobs, dead: DeadLetters) -> Router {
     let dead_letters = Router::new()
         .route("/v1/queues/{queue}/dead-letters", get(list_dead_letters))
@@ -51,6 +58,7 @@ pub fn router(jobs: Jobs, dead: DeadLetters) -> Router {
         .route("/v1/jobs/{id}/fail", post(report_failure))
         .route("/v1/jobs/{id}/events", get(job_events))
         .route("/v1/events", get(all_events))
+        .route("/v1/openapi.json", get(openapi))
         .with_state(jobs)
         .merge(dead_letters)
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -688,4 +696,55 @@ async fn all_events(State(jobs): State<Jobs>, q: Result<Query<Vec<(String, Strin
     };
     let stream = futures_util::stream::unfold(dashboard, Dashboard::next);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route `router` serves, as OpenAPI writes it.
+    const ROUTES: [&str; 13] = [
+        "/v1/jobs",
+        "/v1/jobs/{id}",
+        "/v1/jobs/{id}:cancel",
+        "/v1/jobs/{id}/progress",
+        "/v1/jobs/{id}/result",
+        "/v1/jobs/{id}/fail",
+        "/v1/jobs/{id}/events",
+        "/v1/events",
+        "/v1/openapi.json",
+        "/v1/queues/{queue}/dead-letters",
+        "/v1/queues/{queue}/dead-letters/{id}",
+        "/v1/queues/{queue}/dead-letters:redrive",
+        "/v1/queues/{queue}/dead-letters:purge",
+    ];
+
+    #[test]
+    fn the_openapi_document_describes_every_route() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths = doc["paths"].as_object().expect("paths");
+        for route in ROUTES {
+            assert!(paths.contains_key(route), "{route} is not in openapi.json");
+        }
+        assert_eq!(paths.len(), ROUTES.len(), "openapi.json lists a path the router does not serve");
+        // Every reference points at something defined.
+        let text = OPENAPI;
+        for reference in text.split("\"$ref\": \"#/").skip(1) {
+            let pointer = format!("/{}", reference.split('"').next().unwrap_or(""));
+            assert!(doc.pointer(&pointer).is_some(), "dangling $ref {pointer}");
+        }
+    }
+
+    #[test]
+    fn durations_read_with_their_units() {
+        assert_eq!(parse_duration("d", "90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("d", "1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("d", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("d", "24h").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("d", "7d").unwrap(), Duration::from_secs(7 * 86_400));
+        for bad in ["", "5", "-1s", "soon", "1w"] {
+            assert!(parse_duration("result_ttl", bad).unwrap_err().message.contains("result_ttl"), "{bad}");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod compat;
+mod examples;
 mod jobs;
 mod support;
 mod targets;
