@@ -315,3 +315,45 @@ async fn other_nodes_wake_the_owner_for_creates_and_settings() {
     drop(nodes);
     let _ = schema_store.drop_schema(&schema).await;
 }
+
+/// A job created on one node is dispatched by the queue's owner and followed live from
+/// the other: job changes travel between nodes over the same relay as wake-ups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_s_events_reach_watchers_on_every_node() {
+    let Some((url, schema_store, schema)) = fresh_database("jobs").await else { return };
+    let worker = Worker::start(Arc::new(|_, _| (200, Duration::from_millis(50)))).await;
+    let nodes: Vec<TasklaneProcess> = (0..2).map(|_| TasklaneProcess::start_node(&url)).collect();
+    nodes[0].api().create_queue("shared", json!({})).await;
+    let http = crate::support::client();
+    let tasks: Vec<Value> = (0..20).map(|i| json!({"url": worker.url(&format!("/{i}"))})).collect();
+    let body = json!({"queue": format!("{PROJECT_LOCATION}/queues/shared"), "tasks": tasks});
+    let created = http
+        .post(format!("http://{}/v1/jobs", nodes[0].addr))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let job: Value = serde_json::from_slice(&created.bytes().await.unwrap()).unwrap();
+    let id = job["id"].as_str().unwrap();
+    // Watch from the other node; the stream ends when the job has finished.
+    let mut stream = http.get(format!("http://{}/v1/jobs/{id}/events", nodes[1].addr)).send().await.unwrap();
+    let mut text = String::new();
+    let read = async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the other node's stream follows the job to its end");
+    let kinds: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event:")).map(str::trim).collect();
+    assert_eq!(kinds.last(), Some(&"succeeded"), "{kinds:?}");
+    let succeeded = kinds.iter().filter(|k| **k == "task_succeeded").count();
+    assert!(succeeded >= 1 && succeeded <= 20, "task events arrive (successes are group-committed): {kinds:?}");
+    let ids: Vec<i64> = text.lines().filter_map(|l| l.strip_prefix("id:")).map(|v| v.trim().parse().unwrap()).collect();
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "in order, none missing");
+    drop(nodes);
+    let _ = schema_store.drop_schema(&schema).await;
+}
