@@ -169,6 +169,10 @@ async fn a_worker_reports_progress_and_a_result_with_its_token() {
     assert_eq!((status, body["error"]["status"].as_str()), (401, Some("UNAUTHENTICATED")), "{body}");
     let (status, _) = v1.call(Method::POST, &format!("jobs/{id}/progress"), Some(progress(90.0)), None).await;
     assert_eq!(status, 401, "no token, no report");
+    let huge = json!({"result": {"log": "x".repeat(300 * 1024)}});
+    let (status, body) = v1.call(Method::POST, &format!("jobs/{id}/result"), Some(huge), Some(&token)).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("at most"), "an oversized result is refused: {body}");
     let (status, body) = v1
         .call(
             Method::POST,
