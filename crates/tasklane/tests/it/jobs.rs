@@ -75,11 +75,17 @@ fn queue(id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_with_failing_tasks_ends_failed_with_exact_counts_and_a_complete_event_stream() {
     let server = TasklaneProcess::start();
-    let worker =
-        Worker::start(Arc::new(|r, _| (if r.path.starts_with("/fail") { 500 } else { 200 }, Duration::ZERO))).await;
+    let worker = Worker::start(Arc::new(|r, _| {
+        (if r.path.starts_with("/fail") { 500 } else { 200 }, Duration::from_millis(20))
+    }))
+    .await;
     let api = server.api();
-    api.create_queue("batch", json!({"retryConfig": {"maxAttempts": 2, "minBackoff": "0.1s", "maxBackoff": "0.1s"}}))
-        .await;
+    api.create_queue(
+        "batch",
+        json!({"retryConfig": {"maxAttempts": 2, "minBackoff": "0.1s", "maxBackoff": "0.1s"},
+               "rateLimits": {"maxConcurrentDispatches": 4}}),
+    )
+    .await;
     api.queue_verb("batch", "pause").await;
     let v1 = V1::new(&server);
     let tasks: Vec<Value> = (0..50)
@@ -108,6 +114,12 @@ async fn a_batch_with_failing_tasks_ends_failed_with_exact_counts_and_a_complete
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     api.queue_verb("batch", "resume").await;
+    // The worker reports the batch's progress with the token its first task came with.
+    let first = worker.wait_for(1, Duration::from_secs(10)).await;
+    let token = first[0].header("x-tasklane-job-token").expect("a job token").to_string();
+    let report = json!({"percent": 10, "step": "batch", "step_number": 1, "message": "first item done"});
+    let (status, body) = v1.call(Method::POST, &format!("jobs/{id}/progress"), Some(report), Some(&token)).await;
+    assert_eq!(status, 200, "{body}");
     let events = watcher.await.unwrap();
 
     let done = v1.job(&id).await;
@@ -130,6 +142,8 @@ async fn a_batch_with_failing_tasks_ends_failed_with_exact_counts_and_a_complete
     assert_eq!(kinds.last(), Some(&"failed"));
     assert_eq!(kinds.iter().filter(|k| **k == "task_succeeded").count(), 47);
     assert_eq!(kinds.iter().filter(|k| **k == "task_failed").count(), 3);
+    assert_eq!(kinds.iter().filter(|k| **k == "progress").count(), 1, "the worker's report is an event");
+    assert_eq!(done["progress"]["message"], "first item done");
     let (_, _, last) = events.last().unwrap();
     assert_eq!((last["counts"]["succeeded"].as_i64(), last["counts"]["failed"].as_i64()), (Some(47), Some(3)));
 
