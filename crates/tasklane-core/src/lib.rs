@@ -14,7 +14,7 @@ pub mod task;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use name::{LocationName, QueueName, TaskName};
-pub use queue::{Queue, QueueState, RateLimits};
+pub use queue::{Queue, QueueKind, QueueState, RateLimits};
 pub use retry::RetryConfig;
 pub use status::{Code, Status};
-pub use task::{Attempt, AuthToken, HttpMethod, HttpRequest, ResponseStatus, Task, TaskSpec, TaskView};
+pub use task::{Attempt, AuthToken, HttpMethod, HttpRequest, PullSpec, ResponseStatus, Task, TaskSpec, TaskView};

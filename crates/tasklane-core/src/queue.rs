@@ -37,6 +37,32 @@ impl QueueState {
     }
 }
 
+/// How a queue's tasks reach workers: pushed over HTTP, or leased by pull workers.
+/// Fixed when the queue is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueKind {
+    #[default]
+    Push,
+    Pull,
+}
+
+impl QueueKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueKind::Push => "push",
+            QueueKind::Pull => "pull",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<QueueKind> {
+        match s {
+            "push" => Some(QueueKind::Push),
+            "pull" => Some(QueueKind::Pull),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimits {
     pub max_dispatches_per_second: f64,
@@ -71,6 +97,7 @@ pub struct Queue {
     pub purge_time: Option<Timestamp>,
     pub logging_sampling_ratio: f64,
     pub http_target: Option<HttpTarget>,
+    pub kind: QueueKind,
 }
 
 /// Rate settings as a caller wrote them; zero means "not set".
@@ -135,6 +162,7 @@ impl QueueSpec {
             purge_time,
             logging_sampling_ratio: ratio,
             http_target: self.http_target.clone().map(HttpTarget::validate).transpose()?,
+            kind: QueueKind::Push,
         })
     }
 

@@ -114,6 +114,10 @@ pub struct Task {
     pub retry_config: Option<RetryConfig>,
     /// The job the task belongs to, if it was created through the jobs API.
     pub job_id: Option<String>,
+    /// A pull task's tag, which lease requests may filter on.
+    pub tag: Option<String>,
+    /// A pull task's environment for the command that runs it (`tasklane work`).
+    pub env: Vec<(String, String)>,
 }
 
 /// Which fields a task read returns; BASIC leaves out the body.
@@ -263,6 +267,8 @@ impl TaskSpec {
             last_attempt: None,
             retry_config: self.retry.as_ref().map(RetrySpec::resolve).transpose()?,
             job_id: None,
+            tag: None,
+            env: Vec::new(),
         };
         let size = task.size();
         if size > MAX_TASK_SIZE {
@@ -388,5 +394,68 @@ mod tests {
         let t = s.validate(&queue(), now(), || "1".into()).unwrap();
         assert_eq!(t.clone().with_view(TaskView::Full).http_request.body, b"payload");
         assert!(t.with_view(TaskView::Basic).http_request.body.is_empty());
+    }
+}
+
+pub const MAX_TAG_LEN: usize = 500;
+pub const MAX_ENV_VARS: usize = 64;
+
+/// A new pull task as a caller wrote it: a payload for a worker that leases it.
+#[derive(Debug, Clone, Default)]
+pub struct PullSpec {
+    pub name: Option<String>,
+    pub payload: Vec<u8>,
+    pub tag: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub schedule_time: Option<Timestamp>,
+}
+
+fn env_name_ok(k: &str) -> bool {
+    let mut bytes = k.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && k.len() <= 128
+}
+
+impl PullSpec {
+    /// Validate a new pull task for `queue`; `generated_id` names it when the caller did not.
+    pub fn validate(
+        self,
+        queue: &QueueName,
+        now: Timestamp,
+        generated_id: impl FnOnce() -> String,
+    ) -> Result<Task, Status> {
+        if let Some(tag) = &self.tag
+            && (tag.is_empty() || tag.len() > MAX_TAG_LEN)
+        {
+            return Err(Status::invalid_argument(format!("tag must be 1 to {MAX_TAG_LEN} bytes")));
+        }
+        if self.env.len() > MAX_ENV_VARS {
+            return Err(Status::invalid_argument(format!("env may have at most {MAX_ENV_VARS} variables")));
+        }
+        if let Some((k, _)) = self.env.iter().find(|(k, _)| !env_name_ok(k)) {
+            return Err(Status::invalid_argument(format!(
+                "env variable \"{k}\" must be letters, digits and '_', not starting with a digit"
+            )));
+        }
+        if let Some((k, _)) = self.env.iter().find(|(k, _)| k.starts_with("TASKLANE_")) {
+            return Err(Status::invalid_argument(format!("env variable \"{k}\": TASKLANE_ names are set by tasklane")));
+        }
+        if self.env.iter().any(|(_, v)| v.contains(['\0', '\n', '\r'])) {
+            return Err(Status::invalid_argument("env values must not contain line breaks or NUL characters"));
+        }
+        // The shared task rules (name, schedule, size) apply; a pull task has no URL.
+        let mut task = TaskSpec {
+            name: self.name,
+            url: "http://pull.invalid/".into(),
+            body: self.payload,
+            schedule_time: self.schedule_time,
+            ..TaskSpec::default()
+        }
+        .validate(queue, now, generated_id)?;
+        task.http_request.url = String::new();
+        task.tag = self.tag;
+        task.env = self.env;
+        Ok(task)
     }
 }

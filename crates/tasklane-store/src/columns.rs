@@ -5,23 +5,23 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tasklane_core::queue::{Queue, QueueState, RateLimits};
+use tasklane_core::queue::{Queue, QueueKind, QueueState, RateLimits};
 use tasklane_core::retry::RetryConfig;
 use tasklane_core::target::{EnforceMode, HttpTarget, Scheme, UriOverride};
 use tasklane_core::task::{Attempt, AuthToken, HttpMethod, HttpRequest, ResponseStatus, Task};
 use tasklane_core::{Code, QueueName, TaskName, Timestamp};
 
 pub const QUEUE_COLUMNS: &str = "name, state, max_dispatches_per_second, max_burst_size, max_concurrent_dispatches, \
-     max_attempts, max_retry_duration_us, min_backoff_us, max_backoff_us, max_doublings, logging_sampling_ratio, purge_time, http_target";
+     max_attempts, max_retry_duration_us, min_backoff_us, max_backoff_us, max_doublings, logging_sampling_ratio, purge_time, http_target, kind";
 
 /// The task columns shared by `tasks` and `dead_letters`, in the order `task_from` reads them.
 pub const TASK_COLUMNS: &str = "queue, task_id, url, method, headers, body, auth_kind, auth_email, auth_param, \
      schedule_time, create_time, dispatch_deadline_us, dispatch_count, response_count, execution_count, \
      last_http_status, first_dispatch_time, last_schedule_time, last_dispatch_time, last_response_time, last_code, last_message, \
-     retry_config, job_id";
+     retry_config, job_id, tag, env";
 
 /// How many columns `TASK_COLUMNS` has: the index of the first column a query selects after them.
-pub const TASK_COLUMN_COUNT: usize = 24;
+pub const TASK_COLUMN_COUNT: usize = 26;
 
 /// `record_put`, one statement per condition, in the SQL both backends speak (SQLite reads
 /// `$n` as `?n`); parameters: key, value, expires_at, then now (not for `Always`) and the
@@ -84,6 +84,10 @@ pub fn queue_from<R: Columns>(row: &R) -> Result<Queue, R::Error> {
         http_target: match row.opt_text(12)? {
             None => None,
             Some(text) => Some(decode_target(&text).ok_or_else(|| R::corrupt("http_target", &text))?),
+        },
+        kind: {
+            let kind = row.text(13)?;
+            QueueKind::parse(&kind).ok_or_else(|| R::corrupt("queue kind", &kind))?
         },
     })
 }
@@ -292,6 +296,8 @@ pub fn task_from<R: Columns>(row: &R) -> Result<Task, R::Error> {
             Some(text) => Some(decode_retry(&text).ok_or_else(|| R::corrupt("retry_config", &text))?),
         },
         job_id: row.opt_text(23)?,
+        tag: row.opt_text(24)?,
+        env: decode_headers(&row.opt_text(25)?.unwrap_or_default()),
     })
 }
 
@@ -366,3 +372,27 @@ pub fn dead_letter_from<R: Columns>(row: &R) -> Result<crate::DeadLetter, R::Err
         attempts: attempt_log(row.opt_text(TASK_COLUMN_COUNT + 2)?.as_deref()),
     })
 }
+
+/// A pull task's environment, stored like headers (one `NAME: value` per line; values hold no newline).
+pub fn encode_env(env: &[(String, String)]) -> Option<String> {
+    (!env.is_empty()).then(|| encode_headers(env))
+}
+
+/// What leasing a pull task sets; `now` and `lease` are SQL expressions, `alias` the table's.
+pub fn pull_lease_set(now: &str, lease: &str, alias: &str) -> String {
+    let a = if alias.is_empty() { String::new() } else { format!("{alias}.") };
+    format!(
+        "state = 'leased', lease_id = {a}lease_id + 1, due_at = {now} + {lease}, \
+         dispatch_count = {a}dispatch_count + 1, first_dispatch_time = coalesce({a}first_dispatch_time, {now}), \
+         last_schedule_time = {a}schedule_time, last_dispatch_time = {now}, last_response_time = NULL, \
+         last_code = NULL, last_message = NULL"
+    )
+}
+
+/// `$1` queue, `$2` task, `$3` until, `$4` lease id.
+pub const TASK_RENEW: &str =
+    "UPDATE tasks SET due_at = $3 WHERE queue = $1 AND task_id = $2 AND state = 'leased' AND lease_id = $4";
+/// `$1` queue, `$2` task, `$3` now, `$4` lease id: give back without counting the attempt.
+pub const TASK_RELEASE: &str = "UPDATE tasks SET state = 'queued', due_at = $3, \
+     dispatch_count = CASE WHEN dispatch_count > 0 THEN dispatch_count - 1 ELSE 0 END \
+     WHERE queue = $1 AND task_id = $2 AND state = 'leased' AND lease_id = $4";

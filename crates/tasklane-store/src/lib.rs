@@ -51,6 +51,32 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Lease up to `limit` due tasks of a pull queue for `lease`, optionally only those with `tag`.
+#[derive(Debug, Clone)]
+pub struct TaskLease {
+    pub queue: QueueName,
+    pub limit: usize,
+    pub lease: Duration,
+    pub tag: Option<String>,
+    pub now: Timestamp,
+}
+
+/// Extend a lease to `until`, if it is still held.
+#[derive(Debug, Clone)]
+pub struct TaskRenew {
+    pub name: TaskName,
+    pub lease_id: i64,
+    pub until: Timestamp,
+}
+
+/// Give a leased task back now, without counting the attempt.
+#[derive(Debug, Clone)]
+pub struct TaskRelease {
+    pub name: TaskName,
+    pub lease_id: i64,
+    pub now: Timestamp,
+}
+
 /// A small named document the server keeps for the API edge (an IAM policy, a CMEK
 /// config, a batch operation, the token signing key). The store never reads `value`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -456,6 +482,10 @@ pub trait Store: Send + Sync + 'static {
     /// Forget task-name tombstones that ended before `now`; returns how many.
     /// Delete tombstones and records that expired at or before `now`.
     async fn tombstone_expire(&self, now: Timestamp) -> StoreResult<u64>;
+
+    async fn task_lease(&self, p: TaskLease) -> StoreResult<Vec<ClaimedTask>>;
+    async fn task_renew(&self, p: TaskRenew) -> StoreResult<bool>;
+    async fn task_release(&self, p: TaskRelease) -> StoreResult<bool>;
 
     async fn job_create(&self, p: JobCreate) -> StoreResult<JobCreated>;
     /// A job that has not expired at `now`, with its running count.

@@ -433,6 +433,8 @@ fn task_from(t: m::Task) -> Result<(Task, TaskView), Status> {
         last_attempt: t.last_attempt.map(attempt_from).transpose()?,
         retry_config: t.retry_config.as_ref().map(retry_spec).transpose()?.map(|r| r.resolve()).transpose()?,
         job_id: None,
+        tag: None,
+        env: Vec::new(),
     };
     Ok((task, view(t.view)))
 }

@@ -19,8 +19,8 @@ use crate::{
     DeadLetterRedrive, DeadLetterSelect, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node,
     NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease,
     QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record, RecordCondition, RecordPut, Redriven, Store,
-    StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup,
-    TaskOutcome,
+    StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskLease, TaskList,
+    TaskLookup, TaskOutcome, TaskRelease, TaskRenew,
 };
 use deadpool_postgres::GenericClient;
 use tasklane_core::job::Job;
@@ -309,8 +309,8 @@ async fn insert_task(c: &impl GenericClient, t: &Task) -> StoreResult<u64> {
     let (auth_kind, auth_email, auth_param) = columns::auth_columns(&t.http_request.auth);
     c.execute(
         "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, auth_email, \
-         auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id) \
-         VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12, $13, $14) \
+         auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id, tag, env) \
+         VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12, $13, $14, $15, $16) \
          ON CONFLICT (queue, task_id) DO NOTHING",
         &[
             &queue_name_of(&t.name),
@@ -327,6 +327,8 @@ async fn insert_task(c: &impl GenericClient, t: &Task) -> StoreResult<u64> {
             &tasklane_core::clock::duration_micros(t.dispatch_deadline),
             &t.retry_config.as_ref().map(columns::encode_retry),
             &t.job_id,
+            &t.tag,
+            &columns::encode_env(&t.env),
         ],
     )
     .await
@@ -594,6 +596,7 @@ async fn queue_insert(
                 &queue.purge_time.map(|t| t.0),
                 &now.0,
                 &s.9,
+                &queue.kind.as_str(),
             ],
         )
         .await
@@ -604,8 +607,8 @@ fn queue_insert_sql(on_conflict: &str) -> String {
     format!(
         "INSERT INTO queues (name, parent, state, max_dispatches_per_second, max_burst_size, max_concurrent_dispatches, \
          max_attempts, max_retry_duration_us, min_backoff_us, max_backoff_us, max_doublings, logging_sampling_ratio, \
-         purge_time, created_at, updated_at, http_target) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15) {on_conflict} RETURNING {QUEUE_COLUMNS}"
+         purge_time, created_at, updated_at, http_target, kind) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16) {on_conflict} RETURNING {QUEUE_COLUMNS}"
     )
 }
 
@@ -742,8 +745,8 @@ impl Store for PgStore {
         let inserted = client
             .query_opt(
                 "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, auth_email, \
-                 auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id) \
-                 SELECT $1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12, $14, $15 \
+                 auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id, tag, env) \
+                 SELECT $1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12, $14, $15, $16, $17 \
                  WHERE EXISTS (SELECT 1 FROM queues WHERE name = $1) \
                  AND NOT EXISTS (SELECT 1 FROM tombstones WHERE queue = $1 AND task_id = $2 AND expires_at > $13) \
                  ON CONFLICT (queue, task_id) DO NOTHING RETURNING id",
@@ -763,6 +766,8 @@ impl Store for PgStore {
                     &p.now.0,
                     &t.retry_config.as_ref().map(columns::encode_retry),
                     &t.job_id,
+                    &t.tag,
+                    &columns::encode_env(&t.env),
                 ],
             )
             .await
@@ -866,6 +871,61 @@ impl Store for PgStore {
             tx.commit().await.map_err(backend)?;
         }
         Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn task_lease(&self, p: TaskLease) -> StoreResult<Vec<ClaimedTask>> {
+        let mut client = self.client().await?;
+        let statement = format!(
+            "WITH due AS (SELECT id, due_at FROM tasks WHERE queue = $1 AND due_at <= $2 \
+             AND ($5::text IS NULL OR tag = $5) \
+             AND EXISTS (SELECT 1 FROM queues WHERE name = $1 AND state = 'running') \
+             ORDER BY due_at LIMIT $3 FOR UPDATE OF tasks SKIP LOCKED) \
+             UPDATE tasks t SET {} FROM due WHERE t.id = due.id RETURNING due.due_at, t.lease_id, {}",
+            columns::pull_lease_set("$2", "$4", "t"),
+            prefixed(TASK_COLUMNS, "t")
+        );
+        let lease = tasklane_core::clock::duration_micros(p.lease);
+        let rows = client
+            .query(&statement, &[&p.queue.to_string(), &p.now.0, &(p.limit as i64), &lease, &p.tag])
+            .await
+            .map_err(backend)?;
+        let mut leased = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let due: i64 = row.try_get(0).map_err(backend)?;
+            let lease_id: i64 = row.try_get(1).map_err(backend)?;
+            leased.push((due, ClaimedTask { task: columns::task_from(&Shifted { row, by: 2 })?, lease_id }));
+        }
+        leased.sort_by_key(|(due, _)| *due);
+        let leased: Vec<ClaimedTask> = leased.into_iter().map(|(_, c)| c).collect();
+        let mut started: Vec<&str> = leased.iter().filter_map(|c| c.task.job_id.as_deref()).collect();
+        started.sort_unstable();
+        started.dedup();
+        if !started.is_empty() {
+            let tx = client.transaction().await.map_err(backend)?;
+            for job in started {
+                job_change(&tx, job, jobs::START, &[&job, &p.now.0], "running", p.now).await?;
+            }
+            tx.commit().await.map_err(backend)?;
+        }
+        Ok(leased)
+    }
+
+    async fn task_renew(&self, p: TaskRenew) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(columns::TASK_RENEW, &[&queue_name_of(&p.name), &p.name.task, &p.until.0, &p.lease_id])
+            .await
+            .map_err(backend)?;
+        Ok(n == 1)
+    }
+
+    async fn task_release(&self, p: TaskRelease) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(columns::TASK_RELEASE, &[&queue_name_of(&p.name), &p.name.task, &p.now.0, &p.lease_id])
+            .await
+            .map_err(backend)?;
+        Ok(n == 1)
     }
 
     async fn task_claim_by_name(&self, p: TaskClaimByName) -> StoreResult<ClaimedTask> {

@@ -25,7 +25,8 @@ use crate::{
     DeadLetterSelect, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node, NodeHeartbeat,
     QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge,
     QueueSettingsPut, QueueStateSet, Record, RecordCondition, RecordPut, Redriven, Store, StoreError, StoreResult,
-    TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskList, TaskLookup, TaskOutcome,
+    TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskLease, TaskList, TaskLookup, TaskOutcome,
+    TaskRelease, TaskRenew,
 };
 use tasklane_core::job::Job;
 
@@ -161,7 +162,7 @@ impl SqliteStore {
 
 /// Columns added after the first release: `ALTER TABLE` for databases that lack them
 /// (SQLite has no `ADD COLUMN IF NOT EXISTS`).
-const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 12] = [
     ("queues", "http_target", "TEXT"),
     ("tasks", "retry_config", "TEXT"),
     ("dead_letters", "retry_config", "TEXT"),
@@ -169,6 +170,11 @@ const ADDED_COLUMNS: [(&str, &str, &str); 7] = [
     ("dead_letters", "job_id", "TEXT"),
     ("tasks", "attempts", "TEXT"),
     ("dead_letters", "attempts", "TEXT"),
+    ("queues", "kind", "TEXT NOT NULL DEFAULT 'push'"),
+    ("tasks", "tag", "TEXT"),
+    ("tasks", "env", "TEXT"),
+    ("dead_letters", "tag", "TEXT"),
+    ("dead_letters", "env", "TEXT"),
 ];
 
 fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
@@ -182,7 +188,10 @@ fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
             conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
         }
     }
-    conn.execute_batch("CREATE INDEX IF NOT EXISTS tasks_job ON tasks (job_id) WHERE job_id IS NOT NULL")?;
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS tasks_job ON tasks (job_id) WHERE job_id IS NOT NULL; \
+         CREATE INDEX IF NOT EXISTS tasks_tag ON tasks (queue, tag, due_at) WHERE tag IS NOT NULL;",
+    )?;
     Ok(())
 }
 
@@ -315,8 +324,8 @@ fn task_insert(conn: &Connection, t: &Task) -> StoreResult<usize> {
     let (auth_kind, auth_email, auth_param) = columns::auth_columns(&t.http_request.auth);
     conn.prepare_cached(
         "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, \
-         auth_email, auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id) \
-         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?3, ?11, ?12, ?13, ?14) \
+         auth_email, auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id, tag, env) \
+         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?3, ?11, ?12, ?13, ?14, ?15, ?16) \
          ON CONFLICT (queue, task_id) DO NOTHING",
     )
     .and_then(|mut s| {
@@ -335,6 +344,8 @@ fn task_insert(conn: &Connection, t: &Task) -> StoreResult<usize> {
             tasklane_core::clock::duration_micros(t.dispatch_deadline),
             t.retry_config.as_ref().map(columns::encode_retry),
             t.job_id,
+            t.tag,
+            columns::encode_env(&t.env),
         ])
     })
     .map_err(backend)
@@ -357,6 +368,17 @@ fn dead_letter_ids(conn: &Connection, queue: &str, select: &DeadLetterSelect) ->
         DeadLetterSelect::All => all,
         DeadLetterSelect::Ids(ids) => all.into_iter().filter(|id| ids.contains(id)).collect(),
     })
+}
+
+/// Jobs whose first task was just leased start running.
+fn jobs_started(conn: &Connection, leased: &[ClaimedTask], now: Timestamp) -> StoreResult<()> {
+    let mut started: Vec<&str> = leased.iter().filter_map(|c| c.task.job_id.as_deref()).collect();
+    started.sort_unstable();
+    started.dedup();
+    for job in started {
+        job_change(conn, job, jobs::START, &[&job, &now.0], "running", now)?;
+    }
+    Ok(())
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
@@ -466,8 +488,8 @@ impl Store for SqliteStore {
             conn.prepare_cached(
                 "INSERT INTO queues (name, parent, state, max_dispatches_per_second, max_burst_size, \
                  max_concurrent_dispatches, max_attempts, max_retry_duration_us, min_backoff_us, max_backoff_us, \
-                 max_doublings, logging_sampling_ratio, purge_time, created_at, updated_at, http_target) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15)",
+                 max_doublings, logging_sampling_ratio, purge_time, created_at, updated_at, http_target, kind) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -485,7 +507,8 @@ impl Store for SqliteStore {
                     s.8,
                     p.queue.purge_time.map(|t| t.0),
                     p.now.0,
-                    s.9
+                    s.9,
+                    p.queue.kind.as_str()
                 ])
             })
             .map_err(backend)?;
@@ -704,13 +727,53 @@ impl Store for SqliteStore {
                 .map_err(backend)?;
             // RETURNING has no order: hand tasks out earliest first.
             claimed.sort_by_key(|c| c.task.schedule_time);
-            let mut started: Vec<&str> = claimed.iter().filter_map(|c| c.task.job_id.as_deref()).collect();
-            started.sort_unstable();
-            started.dedup();
-            for job in started {
-                job_change(conn, job, jobs::START, &[&job, &p.now.0], "running", p.now)?;
-            }
+            jobs_started(conn, &claimed, p.now)?;
             Ok(claimed)
+        })
+        .await
+    }
+
+    async fn task_lease(&self, p: TaskLease) -> StoreResult<Vec<ClaimedTask>> {
+        self.write(move |conn| {
+            let queue = p.queue.to_string();
+            let statement = format!(
+                "UPDATE tasks SET {} WHERE id IN (SELECT id FROM tasks WHERE queue = ?1 AND due_at <= ?2 \
+                 AND (?5 IS NULL OR tag = ?5) \
+                 AND EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND state = 'running') \
+                 ORDER BY due_at LIMIT ?4) RETURNING {TASK_COLUMNS}, lease_id",
+                columns::pull_lease_set("?2", "?3", "")
+            );
+            let lease = tasklane_core::clock::duration_micros(p.lease);
+            let mut stmt = conn.prepare_cached(&statement).map_err(backend)?;
+            let mut leased = stmt
+                .query_map(params![queue, p.now.0, lease, p.limit as i64, p.tag], |r| {
+                    Ok(ClaimedTask { task: rows::task_from_row(r)?, lease_id: r.get(columns::TASK_COLUMN_COUNT)? })
+                })
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .map_err(backend)?;
+            leased.sort_by_key(|c| c.task.schedule_time);
+            jobs_started(conn, &leased, p.now)?;
+            Ok(leased)
+        })
+        .await
+    }
+
+    async fn task_renew(&self, p: TaskRenew) -> StoreResult<bool> {
+        self.write(move |conn| {
+            conn.prepare_cached(&sql(columns::TASK_RENEW))
+                .and_then(|mut s| s.execute(params![queue_name_of(&p.name), p.name.task, p.until.0, p.lease_id]))
+                .map(|n| n == 1)
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn task_release(&self, p: TaskRelease) -> StoreResult<bool> {
+        self.write(move |conn| {
+            conn.prepare_cached(&sql(columns::TASK_RELEASE))
+                .and_then(|mut s| s.execute(params![queue_name_of(&p.name), p.name.task, p.now.0, p.lease_id]))
+                .map(|n| n == 1)
+                .map_err(backend)
         })
         .await
     }

@@ -12,7 +12,7 @@ use tasklane_store::{
     JobCreate, JobList, JobReport, JobReportKind, NodeHeartbeat, QueueCreate, QueueDelete, QueueList,
     QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet,
     RecordCondition, RecordPut, Store, StoreError, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish,
-    TaskList, TaskLookup, TaskOutcome,
+    TaskLease, TaskList, TaskLookup, TaskOutcome, TaskRelease, TaskRenew,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000_000);
@@ -977,4 +977,72 @@ pub async fn callbacks_are_queued_with_the_outcome_and_delivered_once(store: Arc
     assert!(done.iter().all(|c| c.state == CallbackState::Delivered));
     assert_eq!(done[1].attempts, 2);
     assert_eq!((done[1].last_status, done[1].delivered_at), (Some(200), Some(at(11))));
+}
+
+pub async fn pull_tasks_are_leased_by_tag_renewed_released_and_fenced(store: Arc<dyn Store>) {
+    let mut q = queue("pull");
+    q.kind = tasklane_core::QueueKind::Pull;
+    store.queue_create(QueueCreate { queue: q, now: T0 }).await.unwrap();
+    assert_eq!(store.queue_get(&qname("pull")).await.unwrap().unwrap().kind, tasklane_core::QueueKind::Pull);
+    for (id, tag) in [("a", Some("red")), ("b", None), ("c", Some("red"))] {
+        let spec = tasklane_core::PullSpec {
+            name: Some(format!("{}/tasks/{id}", qname("pull"))),
+            payload: id.as_bytes().to_vec(),
+            tag: tag.map(String::from),
+            env: vec![("TARGET_FILE_ID".into(), format!("file-{id}"))],
+            schedule_time: None,
+        };
+        let task = spec.validate(&qname("pull"), T0, || unreachable!()).unwrap();
+        store.task_create(TaskCreate { task, now: T0 }).await.unwrap();
+    }
+    let lease = |limit, tag: Option<&str>, now| TaskLease {
+        queue: qname("pull"),
+        limit,
+        lease: Duration::from_secs(30),
+        tag: tag.map(String::from),
+        now,
+    };
+    let red = store.task_lease(lease(10, Some("red"), at(1))).await.unwrap();
+    assert_eq!(red.iter().map(|c| c.task.name.task.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+    assert_eq!(red[0].task.env, [("TARGET_FILE_ID".to_string(), "file-a".to_string())]);
+    assert_eq!((red[0].task.tag.as_deref(), red[0].task.dispatch_count), (Some("red"), 1));
+    assert_eq!(red[0].task.http_request.body, b"a");
+    // Leased tasks are not leased again while their lease runs.
+    let rest = store.task_lease(lease(10, None, at(2))).await.unwrap();
+    assert_eq!(rest.iter().map(|c| c.task.name.task.as_str()).collect::<Vec<_>>(), ["b"]);
+    // Renew a, release c; a stale lease id changes nothing.
+    let (a, c) = (&red[0], &red[1]);
+    assert!(
+        store.task_renew(TaskRenew { name: a.task.name.clone(), lease_id: a.lease_id, until: at(100) }).await.unwrap()
+    );
+    assert!(
+        !store
+            .task_renew(TaskRenew { name: a.task.name.clone(), lease_id: a.lease_id + 1, until: at(100) })
+            .await
+            .unwrap()
+    );
+    assert!(
+        store.task_release(TaskRelease { name: c.task.name.clone(), lease_id: c.lease_id, now: at(3) }).await.unwrap()
+    );
+    assert!(
+        !store.task_release(TaskRelease { name: c.task.name.clone(), lease_id: c.lease_id, now: at(3) }).await.unwrap()
+    );
+    let again = store.task_lease(lease(10, None, at(40))).await.unwrap();
+    let mut names: Vec<&str> = again.iter().map(|c| c.task.name.task.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["b", "c"], "c was given back, b's lease ended at 32 s, a's was renewed to 100 s");
+    let c2 = again.iter().find(|x| x.task.name.task == "c").unwrap();
+    assert_eq!(c2.task.dispatch_count, 1, "a released lease does not count as an attempt");
+    let b2 = again.iter().find(|x| x.task.name.task == "b").unwrap();
+    assert_eq!(b2.task.dispatch_count, 2, "an expired lease counts as an attempt");
+    // Acknowledging with the old lease of b is refused; with the new one it works.
+    let ack = |c: &ClaimedTask, lease_id| TaskFinish {
+        name: c.task.name.clone(),
+        lease_id,
+        outcome: TaskOutcome::Succeeded { tombstone_until: at(1000) },
+        now: at(41),
+    };
+    let b1 = &rest[0];
+    assert!(!store.task_finish(ack(b1, b1.lease_id)).await.unwrap(), "a stale acknowledgement is refused");
+    assert!(store.task_finish(ack(b2, b2.lease_id)).await.unwrap());
 }

@@ -106,6 +106,7 @@ macro_rules! every_case {
     jobs_list_by_filter_and_expire,
     dead_letters_keep_every_attempt_and_can_be_redriven_or_purged,
     callbacks_are_queued_with_the_outcome_and_delivered_once,
+    pull_tasks_are_leased_by_tag_renewed_released_and_fenced,
 );)*
     };
 }
