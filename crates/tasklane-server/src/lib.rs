@@ -12,6 +12,7 @@ pub mod oidc;
 pub mod operations;
 mod page_token;
 pub mod policy;
+pub mod pull;
 pub mod rest;
 pub mod service;
 pub mod v1;
@@ -199,10 +200,12 @@ impl Server {
         let app = Router::new()
             .merge(admin::router(store.clone(), clock.clone(), config.cluster.lease))
             .merge(admin::oidc_router(dispatcher.signer()))
-            .merge(v1::router(
-                jobs::Jobs::new(store.clone(), clock.clone(), dispatcher.clone()),
-                dead_letters::DeadLetters::new(store.clone(), clock.clone(), dispatcher.clone()),
-            ))
+            .merge(v1::router(v1::V1 {
+                jobs: jobs::Jobs::new(store.clone(), clock.clone(), dispatcher.clone()),
+                dead: dead_letters::DeadLetters::new(store.clone(), clock.clone(), dispatcher.clone()),
+                pull: pull::Pull::new(store.clone(), clock.clone(), dispatcher.clone(), config.tombstone_window),
+                tasks: service.clone(),
+            }))
             .merge(api(service));
 
         let mut http_stop = stop_rx.clone();

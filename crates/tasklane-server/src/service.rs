@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use tasklane_core::queue::QueueSpec;
 use tasklane_core::task::TaskSpec;
-use tasklane_core::{Clock, LocationName, Queue, QueueName, QueueState, Status, Task, TaskName, TaskView, Timestamp};
+use tasklane_core::{
+    Clock, LocationName, Queue, QueueKind, QueueName, QueueState, Status, Task, TaskName, TaskView, Timestamp,
+};
 use tasklane_store::{
     QueueCreate, QueueDelete, QueueList, QueuePurge, QueueSettingsPut, QueueStateSet, Store, StoreError,
     TaskClaimByName, TaskCreate, TaskDelete, TaskList, TaskLookup,
@@ -104,6 +106,17 @@ impl CloudTasks {
     }
 
     pub async fn create_queue(&self, parent: &str, name: &str, spec: QueueSpec) -> Result<Queue, Status> {
+        self.create_queue_of_kind(parent, name, spec, QueueKind::Push).await
+    }
+
+    /// Create a push or a pull queue (the kind is fixed from then on).
+    pub async fn create_queue_of_kind(
+        &self,
+        parent: &str,
+        name: &str,
+        spec: QueueSpec,
+        kind: QueueKind,
+    ) -> Result<Queue, Status> {
         let parent = LocationName::parse(parent)?;
         if name.is_empty() {
             return Err(Status::invalid_argument("queue.name is required"));
@@ -114,7 +127,8 @@ impl CloudTasks {
                 "The queue name \"{name}\" is not in the parent location \"{parent}\""
             )));
         }
-        let queue = spec.resolve(queue_name, QueueState::Running, None)?;
+        let mut queue = spec.resolve(queue_name, QueueState::Running, None)?;
+        queue.kind = kind;
         let queue = self.store.queue_create(QueueCreate { queue, now: self.now() }).await.map_err(store_status)?;
         self.dispatcher.queue_changed(queue.clone());
         Ok(queue)

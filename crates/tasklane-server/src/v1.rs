@@ -22,6 +22,7 @@ use tasklane_store::{Callback, DeadLetter, DeadLetterSelect, JobEvent, JobReport
 use crate::dead_letters::DeadLetters;
 use crate::dispatch::JOB_TOKEN_HEADER;
 use crate::jobs::{JobQuery, JobSpec, Jobs, WorkerReport};
+use crate::pull::{Failed, LeaseRef, LeaseRequest, Leased, Pull};
 use crate::rest::ApiError;
 use crate::rest::proto_json::{
     Obj, decode_base64, encode_base64, format_duration_micros, format_timestamp, parse_timestamp,
@@ -43,7 +44,27 @@ async fn openapi() -> Response {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-pub fn router(jobs: Jobs, dead: DeadLetters) -> Router {
+/// Everything `/v1` serves from.
+#[derive(Clone)]
+pub struct V1 {
+    pub jobs: Jobs,
+    pub dead: DeadLetters,
+    pub pull: Pull,
+    pub tasks: crate::service::CloudTasks,
+}
+
+pub fn router(v1: V1) -> Router {
+    let V1 { jobs, dead, pull, tasks } = v1;
+    let pull_routes = Router::new().route("/v1/queues", post(create_queue)).with_state(tasks).merge(
+        Router::new()
+            .route("/v1/queues/{queue}/tasks", post(create_pull_tasks))
+            .route("/v1/queues/{queue}/tasks:lease", post(lease_tasks))
+            .route("/v1/queues/{queue}/tasks:acknowledge", post(acknowledge_tasks))
+            .route("/v1/queues/{queue}/tasks:fail", post(fail_tasks))
+            .route("/v1/queues/{queue}/tasks:renew", post(renew_tasks))
+            .route("/v1/queues/{queue}/tasks:cancelLease", post(cancel_leases))
+            .with_state(pull),
+    );
     let dead_letters = Router::new()
         .route("/v1/queues/{queue}/dead-letters", get(list_dead_letters))
         .route("/v1/queues/{queue}/dead-letters:redrive", post(redrive_dead_letters))
@@ -61,6 +82,7 @@ pub fn router(jobs: Jobs, dead: DeadLetters) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .with_state(jobs)
         .merge(dead_letters)
+        .merge(pull_routes)
         .layer(DefaultBodyLimit::max(MAX_BODY))
 }
 
@@ -698,12 +720,266 @@ async fn all_events(State(jobs): State<Jobs>, q: Result<Query<Vec<(String, Strin
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
 
+/// `POST /v1/queues`: a Cloud Tasks queue (its JSON, as for `/v2`) with a `type`, `push`
+/// (the default) or `pull`. The type is fixed once the queue exists.
+async fn create_queue(
+    State(tasks): State<crate::service::CloudTasks>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let mut body = body_json(body)?;
+    let kind = match body.as_object_mut().and_then(|o| o.remove("type")) {
+        None | Some(Value::Null) => tasklane_core::QueueKind::Push,
+        Some(Value::String(t)) => tasklane_core::QueueKind::parse(&t)
+            .ok_or_else(|| Status::invalid_argument(format!("type \"{t}\" must be push or pull")))?,
+        Some(_) => return Err(Status::invalid_argument("type must be push or pull").into()),
+    };
+    let (name, spec) = crate::rest::wire::queue_spec("queue", Some(&body))?;
+    let full = crate::jobs::queue_name(&name)?;
+    let queue = tasks.create_queue_of_kind(&full.parent.to_string(), &full.to_string(), spec, kind).await?;
+    let mut out = crate::rest::wire::queue_json(&queue, crate::rest::wire::Render::default());
+    out["type"] = json!(queue.kind.as_str());
+    Ok((StatusCode::CREATED, axum::Json(out)).into_response())
+}
+
+/// A pull task: `{"name", "payload" | "payload_base64", "tag", "env", "schedule_time"}`.
+fn pull_spec(path: &str, value: &Value) -> Result<tasklane_core::PullSpec, Status> {
+    let mut t = Obj::new(path, Some(value))?;
+    let mut spec = tasklane_core::PullSpec { name: t.string("name")?, ..Default::default() };
+    spec.payload = match (t.string("payload")?, t.string("payload_base64")?) {
+        (Some(_), Some(_)) => {
+            return Err(Status::invalid_argument(format!("{path} may have payload or payload_base64, not both")));
+        }
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(b64)) => decode_base64(&b64)
+            .ok_or_else(|| Status::invalid_argument(format!("{path}.payload_base64 is not valid base64")))?,
+        (None, None) => Vec::new(),
+    };
+    spec.tag = t.string("tag")?;
+    spec.env = t.string_map("env")?;
+    spec.schedule_time = t.timestamp("schedule_time")?;
+    t.finish()?;
+    Ok(spec)
+}
+
+fn pull_task_json(t: &tasklane_core::Task) -> Value {
+    let env: Map<String, Value> = t.env.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    json!({
+        "name": t.name.to_string(),
+        "id": t.name.task,
+        "payload_base64": encode_base64(&t.http_request.body),
+        "tag": t.tag,
+        "env": env,
+        "schedule_time": format_timestamp(t.schedule_time),
+        "attempt": t.dispatch_count,
+        "job_id": t.job_id,
+    })
+}
+
+async fn create_pull_tasks(
+    State(pull): State<Pull>,
+    Path(queue): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_json(body)?;
+    let (specs, single) = match body.get("tasks") {
+        Some(Value::Array(items)) => {
+            if body.as_object().is_some_and(|o| o.len() > 1) {
+                return Err(Status::invalid_argument("a request has tasks, or one task's fields, not both").into());
+            }
+            (
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| pull_spec(&format!("tasks[{i}]"), t))
+                    .collect::<Result<Vec<_>, _>>()?,
+                false,
+            )
+        }
+        Some(_) => return Err(Status::invalid_argument("tasks must be a list of tasks").into()),
+        None => (vec![pull_spec("task", &body)?], true),
+    };
+    let results = pull.create(&queue, specs).await?;
+    if single {
+        let task = results.into_iter().next().ok_or_else(|| Status::internal("no result"))??;
+        return Ok((StatusCode::CREATED, axum::Json(pull_task_json(&task))).into_response());
+    }
+    let (mut created, mut failed) = (Vec::new(), Vec::new());
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok(t) => created.push(pull_task_json(t)),
+            Err(e) => failed.push(json!({"index": i, "status": e.code.name(), "message": e.message})),
+        }
+    }
+    Ok(axum::Json(json!({"tasks": created, "failed": failed})).into_response())
+}
+
+fn leased_json(l: &Leased) -> Value {
+    let mut out = pull_task_json(&l.task);
+    out["lease_id"] = json!(l.lease_id);
+    out["lease_expires_at"] = json!(format_timestamp(l.lease_expires_at));
+    out["job_token"] = json!(l.job_token);
+    out
+}
+
+async fn lease_tasks(
+    State(pull): State<Pull>,
+    Path(queue): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_json(body)?;
+    let mut o = Obj::new("", Some(&body))?;
+    let max_tasks = o.i64("max_tasks")?.unwrap_or(1);
+    let lease = match o.string("lease_duration")? {
+        Some(d) => parse_duration("lease_duration", &d)?,
+        None => crate::pull::DEFAULT_LEASE,
+    };
+    let wait = match o.string("wait")? {
+        Some(d) => parse_duration("wait", &d)?,
+        None => Duration::ZERO,
+    };
+    let tag = o.string("tag")?;
+    o.finish()?;
+    let request = LeaseRequest { queue, max_tasks: usize::try_from(max_tasks).unwrap_or(0), lease, tag, wait };
+    let leased = pull.lease(request).await?;
+    Ok(axum::Json(json!({ "tasks": leased.iter().map(leased_json).collect::<Vec<_>>() })).into_response())
+}
+
+/// The `tasks` of a lease operation: `[{"name", "lease_id", ...}]`, with each item's extra fields.
+/// Each named task with the extra fields its item had.
+type LeaseItems = Vec<(LeaseRef, Map<String, Value>)>;
+
+fn lease_refs(body: &Value, extra: &[&str]) -> Result<LeaseItems, Status> {
+    let mut o = Obj::new("", Some(body))?;
+    let mut out = Vec::new();
+    for (i, mut item) in o.objects("tasks")?.into_iter().enumerate() {
+        let name = item
+            .string("name")?
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Status::invalid_argument(format!("tasks[{i}].name is required")))?;
+        let lease_id = item
+            .i64("lease_id")?
+            .ok_or_else(|| Status::invalid_argument(format!("tasks[{i}].lease_id is required")))?;
+        let mut fields = Map::new();
+        for f in extra {
+            if let Some(v) = item.string(f)? {
+                fields.insert((*f).to_string(), json!(v));
+            }
+        }
+        item.finish()?;
+        out.push((LeaseRef { name, lease_id }, fields));
+    }
+    o.ignore("lease_duration");
+    o.finish()?;
+    if out.is_empty() {
+        return Err(Status::invalid_argument("tasks must name at least one task with its lease_id"));
+    }
+    Ok(out)
+}
+
+/// Answer a lease operation: one refused task is an error; otherwise done and refused lists.
+fn lease_answer(done_key: &str, done: Vec<Value>, mut refused: Vec<(String, Status)>, asked: usize) -> ApiResult {
+    if asked == 1 && !refused.is_empty() {
+        let (_, e) = refused.remove(0);
+        return Err(e.into());
+    }
+    let refused: Vec<Value> = refused
+        .into_iter()
+        .map(|(name, e)| json!({"name": name, "status": e.code.name(), "reason": e.message}))
+        .collect();
+    let mut out = Map::new();
+    out.insert(done_key.to_string(), Value::Array(done));
+    out.insert("refused".into(), Value::Array(refused));
+    Ok(axum::Json(Value::Object(out)).into_response())
+}
+
+async fn acknowledge_tasks(
+    State(pull): State<Pull>,
+    Path(queue): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let refs = lease_refs(&body_json(body)?, &[])?;
+    let (mut done, mut refused) = (Vec::new(), Vec::new());
+    for (r, _) in &refs {
+        match pull.acknowledge(&queue, r).await {
+            Ok(name) => done.push(json!(name.to_string())),
+            Err(e) => refused.push((r.name.clone(), e)),
+        }
+    }
+    lease_answer("acknowledged", done, refused, refs.len())
+}
+
+async fn fail_tasks(
+    State(pull): State<Pull>,
+    Path(queue): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let refs = lease_refs(&body_json(body)?, &["reason"])?;
+    let (mut done, mut refused) = (Vec::new(), Vec::new());
+    for (r, extra) in &refs {
+        let reason = extra.get("reason").and_then(Value::as_str).unwrap_or("");
+        match pull.fail(&queue, r, reason).await {
+            Ok((name, Failed::Retry { at })) => {
+                done.push(json!({"name": name.to_string(), "retry_at": format_timestamp(at)}))
+            }
+            Ok((name, Failed::DeadLettered)) => done.push(json!({"name": name.to_string(), "dead_lettered": true})),
+            Err(e) => refused.push((r.name.clone(), e)),
+        }
+    }
+    lease_answer("failed", done, refused, refs.len())
+}
+
+async fn renew_tasks(
+    State(pull): State<Pull>,
+    Path(queue): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body_json(body)?;
+    let lease = match body.get("lease_duration").and_then(Value::as_str) {
+        Some(d) => parse_duration("lease_duration", d)?,
+        None => crate::pull::DEFAULT_LEASE,
+    };
+    let refs = lease_refs(&body, &[])?;
+    let (mut done, mut refused) = (Vec::new(), Vec::new());
+    for (r, _) in &refs {
+        match pull.renew(&queue, r, lease).await {
+            Ok((name, until)) => {
+                done.push(json!({"name": name.to_string(), "lease_expires_at": format_timestamp(until)}))
+            }
+            Err(e) => refused.push((r.name.clone(), e)),
+        }
+    }
+    lease_answer("renewed", done, refused, refs.len())
+}
+
+async fn cancel_leases(
+    State(pull): State<Pull>,
+    Path(queue): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let refs = lease_refs(&body_json(body)?, &[])?;
+    let (mut done, mut refused) = (Vec::new(), Vec::new());
+    for (r, _) in &refs {
+        match pull.cancel_lease(&queue, r).await {
+            Ok(name) => done.push(json!(name.to_string())),
+            Err(e) => refused.push((r.name.clone(), e)),
+        }
+    }
+    lease_answer("released", done, refused, refs.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// Every route `router` serves, as OpenAPI writes it.
-    const ROUTES: [&str; 13] = [
+    const ROUTES: [&str; 20] = [
+        "/v1/queues",
+        "/v1/queues/{queue}/tasks",
+        "/v1/queues/{queue}/tasks:lease",
+        "/v1/queues/{queue}/tasks:acknowledge",
+        "/v1/queues/{queue}/tasks:fail",
+        "/v1/queues/{queue}/tasks:renew",
+        "/v1/queues/{queue}/tasks:cancelLease",
         "/v1/jobs",
         "/v1/jobs/{id}",
         "/v1/jobs/{id}:cancel",

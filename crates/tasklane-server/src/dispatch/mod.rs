@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tasklane_core::rate::TokenBucket;
 use tasklane_core::task::ResponseStatus;
-use tasklane_core::{Clock, Code, Queue, QueueName, QueueState, Task, Timestamp};
+use tasklane_core::{Clock, Code, Queue, QueueKind, QueueName, QueueState, Task, Timestamp};
 use tasklane_store::{AttemptResult, ClaimedTask, Store, TaskClaim, TaskFinish, TaskOutcome};
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
@@ -75,6 +75,8 @@ struct Shared {
     signer: Arc<TokenSigner>,
     /// The ids of jobs that changed on this node (or, in a cluster, on any node).
     job_changes: tokio::sync::broadcast::Sender<String>,
+    /// Queues that got new tasks (here or, in a cluster, on any node): wakes long polls.
+    queue_activity: tokio::sync::broadcast::Sender<QueueName>,
     queues: Mutex<HashMap<QueueName, QueueHandle>>,
     /// In a cluster, the queues this node holds leases for; a loop starts only for these.
     owned: Mutex<std::collections::HashSet<QueueName>>,
@@ -133,6 +135,7 @@ impl Dispatcher {
                 config,
                 signer,
                 job_changes: tokio::sync::broadcast::channel(4096).0,
+                queue_activity: tokio::sync::broadcast::channel(4096).0,
                 queues: Mutex::new(HashMap::new()),
                 owned: Mutex::new(std::collections::HashSet::new()),
                 stop,
@@ -162,6 +165,11 @@ impl Dispatcher {
     /// Tell watchers of `job` (on every node) that it has new events.
     pub fn job_changed(&self, job: &str) {
         self.shared.job_changed(job);
+    }
+
+    /// Queues as they get new tasks.
+    pub fn queue_activity(&self) -> tokio::sync::broadcast::Receiver<QueueName> {
+        self.shared.queue_activity.subscribe()
     }
 
     /// Ids of jobs as they change.
@@ -231,6 +239,9 @@ impl Dispatcher {
             None => (false, payload),
         };
         let Ok(name) = QueueName::parse(queue) else { return };
+        if !reload {
+            let _ = self.shared.queue_activity.send(name.clone());
+        }
         if reload {
             if self.owned().contains(&name) {
                 self.reload(name);
@@ -289,7 +300,8 @@ impl Dispatcher {
         }
         // A reload may finish after the queue was handed over: start only what is held now.
         let held = !self.clustered_mode() || self.shared.owned.lock().is_ok_and(|o| o.contains(&queue.name));
-        if !may_start || !held {
+        // Pull queues have no loop: workers lease their tasks.
+        if !may_start || !held || queue.kind == QueueKind::Pull {
             return;
         }
         let (config_tx, config_rx) = watch::channel(queue.clone());
@@ -315,6 +327,7 @@ impl Dispatcher {
 
     /// A task was created: wake its queue's loop, here or at its owner.
     pub fn task_created(&self, queue: &QueueName) {
+        let _ = self.shared.queue_activity.send(queue.clone());
         if let Ok(queues) = self.shared.queues.lock()
             && let Some(handle) = queues.get(queue)
         {

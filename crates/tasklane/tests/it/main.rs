@@ -5,6 +5,7 @@ mod cluster;
 mod compat;
 mod examples;
 mod jobs;
+mod pull;
 mod support;
 mod targets;
 

@@ -1,0 +1,299 @@
+//! Pull queues: workers lease tasks (with long polling), renew their leases while they
+//! work, and acknowledge, fail or give back each task, fenced by its lease id. A failure
+//! counts as an attempt under the same backoff and give-up rules as a push task; tasks that
+//! give up become dead letters; tasks of jobs count toward their jobs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tasklane_core::task::PullSpec;
+use tasklane_core::{Clock, Queue, QueueKind, QueueName, Status, Task, TaskName, Timestamp};
+use tasklane_store::{
+    ClaimedTask, Store, StoreError, TaskCreate, TaskFinish, TaskLease, TaskLookup, TaskOutcome, TaskRelease, TaskRenew,
+};
+
+use crate::dispatch::{Dispatcher, decide, push::PushResult};
+use crate::jobs::queue_name;
+use crate::service::store_status;
+
+pub const MAX_LEASE_TASKS: usize = 1000;
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+pub const MAX_LEASE: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+pub const MAX_CREATE_BATCH: usize = 10_000;
+/// How often a long poll looks again while the queue has due tasks it cannot lease.
+const RECHECK: Duration = Duration::from_millis(100);
+/// How long after its lease a pull task's job token still works.
+const JOB_TOKEN_SLACK: Duration = Duration::from_secs(15 * 60);
+
+/// A lease request.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    pub queue: String,
+    pub max_tasks: usize,
+    pub lease: Duration,
+    pub tag: Option<String>,
+    pub wait: Duration,
+}
+
+/// A leased task, with what the worker needs to report on it.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    pub task: Task,
+    pub lease_id: i64,
+    pub lease_expires_at: Timestamp,
+    pub job_token: Option<String>,
+}
+
+/// A task named with the lease a worker holds on it.
+#[derive(Debug, Clone)]
+pub struct LeaseRef {
+    pub name: String,
+    pub lease_id: i64,
+}
+
+/// What became of a failed task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failed {
+    Retry { at: Timestamp },
+    DeadLettered,
+}
+
+#[derive(Clone)]
+pub struct Pull {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    dispatcher: Dispatcher,
+    tombstone_window: Duration,
+}
+
+/// A numeric task id like the ones Cloud Tasks generates: 63 random bits.
+fn random_id() -> Result<String, Status> {
+    let mut bytes = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| Status::internal("no randomness for a task id"))?;
+    Ok((u64::from_be_bytes(bytes) >> 1).to_string())
+}
+
+fn stale(name: &TaskName, lease_id: i64) -> Status {
+    Status::failed_precondition(format!(
+        "The lease {lease_id} on task {name} is no longer held: it expired and the task was leased again, or it \
+         was acknowledged, failed or given back already"
+    ))
+}
+
+impl Pull {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        dispatcher: Dispatcher,
+        tombstone_window: Duration,
+    ) -> Pull {
+        Pull { store, clock, dispatcher, tombstone_window }
+    }
+
+    async fn pull_queue(&self, queue: &str) -> Result<Queue, Status> {
+        let name = queue_name(queue)?;
+        let q = self
+            .store
+            .queue_get(&name)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("Queue \"{name}\" was not found.")))?;
+        if q.kind != QueueKind::Pull {
+            return Err(Status::failed_precondition(format!(
+                "Queue \"{name}\" is a push queue: tasklane delivers its tasks over HTTP. Create a pull queue with \
+                 POST /v1/queues and \"type\": \"pull\" for workers that lease tasks"
+            )));
+        }
+        Ok(q)
+    }
+
+    fn task_name(&self, queue: &QueueName, name: &str) -> Result<TaskName, Status> {
+        if name.contains('/') { TaskName::parse(name) } else { queue.task(name.to_string()) }
+    }
+
+    /// Create pull tasks; each succeeds or fails alone.
+    pub async fn create(&self, queue: &str, specs: Vec<PullSpec>) -> Result<Vec<Result<Task, Status>>, Status> {
+        let q = self.pull_queue(queue).await?;
+        if specs.len() > MAX_CREATE_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "tasks has {} entries; one request may create at most {MAX_CREATE_BATCH}",
+                specs.len()
+            )));
+        }
+        let now = self.clock.now();
+        let mut running = tokio::task::JoinSet::new();
+        for (i, spec) in specs.into_iter().enumerate() {
+            let store = self.store.clone();
+            let queue = q.name.clone();
+            let id = random_id()?;
+            running.spawn(async move {
+                let result = match spec.validate(&queue, now, || id) {
+                    Err(e) => Err(e),
+                    Ok(task) => store.task_create(TaskCreate { task, now }).await.map_err(|e| match e {
+                        StoreError::TaskTombstoned => Status::already_exists(
+                            "The task cannot be created because a task with this name existed too recently.",
+                        ),
+                        other => store_status(other),
+                    }),
+                };
+                (i, result)
+            });
+        }
+        let mut results: Vec<(usize, Result<Task, Status>)> = Vec::new();
+        while let Some(joined) = running.join_next().await {
+            results.push(joined.map_err(|e| Status::internal(format!("a create stopped: {e}")))?);
+        }
+        results.sort_by_key(|(i, _)| *i);
+        self.dispatcher.task_created(&q.name);
+        Ok(results.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Lease up to `max_tasks` due tasks; with `wait`, return as soon as any is due.
+    pub async fn lease(&self, r: LeaseRequest) -> Result<Vec<Leased>, Status> {
+        if r.max_tasks == 0 || r.max_tasks > MAX_LEASE_TASKS {
+            return Err(Status::invalid_argument(format!("max_tasks must be between 1 and {MAX_LEASE_TASKS}")));
+        }
+        if r.lease < Duration::from_secs(1) || r.lease > MAX_LEASE {
+            return Err(Status::invalid_argument("lease_duration must be between 1s and 7d"));
+        }
+        if r.wait > MAX_WAIT {
+            return Err(Status::invalid_argument("wait may be at most 60s"));
+        }
+        let queue = self.pull_queue(&r.queue).await?;
+        // Subscribe before the first look, so a create in between still wakes this poll.
+        let mut activity = self.dispatcher.queue_activity();
+        let deadline = self.clock.now().saturating_add(r.wait);
+        loop {
+            let now = self.clock.now();
+            let lease =
+                TaskLease { queue: queue.name.clone(), limit: r.max_tasks, lease: r.lease, tag: r.tag.clone(), now };
+            let leased = self.store.task_lease(lease).await.map_err(store_status)?;
+            if !leased.is_empty() || now >= deadline {
+                return self.with_tokens(leased, now, r.lease).await;
+            }
+            // Sleep until a create wakes this queue, a delayed task or a lease comes due, or the wait ends.
+            // Tasks already due that this request did not get (another tag, a paused queue) say
+            // nothing about when the next one comes: look again shortly.
+            let until = match self.store.task_next_due(&queue.name).await.map_err(store_status)? {
+                Some(t) if t > now => t.min(deadline),
+                Some(_) => now.saturating_add(RECHECK).min(deadline),
+                None => deadline,
+            };
+            let nap = until.since(now).max(Duration::from_millis(1));
+            let name = queue.name.clone();
+            let woken = async {
+                loop {
+                    match activity.recv().await {
+                        Ok(q) if q == name => return,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(nap, woken).await;
+        }
+    }
+
+    async fn with_tokens(
+        &self,
+        leased: Vec<ClaimedTask>,
+        now: Timestamp,
+        lease: Duration,
+    ) -> Result<Vec<Leased>, Status> {
+        let expires = now.saturating_add(lease);
+        let mut out = Vec::with_capacity(leased.len());
+        for c in leased {
+            let job_token = match &c.task.job_id {
+                Some(job) => {
+                    self.dispatcher.job_changed(job);
+                    Some(self.dispatcher.signer().job_token(job, expires.saturating_add(JOB_TOKEN_SLACK)).await?)
+                }
+                None => None,
+            };
+            out.push(Leased { task: c.task, lease_id: c.lease_id, lease_expires_at: expires, job_token });
+        }
+        Ok(out)
+    }
+
+    /// Acknowledge: the task is done.
+    pub async fn acknowledge(&self, queue: &str, r: &LeaseRef) -> Result<TaskName, Status> {
+        let q = self.pull_queue(queue).await?;
+        let name = self.task_name(&q.name, &r.name)?;
+        let now = self.clock.now();
+        let outcome = TaskOutcome::Succeeded { tombstone_until: now.saturating_add(self.tombstone_window) };
+        self.finish(&name, r.lease_id, outcome, now).await?;
+        Ok(name)
+    }
+
+    /// Fail: counts as an attempt; the task is retried by the backoff or gives up.
+    pub async fn fail(&self, queue: &str, r: &LeaseRef, reason: &str) -> Result<(TaskName, Failed), Status> {
+        let q = self.pull_queue(queue).await?;
+        let name = self.task_name(&q.name, &r.name)?;
+        let now = self.clock.now();
+        let task = match self.store.task_get(&name, now).await.map_err(store_status)? {
+            TaskLookup::Found(task) => task,
+            _ => return Err(stale(&name, r.lease_id)),
+        };
+        let reason: String = reason.chars().take(2048).collect();
+        let result = PushResult {
+            http_status: 0,
+            responded: false,
+            retry_after: None,
+            message: if reason.is_empty() { "the worker failed the task".into() } else { reason.clone() },
+            excerpt: reason,
+        };
+        let outcome = decide(&q, &task, &result, now, self.tombstone_window);
+        let failed = match &outcome {
+            TaskOutcome::Retry { retry_at, .. } => Failed::Retry { at: *retry_at },
+            _ => Failed::DeadLettered,
+        };
+        self.finish(&name, r.lease_id, outcome, now).await?;
+        Ok((name, failed))
+    }
+
+    async fn finish(&self, name: &TaskName, lease_id: i64, outcome: TaskOutcome, now: Timestamp) -> Result<(), Status> {
+        let job = match self.store.task_get(name, now).await.map_err(store_status)? {
+            TaskLookup::Found(task) => task.job_id,
+            _ => None,
+        };
+        let finish = TaskFinish { name: name.clone(), lease_id, outcome, now };
+        if !self.store.task_finish(finish).await.map_err(store_status)? {
+            return Err(stale(name, lease_id));
+        }
+        if let Some(job) = job {
+            self.dispatcher.job_changed(&job);
+        }
+        self.dispatcher.task_created(&name.queue);
+        Ok(())
+    }
+
+    /// Renew: the lease now ends `lease` from now.
+    pub async fn renew(&self, queue: &str, r: &LeaseRef, lease: Duration) -> Result<(TaskName, Timestamp), Status> {
+        if lease < Duration::from_secs(1) || lease > MAX_LEASE {
+            return Err(Status::invalid_argument("lease_duration must be between 1s and 7d"));
+        }
+        let q = self.pull_queue(queue).await?;
+        let name = self.task_name(&q.name, &r.name)?;
+        let until = self.clock.now().saturating_add(lease);
+        let renew = TaskRenew { name: name.clone(), lease_id: r.lease_id, until };
+        if !self.store.task_renew(renew).await.map_err(store_status)? {
+            return Err(stale(&name, r.lease_id));
+        }
+        Ok((name, until))
+    }
+
+    /// Give the task back now, without counting the attempt.
+    pub async fn cancel_lease(&self, queue: &str, r: &LeaseRef) -> Result<TaskName, Status> {
+        let q = self.pull_queue(queue).await?;
+        let name = self.task_name(&q.name, &r.name)?;
+        let release = TaskRelease { name: name.clone(), lease_id: r.lease_id, now: self.clock.now() };
+        if !self.store.task_release(release).await.map_err(store_status)? {
+            return Err(stale(&name, r.lease_id));
+        }
+        self.dispatcher.task_created(&q.name);
+        Ok(name)
+    }
+}
