@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tasklane_core::job::{self, FailurePolicy, Job, JobStatus, Progress};
 use tasklane_core::retry::RetrySpec;
-use tasklane_core::task::TaskSpec;
-use tasklane_core::{Clock, QueueName, Status, Timestamp};
+use tasklane_core::task::{PullSpec, TaskSpec};
+use tasklane_core::{Clock, QueueKind, QueueName, Status, Timestamp};
 use tasklane_store::{JobCreate, JobEvent, JobList, JobReport, JobReportKind, Store, StoreError};
 
 use crate::dispatch::Dispatcher;
@@ -18,11 +18,18 @@ use crate::service::store_status;
 pub const DEFAULT_PAGE_SIZE: usize = 100;
 pub const MAX_PAGE_SIZE: usize = 1000;
 
+/// One task of a job: an HTTP task for a push queue, or a payload for a pull queue.
+#[derive(Debug, Clone)]
+pub enum JobTask {
+    Push(TaskSpec),
+    Pull(PullSpec),
+}
+
 /// A job as a caller asked for it.
 #[derive(Debug, Clone, Default)]
 pub struct JobSpec {
     pub queue: String,
-    pub tasks: Vec<TaskSpec>,
+    pub tasks: Vec<JobTask>,
     pub labels: Vec<(String, String)>,
     pub idempotency_key: Option<String>,
     pub result_ttl: Option<Duration>,
@@ -114,6 +121,10 @@ impl Jobs {
             return Err(Status::invalid_argument("result_ttl must be more than 0 and at most 30 days"));
         }
         let retry_config = spec.retry.as_ref().map(RetrySpec::resolve).transpose()?;
+        let kind = match self.store.queue_get(&queue).await.map_err(store_status)? {
+            Some(q) => q.kind,
+            None => return Err(Status::failed_precondition("Queue does not exist.")),
+        };
         if let Some(url) = &spec.callback_url {
             crate::callbacks::check_url(url)?;
         }
@@ -121,9 +132,18 @@ impl Jobs {
         let now = self.clock.now();
         let mut tasks = Vec::with_capacity(spec.tasks.len());
         for (i, t) in spec.tasks.into_iter().enumerate() {
-            let mut task = t
-                .validate(&queue, now, || format!("{id}-{i}"))
-                .map_err(|e| Status::new(e.code, format!("tasks[{i}]: {}", e.message)))?;
+            let generated = || format!("{id}-{i}");
+            let validated = match (t, kind) {
+                (JobTask::Push(t), QueueKind::Push) => t.validate(&queue, now, generated),
+                (JobTask::Pull(t), QueueKind::Pull) => t.validate(&queue, now, generated),
+                (JobTask::Push(_), QueueKind::Pull) => Err(Status::invalid_argument(format!(
+                    "{queue} is a pull queue: its tasks have a payload for the workers that lease them, not a url"
+                ))),
+                (JobTask::Pull(_), QueueKind::Push) => Err(Status::invalid_argument(format!(
+                    "{queue} is a push queue: its tasks have a url to deliver to, not a payload"
+                ))),
+            };
+            let mut task = validated.map_err(|e| Status::new(e.code, format!("tasks[{i}]: {}", e.message)))?;
             task.job_id = Some(id.clone());
             if task.retry_config.is_none() {
                 task.retry_config = retry_config;

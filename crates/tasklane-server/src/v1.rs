@@ -21,7 +21,7 @@ use tasklane_store::{Callback, DeadLetter, DeadLetterSelect, JobEvent, JobReport
 
 use crate::dead_letters::DeadLetters;
 use crate::dispatch::JOB_TOKEN_HEADER;
-use crate::jobs::{JobQuery, JobSpec, Jobs, WorkerReport};
+use crate::jobs::{JobQuery, JobSpec, JobTask, Jobs, WorkerReport};
 use crate::pull::{Failed, LeaseRef, LeaseRequest, Leased, Pull};
 use crate::rest::ApiError;
 use crate::rest::proto_json::{
@@ -167,6 +167,12 @@ fn task_spec(path: &str, value: &Value) -> Result<TaskSpec, Status> {
     Ok(spec)
 }
 
+/// A job's task: a payload (for a pull queue) or an HTTP request (for a push queue).
+fn job_task(path: &str, value: &Value) -> Result<JobTask, Status> {
+    let pull = value.get("payload").is_some() || value.get("payload_base64").is_some();
+    if pull { Ok(JobTask::Pull(pull_spec(path, value)?)) } else { Ok(JobTask::Push(task_spec(path, value)?)) }
+}
+
 fn job_spec(body: &Value) -> Result<JobSpec, Status> {
     let mut o = Obj::new("", Some(body))?;
     let mut spec = JobSpec { queue: o.string("queue")?.unwrap_or_default(), ..JobSpec::default() };
@@ -176,7 +182,7 @@ fn job_spec(body: &Value) -> Result<JobSpec, Status> {
     o.ignore("tasks");
     spec.tasks = match (single, many) {
         (Some(_), Some(_)) => return Err(Status::invalid_argument("a job has task or tasks, not both")),
-        (Some(t), None) => vec![task_spec("task", t)?],
+        (Some(t), None) => vec![job_task("task", t)?],
         (None, Some(Value::Array(items))) => {
             if items.len() > tasklane_core::job::MAX_BATCH_TASKS {
                 return Err(Status::invalid_argument(format!(
@@ -185,7 +191,7 @@ fn job_spec(body: &Value) -> Result<JobSpec, Status> {
                     tasklane_core::job::MAX_BATCH_TASKS
                 )));
             }
-            items.iter().enumerate().map(|(i, t)| task_spec(&format!("tasks[{i}]"), t)).collect::<Result<_, _>>()?
+            items.iter().enumerate().map(|(i, t)| job_task(&format!("tasks[{i}]"), t)).collect::<Result<_, _>>()?
         }
         (None, Some(_)) => return Err(Status::invalid_argument("tasks must be a list of tasks")),
         (None, None) => return Err(Status::invalid_argument("a job needs a task, or tasks with at least one")),

@@ -53,8 +53,7 @@ impl ClientArgs {
 
     /// Call tasklane at `/{path}`.
     pub async fn call_url(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder().build().context("build HTTP client")?;
+        let client = http_client()?;
         let url = format!("{}/{path}", self.endpoint.trim_end_matches('/'));
         let mut request = client.request(method, &url);
         if let Some(body) = body {
@@ -71,6 +70,17 @@ impl ClientArgs {
         }
         Ok(value)
     }
+}
+
+/// One HTTP client for the whole process, so connections are reused.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c.clone());
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().build().context("build HTTP client")?;
+    Ok(CLIENT.get_or_init(|| client).clone())
 }
 
 /// `10s`, `1.5s`, `2m`, `1h`, `3d`, or plain seconds.

@@ -242,8 +242,7 @@ pub fn progress_line(job: &Value) -> String {
 /// Follow the job's event stream to its end, resuming after a dropped connection;
 /// returns the job's final status.
 async fn watch(client: &ClientArgs, id: &str) -> anyhow::Result<String> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder().build().context("build HTTP client")?;
+    let http = crate::client::http_client()?;
     let tty = std::io::stdout().is_terminal() && client.format == Format::Human;
     let url = format!("{}/v1/jobs/{id}/events", client.endpoint.trim_end_matches('/'));
     let mut last_id: Option<String> = None;

@@ -9,6 +9,7 @@ mod output;
 mod queues;
 mod serve;
 mod tasks;
+mod work;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +36,8 @@ enum Command {
     /// Inspect, redrive and purge the tasks that gave up.
     #[command(subcommand, name = "dead-letters")]
     DeadLetters(jobs::DeadLettersCommand),
+    /// Run a command for each task of a pull queue: `tasklane work --queue Q -- COMMAND [ARGS…]`.
+    Work(work::WorkArgs),
     /// Measure throughput, latency and rate accuracy on this machine.
     Bench(bench::BenchArgs),
     /// Inspect a cluster of tasklane nodes.
@@ -58,6 +61,7 @@ fn main() -> std::process::ExitCode {
             Command::Tasks(cmd) => tasks::run(cmd).await,
             Command::Cluster(cmd) => cluster::run(cmd).await,
             Command::Jobs(cmd) => jobs::run(cmd).await,
+            Command::Work(args) => work::run(args).await,
             Command::DeadLetters(cmd) => jobs::run_dead_letters(cmd).await,
             Command::Bench(args) => bench::run(args).await,
         }

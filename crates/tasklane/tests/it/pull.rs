@@ -152,3 +152,160 @@ async fn a_long_poll_returns_as_soon_as_a_task_is_created() {
     let latency = returned_at.saturating_duration_since(created_at);
     assert!(latency < Duration::from_millis(50), "the long poll returned {latency:?} after the create");
 }
+
+/// `tasklane work` against `server`, running `script` with `sh -c` for each task.
+fn work(server: &TasklaneProcess, queue: &str, script: &str, extra: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tasklane"));
+    cmd.args(["work", "--queue", queue, "--endpoint", &format!("http://{}", server.addr)])
+        .args(extra)
+        .args(["--", "sh", "-c", script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// The summary line `tasklane work` prints when it exits: (succeeded, failed, given back).
+fn summary(stderr: &[u8]) -> (u64, u64, u64) {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text.lines().rev().find(|l| l.contains("succeeded,")).unwrap_or_else(|| panic!("no summary in {text}"));
+    let numbers: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect();
+    (numbers[0], numbers[1], numbers[2])
+}
+
+fn out_dir(tag: &str) -> std::path::PathBuf {
+    crate::support::fresh_dir(tag)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_drain_a_thousand_tasks_each_acknowledged_once() {
+    let server = TasklaneProcess::start();
+    let v1 = V1::new(&server);
+    let q = v1.pull_queue("drain", json!({})).await;
+    let tasks: Vec<Value> = (0..1000).map(|i| json!({"payload": format!("item-{i}\n")})).collect();
+    let created = v1.ok(Method::POST, &format!("queues/{q}/tasks"), Some(json!({"tasks": tasks}))).await;
+    assert_eq!(created["failed"], json!([]));
+    let out = out_dir("drain");
+    let script = format!("cat >> {}/\"$TASKLANE_TASK_ID\"", out.display());
+    let queue = format!("{PROJECT_LOCATION}/queues/drain");
+    let workers: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            work(&server, &queue, &script, &["--concurrency", "4", "--drain"]).spawn().expect("start tasklane work")
+        })
+        .collect();
+    let mut acknowledged = 0;
+    for w in workers {
+        let output =
+            tokio::task::spawn_blocking(move || w.wait_with_output()).await.unwrap().expect("tasklane work ends");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let (ok, failed, _) = summary(&output.stderr);
+        assert_eq!(failed, 0);
+        acknowledged += ok;
+    }
+    assert_eq!(acknowledged, 1000, "every task was acknowledged exactly once");
+    let ran = std::fs::read_dir(&out).unwrap().count();
+    assert_eq!(ran, 1000, "every task ran at least once");
+    let left = v1.ok(Method::POST, &format!("queues/{q}/tasks:lease"), Some(json!({"max_tasks": 10}))).await;
+    assert_eq!(left["tasks"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_of_a_killed_worker_comes_back_after_its_lease_and_completes_elsewhere() {
+    let server = TasklaneProcess::start();
+    let v1 = V1::new(&server);
+    let q = v1.pull_queue("crashy", json!({})).await;
+    v1.ok(Method::POST, &format!("queues/{q}/tasks"), Some(json!({"payload": "x"}))).await;
+    let out = out_dir("crashy");
+    // The first attempt hangs (its worker gets killed); later ones finish.
+    let script = format!(
+        "touch {0}/started-$TASKLANE_ATTEMPT; if [ \"$TASKLANE_ATTEMPT\" = 1 ]; then exec sleep 31.7; fi; touch {0}/done",
+        out.display()
+    );
+    let queue = format!("{PROJECT_LOCATION}/queues/crashy");
+    let mut first = work(&server, &queue, &script, &["--lease", "3s"]).spawn().unwrap();
+    let started = out.join("started-1");
+    crate::support::eventually("the first attempt to start", Duration::from_secs(10), || async { started.exists() })
+        .await;
+    first.kill().unwrap(); // SIGKILL: no cleanup, the lease stays
+    let _ = first.wait();
+    let _ = std::process::Command::new("pkill").args(["-f", "sleep 31.7"]).status();
+    let second = work(&server, &queue, &script, &["--lease", "3s"]).spawn().unwrap();
+    let done = out.join("done");
+    crate::support::eventually("the task to complete on the other worker", Duration::from_secs(15), || async {
+        done.exists()
+    })
+    .await;
+    assert!(out.join("started-2").exists(), "the task ran again, as attempt 2");
+    // SIGTERM: the worker stops leasing and exits with its summary.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let term = std::process::Command::new("kill").args(["-TERM", &second.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let output = tokio::task::spawn_blocking(move || second.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(summary(&output.stderr), (1, 0, 0), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_exits_3_is_retried_then_dead_lettered_with_its_stderr() {
+    let server = TasklaneProcess::start();
+    let v1 = V1::new(&server);
+    let q = v1.pull_queue("failing", json!({"maxAttempts": 3, "minBackoff": "0.1s", "maxBackoff": "0.2s"})).await;
+    v1.ok(Method::POST, &format!("queues/{q}/tasks"), Some(json!({"payload": "x", "env": {"TARGET_FILE_ID": "f7"}})))
+        .await;
+    let queue = format!("{PROJECT_LOCATION}/queues/failing");
+    let script = "echo \"cannot open $TARGET_FILE_ID (attempt $TASKLANE_ATTEMPT)\" >&2; exit 3";
+    let worker = work(&server, &queue, script, &["--drain"]).spawn().unwrap();
+    let output = tokio::task::spawn_blocking(move || worker.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(summary(&output.stderr), (0, 3, 0), "{}", String::from_utf8_lossy(&output.stderr));
+    let dead = v1.ok(Method::GET, &format!("queues/{q}/dead-letters"), None).await;
+    let d = &dead["dead_letters"][0];
+    assert_eq!(d["attempts"].as_array().map(Vec::len), Some(3), "{dead}");
+    let message = d["last_response"]["message"].as_str().unwrap();
+    assert!(message.contains("exited with status 3") && message.contains("cannot open f7 (attempt 3)"), "{message}");
+    // The backoff spaced the attempts.
+    let times: Vec<&str> =
+        d["attempts"].as_array().unwrap().iter().map(|a| a["dispatch_time"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_job_reports_progress_from_its_command_s_output() {
+    let server = TasklaneProcess::start();
+    let v1 = V1::new(&server);
+    v1.pull_queue("pjobs", json!({})).await;
+    let queue = format!("{PROJECT_LOCATION}/queues/pjobs");
+    let job = v1.ok(Method::POST, "jobs", Some(json!({"queue": queue, "task": {"payload": "video.mp4"}}))).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let script = "read -r name; echo \"::progress 50 encoding $name\"; echo ordinary output";
+    let worker = work(&server, &queue, script, &["--drain"]).spawn().unwrap();
+    let output = tokio::task::spawn_blocking(move || worker.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(summary(&output.stderr), (1, 0, 0), "{}", String::from_utf8_lossy(&output.stderr));
+    let done = v1.ok(Method::GET, &format!("jobs/{id}"), None).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        (done["progress"]["percent"].as_f64(), done["progress"]["message"].as_str()),
+        (Some(50.0), Some("encoding video.mp4"))
+    );
+    let (status, body) =
+        v1.call(Method::POST, "jobs", Some(json!({"queue": queue, "task": {"url": "http://127.0.0.1:9/"}}))).await;
+    assert!(status == 400 && body["error"]["message"].as_str().unwrap().contains("pull queue"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sigterm_a_worker_gives_back_what_outlives_its_grace() {
+    let server = TasklaneProcess::start();
+    let v1 = V1::new(&server);
+    let q = v1.pull_queue("graceful", json!({})).await;
+    v1.ok(Method::POST, &format!("queues/{q}/tasks"), Some(json!({"payload": "slow"}))).await;
+    let out = out_dir("graceful");
+    let script = format!("touch {}/started; exec sleep 32.3", out.display());
+    let queue = format!("{PROJECT_LOCATION}/queues/graceful");
+    let worker = work(&server, &queue, &script, &["--grace", "1s"]).spawn().unwrap();
+    let started = out.join("started");
+    crate::support::eventually("the command to start", Duration::from_secs(10), || async { started.exists() }).await;
+    let term = std::process::Command::new("kill").args(["-TERM", &worker.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let output = tokio::task::spawn_blocking(move || worker.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(summary(&output.stderr), (0, 0, 1), "{}", String::from_utf8_lossy(&output.stderr));
+    // Given back, not failed: it can be leased at once and its attempt did not count.
+    let leased = v1.ok(Method::POST, &format!("queues/{q}/tasks:lease"), Some(json!({}))).await;
+    assert_eq!(leased["tasks"][0]["attempt"], 1, "{leased}");
+}
