@@ -309,3 +309,27 @@ async fn on_sigterm_a_worker_gives_back_what_outlives_its_grace() {
     let leased = v1.ok(Method::POST, &format!("queues/{q}/tasks:lease"), Some(json!({}))).await;
     assert_eq!(leased["tasks"][0]["attempt"], 1, "{leased}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_pull_worker_example_leases_reports_and_acknowledges() {
+    let server = TasklaneProcess::start();
+    let v1 = V1::new(&server);
+    let q = v1.pull_queue("thumbnails", json!({})).await;
+    let tasks = json!({"tasks": [{"payload": "a.png"}, {"payload": "b.png"}]});
+    v1.ok(Method::POST, &format!("queues/{q}/tasks"), Some(tasks)).await;
+    let queue = format!("{PROJECT_LOCATION}/queues/thumbnails");
+    let job = v1.ok(Method::POST, "jobs", Some(json!({"queue": queue, "task": {"payload": "c.png"}}))).await;
+    let example = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/pull-worker/worker.py");
+    let run = std::process::Command::new("python3")
+        .arg(example)
+        .env("TASKLANE", format!("http://{}", server.addr))
+        .env("QUEUE", &queue)
+        .env("DRAIN", "1")
+        .output()
+        .expect("run the example");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("acknowledged 3"), "{stderr}");
+    let done = v1.ok(Method::GET, &format!("jobs/{}", job["id"].as_str().unwrap()), None).await;
+    assert_eq!((done["status"].as_str(), done["progress"]["message"].as_str()), (Some("succeeded"), Some("c.png")));
+}
