@@ -59,7 +59,12 @@ impl CallbackSender {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tokio::time::sleep(POLL) => {}
-                _ = self.job_changes.recv() => {}
+                changed = self.job_changes.recv() => {
+                    // Without wake-ups (the dispatcher is gone), the poll alone paces the sender.
+                    if matches!(changed, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                        tokio::time::sleep(POLL).await;
+                    }
+                }
             }
         }
     }

@@ -73,6 +73,8 @@ struct Worker {
 
 enum Outcome {
     Exited(std::process::ExitStatus, String),
+    /// The command could not be run at all.
+    Broken(String),
     TimedOut,
     Stopped,
     LeaseLost,
@@ -88,7 +90,7 @@ impl Worker {
         let item = json!({"name": name, "lease_id": task["lease_id"]});
         let outcome = match self.execute(&task, &item, &mut stop).await {
             Ok(outcome) => outcome,
-            Err(e) => Outcome::Exited(std::process::ExitStatus::default(), format!("could not run the command: {e:#}")),
+            Err(e) => Outcome::Broken(format!("could not run the command: {e:#}")),
         };
         let result = match outcome {
             Outcome::Exited(status, _) if status.success() => {
@@ -99,6 +101,12 @@ impl Worker {
                 self.tally.failed.fetch_add(1, Ordering::Relaxed);
                 let code = status.code().map_or("a signal".to_string(), |c| format!("status {c}"));
                 let reason = format!("the command exited with {code}: {tail}");
+                self.call("fail", json!({"tasks": [{"name": name, "lease_id": task["lease_id"], "reason": reason}]}))
+                    .await
+            }
+            Outcome::Broken(reason) => {
+                self.tally.failed.fetch_add(1, Ordering::Relaxed);
+                eprintln!("tasklane work: {reason}");
                 self.call("fail", json!({"tasks": [{"name": name, "lease_id": task["lease_id"], "reason": reason}]}))
                     .await
             }

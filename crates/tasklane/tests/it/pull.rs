@@ -333,3 +333,21 @@ async fn the_python_pull_worker_example_leases_reports_and_acknowledges() {
     let done = v1.ok(Method::GET, &format!("jobs/{}", job["id"].as_str().unwrap()), None).await;
     assert_eq!((done["status"].as_str(), done["progress"]["message"].as_str()), (Some("succeeded"), Some("c.png")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_cannot_start_fails_its_task_rather_than_acknowledging_it() {
+    let server = TasklaneProcess::start();
+    let v1 = V1::new(&server);
+    let q = v1.pull_queue("missing-cmd", json!({"maxAttempts": 1})).await;
+    v1.ok(Method::POST, &format!("queues/{q}/tasks"), Some(json!({"payload": "x"}))).await;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tasklane"))
+        .args(["work", "--queue", &format!("{PROJECT_LOCATION}/queues/missing-cmd"), "--drain"])
+        .args(["--endpoint", &format!("http://{}", server.addr), "--", "/nonexistent/command"])
+        .output()
+        .unwrap();
+    assert_eq!(summary(&output.stderr), (0, 1, 0), "{}", String::from_utf8_lossy(&output.stderr));
+    let dead = v1.ok(Method::GET, &format!("queues/{q}/dead-letters"), None).await;
+    assert!(
+        dead["dead_letters"][0]["last_response"]["message"].as_str().unwrap().contains("could not run the command")
+    );
+}
