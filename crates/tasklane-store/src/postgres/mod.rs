@@ -358,6 +358,25 @@ async fn dead_letter_ids(c: &impl GenericClient, queue: &str, select: &DeadLette
     rows.iter().map(|r| r.try_get(0).map_err(backend)).collect()
 }
 
+/// Jobs whose first task was just leased start running (one transaction, jobs in order).
+async fn jobs_started(
+    client: &mut deadpool_postgres::Object,
+    leased: &[ClaimedTask],
+    now: Timestamp,
+) -> StoreResult<()> {
+    let mut started: Vec<&str> = leased.iter().filter_map(|c| c.task.job_id.as_deref()).collect();
+    if started.is_empty() {
+        return Ok(());
+    }
+    started.sort_unstable();
+    started.dedup();
+    let tx = client.transaction().await.map_err(backend)?;
+    for job in started {
+        job_change(&tx, job, jobs::START, &[&job, &now.0], "running", now).await?;
+    }
+    tx.commit().await.map_err(backend)
+}
+
 /// Record an event for the change just made to `job`.
 async fn job_event(c: &impl GenericClient, job: &str, now: Timestamp, kind: &str) -> StoreResult<()> {
     c.execute(jobs::EVENT_INSERT, &[&job, &now.0, &kind]).await.map_err(backend)?;
@@ -860,17 +879,9 @@ impl Store for PgStore {
             claimed.push((due, ClaimedTask { task: columns::task_from(&Shifted { row, by: 2 })?, lease_id }));
         }
         claimed.sort_by_key(|(due, _)| *due);
-        let mut started: Vec<&str> = claimed.iter().filter_map(|(_, c)| c.task.job_id.as_deref()).collect();
-        started.sort_unstable();
-        started.dedup();
-        if !started.is_empty() {
-            let tx = client.transaction().await.map_err(backend)?;
-            for job in started {
-                job_change(&tx, job, jobs::START, &[&job, &p.now.0], "running", p.now).await?;
-            }
-            tx.commit().await.map_err(backend)?;
-        }
-        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+        let claimed: Vec<ClaimedTask> = claimed.into_iter().map(|(_, c)| c).collect();
+        jobs_started(&mut client, &claimed, p.now).await?;
+        Ok(claimed)
     }
 
     async fn task_lease(&self, p: TaskLease) -> StoreResult<Vec<ClaimedTask>> {
@@ -897,16 +908,7 @@ impl Store for PgStore {
         }
         leased.sort_by_key(|(due, _)| *due);
         let leased: Vec<ClaimedTask> = leased.into_iter().map(|(_, c)| c).collect();
-        let mut started: Vec<&str> = leased.iter().filter_map(|c| c.task.job_id.as_deref()).collect();
-        started.sort_unstable();
-        started.dedup();
-        if !started.is_empty() {
-            let tx = client.transaction().await.map_err(backend)?;
-            for job in started {
-                job_change(&tx, job, jobs::START, &[&job, &p.now.0], "running", p.now).await?;
-            }
-            tx.commit().await.map_err(backend)?;
-        }
+        jobs_started(&mut client, &leased, p.now).await?;
         Ok(leased)
     }
 
