@@ -321,6 +321,117 @@ async fn rate_accuracy(b: &Bench, rate: f64, secs: u64) -> anyhow::Result<Row> {
     })
 }
 
+impl Bench {
+    /// POST to `/v1/{path}` and return the JSON answer.
+    async fn v1(&self, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        let resp = self
+            .client
+            .post(format!("{}/v1/{path}", self.api))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .with_context(|| format!("POST /v1/{path}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("POST /v1/{path}: {status} {text}");
+        }
+        serde_json::from_str(&text).context("a JSON answer")
+    }
+}
+
+/// Batched creates, then pull workers: `n` pull tasks created 1,000 per request, then
+/// drained by 4 consumers that lease 100 and acknowledge 100 per call. Checks that every
+/// task was leased and acknowledged exactly once.
+async fn pull(b: &Bench, n: usize) -> anyhow::Result<Vec<Row>> {
+    let name = format!("{LOCATION}/queues/pulled");
+    b.v1("queues", json!({"name": name, "type": "pull"})).await?;
+    let path = name.replace('/', "%2F");
+    let started = Instant::now();
+    let batches: Vec<Vec<serde_json::Value>> = (0..n)
+        .map(|i| json!({"name": format!("{name}/tasks/p-{i}"), "payload": format!("{i}")}))
+        .collect::<Vec<_>>()
+        .chunks(1000)
+        .map(<[serde_json::Value]>::to_vec)
+        .collect();
+    let mut creating = tokio::task::JoinSet::new();
+    for batch in batches {
+        let b = Bench { api: b.api.clone(), client: b.client.clone(), sink_url: String::new(), sink: b.sink.clone() };
+        let path = path.clone();
+        creating.spawn(async move {
+            let out = b.v1(&format!("queues/{path}/tasks"), json!({"tasks": batch})).await?;
+            let failed = out["failed"].as_array().map_or(0, Vec::len);
+            anyhow::ensure!(failed == 0, "{failed} creates failed: {}", out["failed"]);
+            anyhow::Ok(())
+        });
+        // Two requests in flight at a time.
+        if creating.len() >= 2 {
+            creating.join_next().await.context("a create batch")???;
+        }
+    }
+    while let Some(r) = creating.join_next().await {
+        r??;
+    }
+    let create_secs = started.elapsed().as_secs_f64();
+
+    let drained = Instant::now();
+    let acked = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let mut consumers = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let b = Bench { api: b.api.clone(), client: b.client.clone(), sink_url: String::new(), sink: b.sink.clone() };
+        let path = path.clone();
+        let acked = acked.clone();
+        consumers.spawn(async move {
+            loop {
+                let leased = b
+                    .v1(&format!("queues/{path}/tasks:lease"), json!({"max_tasks": 100, "lease_duration": "600s"}))
+                    .await?;
+                let tasks = leased["tasks"].as_array().cloned().unwrap_or_default();
+                if tasks.is_empty() {
+                    return anyhow::Ok(());
+                }
+                let items: Vec<serde_json::Value> =
+                    tasks.iter().map(|t| json!({"name": t["name"], "lease_id": t["lease_id"]})).collect();
+                let out = b.v1(&format!("queues/{path}/tasks:acknowledge"), json!({"tasks": items})).await?;
+                let refused = out["refused"].as_array().map_or(0, Vec::len);
+                anyhow::ensure!(refused == 0, "{refused} acknowledgements were refused");
+                let mut acked = acked.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+                for t in &tasks {
+                    let id = t["id"].as_str().unwrap_or("").to_string();
+                    anyhow::ensure!(acked.insert(id.clone()), "task {id} was leased and acknowledged twice");
+                }
+            }
+        });
+    }
+    while let Some(r) = consumers.join_next().await {
+        r??;
+    }
+    let drain_secs = drained.elapsed().as_secs_f64();
+    let done = acked.lock().map_err(|_| anyhow::anyhow!("lock"))?.len();
+    if done != n {
+        bail!("pull: {done} of {n} tasks were acknowledged");
+    }
+    Ok(vec![
+        Row {
+            scenario: "create, 1,000 pull tasks per request (embedded)".into(),
+            tasks: n,
+            seconds: create_secs,
+            throughput: n as f64 / create_secs,
+            latency: None,
+            note: "2 requests in flight".into(),
+        },
+        Row {
+            scenario: "pull: lease 100 + acknowledge 100 per call (embedded)".into(),
+            tasks: n,
+            seconds: drain_secs,
+            throughput: n as f64 / drain_secs,
+            latency: None,
+            note: "4 consumers; every task acknowledged once".into(),
+        },
+    ])
+}
+
 async fn run_server(config: ServerConfig) -> anyhow::Result<Server> {
     Server::start(config).await.context("start tasklane")
 }
@@ -354,6 +465,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     rows.push(idle_latency(&bench, idle_n, 50.0).await?);
     eprintln!("bench: rate-limit accuracy");
     rows.push(rate_accuracy(&bench, 200.0, rate_secs).await?);
+    eprintln!("bench: batched creates and pull workers, {n} tasks");
+    rows.extend(pull(&bench, n).await?);
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -383,13 +496,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     println!(
-        "{:<48} {:>8} {:>9} {:>10} {:>28}  notes",
+        "{:<56} {:>8} {:>9} {:>10} {:>28}  notes",
         "scenario", "tasks", "seconds", "tasks/s", "latency ms p50 / p95 / p99"
     );
     for r in &rows {
         let latency = r.latency.map_or("-".to_string(), |[a, b, c]| format!("{a:.2} / {b:.2} / {c:.2}"));
         println!(
-            "{:<48} {:>8} {:>9.2} {:>10.0} {:>28}  {}",
+            "{:<56} {:>8} {:>9.2} {:>10.0} {:>28}  {}",
             r.scenario, r.tasks, r.seconds, r.throughput, latency, r.note
         );
     }
