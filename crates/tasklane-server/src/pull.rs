@@ -251,6 +251,8 @@ impl Pull {
             _ => Failed::DeadLettered,
         };
         self.finish(&name, r.lease_id, outcome, now).await?;
+        // A retry comes due later: long polls re-read when the next task is due.
+        self.dispatcher.task_created(&q.name);
         Ok((name, failed))
     }
 
@@ -266,7 +268,6 @@ impl Pull {
         if let Some(job) = job {
             self.dispatcher.job_changed(&job);
         }
-        self.dispatcher.task_created(&name.queue);
         Ok(())
     }
 

@@ -904,9 +904,11 @@ async fn acknowledge_tasks(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let refs = lease_refs(&body_json(body)?, &[])?;
+    // Concurrently, so the store commits them together.
+    let results = futures_util::future::join_all(refs.iter().map(|(r, _)| pull.acknowledge(&queue, r))).await;
     let (mut done, mut refused) = (Vec::new(), Vec::new());
-    for (r, _) in &refs {
-        match pull.acknowledge(&queue, r).await {
+    for ((r, _), result) in refs.iter().zip(results) {
+        match result {
             Ok(name) => done.push(json!(name.to_string())),
             Err(e) => refused.push((r.name.clone(), e)),
         }
@@ -920,10 +922,14 @@ async fn fail_tasks(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let refs = lease_refs(&body_json(body)?, &["reason"])?;
-    let (mut done, mut refused) = (Vec::new(), Vec::new());
-    for (r, extra) in &refs {
+    let results = futures_util::future::join_all(refs.iter().map(|(r, extra)| {
         let reason = extra.get("reason").and_then(Value::as_str).unwrap_or("");
-        match pull.fail(&queue, r, reason).await {
+        pull.fail(&queue, r, reason)
+    }))
+    .await;
+    let (mut done, mut refused) = (Vec::new(), Vec::new());
+    for ((r, _), result) in refs.iter().zip(results) {
+        match result {
             Ok((name, Failed::Retry { at })) => {
                 done.push(json!({"name": name.to_string(), "retry_at": format_timestamp(at)}))
             }
@@ -945,9 +951,10 @@ async fn renew_tasks(
         None => crate::pull::DEFAULT_LEASE,
     };
     let refs = lease_refs(&body, &[])?;
+    let results = futures_util::future::join_all(refs.iter().map(|(r, _)| pull.renew(&queue, r, lease))).await;
     let (mut done, mut refused) = (Vec::new(), Vec::new());
-    for (r, _) in &refs {
-        match pull.renew(&queue, r, lease).await {
+    for ((r, _), result) in refs.iter().zip(results) {
+        match result {
             Ok((name, until)) => {
                 done.push(json!({"name": name.to_string(), "lease_expires_at": format_timestamp(until)}))
             }
@@ -963,9 +970,10 @@ async fn cancel_leases(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let refs = lease_refs(&body_json(body)?, &[])?;
+    let results = futures_util::future::join_all(refs.iter().map(|(r, _)| pull.cancel_lease(&queue, r))).await;
     let (mut done, mut refused) = (Vec::new(), Vec::new());
-    for (r, _) in &refs {
-        match pull.cancel_lease(&queue, r).await {
+    for ((r, _), result) in refs.iter().zip(results) {
+        match result {
             Ok(name) => done.push(json!(name.to_string())),
             Err(e) => refused.push((r.name.clone(), e)),
         }
