@@ -92,7 +92,8 @@ impl Pull {
         Pull { store, clock, dispatcher, tombstone_window }
     }
 
-    async fn pull_queue(&self, queue: &str) -> Result<Queue, Status> {
+    /// The pull queue a request names (a push queue is refused with what to do instead).
+    pub async fn queue(&self, queue: &str) -> Result<Queue, Status> {
         let name = queue_name(queue)?;
         let q = self
             .store
@@ -115,7 +116,7 @@ impl Pull {
 
     /// Create pull tasks; each succeeds or fails alone.
     pub async fn create(&self, queue: &str, specs: Vec<PullSpec>) -> Result<Vec<Result<Task, Status>>, Status> {
-        let q = self.pull_queue(queue).await?;
+        let q = self.queue(queue).await?;
         if specs.len() > MAX_CREATE_BATCH {
             return Err(Status::invalid_argument(format!(
                 "tasks has {} entries; one request may create at most {MAX_CREATE_BATCH}",
@@ -161,7 +162,7 @@ impl Pull {
         if r.wait > MAX_WAIT {
             return Err(Status::invalid_argument("wait may be at most 60s"));
         }
-        let queue = self.pull_queue(&r.queue).await?;
+        let queue = self.queue(&r.queue).await?;
         // Subscribe before the first look, so a create in between still wakes this poll.
         let mut activity = self.dispatcher.queue_activity();
         let deadline = self.clock.now().saturating_add(r.wait);
@@ -219,18 +220,20 @@ impl Pull {
     }
 
     /// Acknowledge: the task is done.
-    pub async fn acknowledge(&self, queue: &str, r: &LeaseRef) -> Result<TaskName, Status> {
-        let q = self.pull_queue(queue).await?;
+    pub async fn acknowledge(&self, q: &Queue, r: &LeaseRef) -> Result<TaskName, Status> {
         let name = self.task_name(&q.name, &r.name)?;
         let now = self.clock.now();
+        let job = match self.store.task_get(&name, now).await.map_err(store_status)? {
+            TaskLookup::Found(task) => task.job_id,
+            _ => return Err(stale(&name, r.lease_id)),
+        };
         let outcome = TaskOutcome::Succeeded { tombstone_until: now.saturating_add(self.tombstone_window) };
-        self.finish(&name, r.lease_id, outcome, now).await?;
+        self.finish(&name, r.lease_id, outcome, job, now).await?;
         Ok(name)
     }
 
     /// Fail: counts as an attempt; the task is retried by the backoff or gives up.
-    pub async fn fail(&self, queue: &str, r: &LeaseRef, reason: &str) -> Result<(TaskName, Failed), Status> {
-        let q = self.pull_queue(queue).await?;
+    pub async fn fail(&self, q: &Queue, r: &LeaseRef, reason: &str) -> Result<(TaskName, Failed), Status> {
         let name = self.task_name(&q.name, &r.name)?;
         let now = self.clock.now();
         let task = match self.store.task_get(&name, now).await.map_err(store_status)? {
@@ -245,22 +248,26 @@ impl Pull {
             message: if reason.is_empty() { "the worker failed the task".into() } else { reason.clone() },
             excerpt: reason,
         };
-        let outcome = decide(&q, &task, &result, now, self.tombstone_window);
+        let outcome = decide(q, &task, &result, now, self.tombstone_window);
         let failed = match &outcome {
             TaskOutcome::Retry { retry_at, .. } => Failed::Retry { at: *retry_at },
             _ => Failed::DeadLettered,
         };
-        self.finish(&name, r.lease_id, outcome, now).await?;
+        self.finish(&name, r.lease_id, outcome, task.job_id, now).await?;
         // A retry comes due later: long polls re-read when the next task is due.
         self.dispatcher.task_created(&q.name);
         Ok((name, failed))
     }
 
-    async fn finish(&self, name: &TaskName, lease_id: i64, outcome: TaskOutcome, now: Timestamp) -> Result<(), Status> {
-        let job = match self.store.task_get(name, now).await.map_err(store_status)? {
-            TaskLookup::Found(task) => task.job_id,
-            _ => None,
-        };
+    /// Record an outcome under the worker's lease; tell the task's job's watchers.
+    async fn finish(
+        &self,
+        name: &TaskName,
+        lease_id: i64,
+        outcome: TaskOutcome,
+        job: Option<String>,
+        now: Timestamp,
+    ) -> Result<(), Status> {
         let finish = TaskFinish { name: name.clone(), lease_id, outcome, now };
         if !self.store.task_finish(finish).await.map_err(store_status)? {
             return Err(stale(name, lease_id));
@@ -272,11 +279,10 @@ impl Pull {
     }
 
     /// Renew: the lease now ends `lease` from now.
-    pub async fn renew(&self, queue: &str, r: &LeaseRef, lease: Duration) -> Result<(TaskName, Timestamp), Status> {
+    pub async fn renew(&self, q: &Queue, r: &LeaseRef, lease: Duration) -> Result<(TaskName, Timestamp), Status> {
         if lease < Duration::from_secs(1) || lease > MAX_LEASE {
             return Err(Status::invalid_argument("lease_duration must be between 1s and 7d"));
         }
-        let q = self.pull_queue(queue).await?;
         let name = self.task_name(&q.name, &r.name)?;
         let until = self.clock.now().saturating_add(lease);
         let renew = TaskRenew { name: name.clone(), lease_id: r.lease_id, until };
@@ -287,8 +293,7 @@ impl Pull {
     }
 
     /// Give the task back now, without counting the attempt.
-    pub async fn cancel_lease(&self, queue: &str, r: &LeaseRef) -> Result<TaskName, Status> {
-        let q = self.pull_queue(queue).await?;
+    pub async fn cancel_lease(&self, q: &Queue, r: &LeaseRef) -> Result<TaskName, Status> {
         let name = self.task_name(&q.name, &r.name)?;
         let release = TaskRelease { name: name.clone(), lease_id: r.lease_id, now: self.clock.now() };
         if !self.store.task_release(release).await.map_err(store_status)? {

@@ -898,21 +898,33 @@ fn lease_answer(done_key: &str, done: Vec<Value>, mut refused: Vec<(String, Stat
     Ok(axum::Json(Value::Object(out)).into_response())
 }
 
+/// Run `op` on every named task at once (the store commits them together); split what was
+/// done from what was refused.
+async fn each<'a, T, F, Fut>(items: &'a LeaseItems, op: F) -> (Vec<T>, Vec<(String, Status)>)
+where
+    F: Fn(&'a LeaseRef, &'a Map<String, Value>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>> + 'a,
+{
+    let results = futures_util::future::join_all(items.iter().map(|(r, extra)| op(r, extra))).await;
+    let (mut done, mut refused) = (Vec::new(), Vec::new());
+    for ((r, _), result) in items.iter().zip(results) {
+        match result {
+            Ok(v) => done.push(v),
+            Err(e) => refused.push((r.name.clone(), e)),
+        }
+    }
+    (done, refused)
+}
+
 async fn acknowledge_tasks(
     State(pull): State<Pull>,
     Path(queue): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let refs = lease_refs(&body_json(body)?, &[])?;
-    // Concurrently, so the store commits them together.
-    let results = futures_util::future::join_all(refs.iter().map(|(r, _)| pull.acknowledge(&queue, r))).await;
-    let (mut done, mut refused) = (Vec::new(), Vec::new());
-    for ((r, _), result) in refs.iter().zip(results) {
-        match result {
-            Ok(name) => done.push(json!(name.to_string())),
-            Err(e) => refused.push((r.name.clone(), e)),
-        }
-    }
+    let q = pull.queue(&queue).await?;
+    let (done, refused) = each(&refs, |r, _| pull.acknowledge(&q, r)).await;
+    let done = done.iter().map(|name| json!(name.to_string())).collect();
     lease_answer("acknowledged", done, refused, refs.len())
 }
 
@@ -922,21 +934,16 @@ async fn fail_tasks(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let refs = lease_refs(&body_json(body)?, &["reason"])?;
-    let results = futures_util::future::join_all(refs.iter().map(|(r, extra)| {
-        let reason = extra.get("reason").and_then(Value::as_str).unwrap_or("");
-        pull.fail(&queue, r, reason)
-    }))
-    .await;
-    let (mut done, mut refused) = (Vec::new(), Vec::new());
-    for ((r, _), result) in refs.iter().zip(results) {
-        match result {
-            Ok((name, Failed::Retry { at })) => {
-                done.push(json!({"name": name.to_string(), "retry_at": format_timestamp(at)}))
-            }
-            Ok((name, Failed::DeadLettered)) => done.push(json!({"name": name.to_string(), "dead_lettered": true})),
-            Err(e) => refused.push((r.name.clone(), e)),
-        }
-    }
+    let q = pull.queue(&queue).await?;
+    let (done, refused) =
+        each(&refs, |r, extra| pull.fail(&q, r, extra.get("reason").and_then(Value::as_str).unwrap_or(""))).await;
+    let done = done
+        .into_iter()
+        .map(|(name, failed)| match failed {
+            Failed::Retry { at } => json!({"name": name.to_string(), "retry_at": format_timestamp(at)}),
+            Failed::DeadLettered => json!({"name": name.to_string(), "dead_lettered": true}),
+        })
+        .collect();
     lease_answer("failed", done, refused, refs.len())
 }
 
@@ -951,16 +958,12 @@ async fn renew_tasks(
         None => crate::pull::DEFAULT_LEASE,
     };
     let refs = lease_refs(&body, &[])?;
-    let results = futures_util::future::join_all(refs.iter().map(|(r, _)| pull.renew(&queue, r, lease))).await;
-    let (mut done, mut refused) = (Vec::new(), Vec::new());
-    for ((r, _), result) in refs.iter().zip(results) {
-        match result {
-            Ok((name, until)) => {
-                done.push(json!({"name": name.to_string(), "lease_expires_at": format_timestamp(until)}))
-            }
-            Err(e) => refused.push((r.name.clone(), e)),
-        }
-    }
+    let q = pull.queue(&queue).await?;
+    let (done, refused) = each(&refs, |r, _| pull.renew(&q, r, lease)).await;
+    let done = done
+        .into_iter()
+        .map(|(name, until)| json!({"name": name.to_string(), "lease_expires_at": format_timestamp(until)}))
+        .collect();
     lease_answer("renewed", done, refused, refs.len())
 }
 
@@ -970,14 +973,9 @@ async fn cancel_leases(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let refs = lease_refs(&body_json(body)?, &[])?;
-    let results = futures_util::future::join_all(refs.iter().map(|(r, _)| pull.cancel_lease(&queue, r))).await;
-    let (mut done, mut refused) = (Vec::new(), Vec::new());
-    for ((r, _), result) in refs.iter().zip(results) {
-        match result {
-            Ok(name) => done.push(json!(name.to_string())),
-            Err(e) => refused.push((r.name.clone(), e)),
-        }
-    }
+    let q = pull.queue(&queue).await?;
+    let (done, refused) = each(&refs, |r, _| pull.cancel_lease(&q, r)).await;
+    let done = done.iter().map(|name| json!(name.to_string())).collect();
     lease_answer("released", done, refused, refs.len())
 }
 

@@ -141,6 +141,23 @@ impl SqliteStore {
         sender.send(job).map_err(|_| StoreError::Unavailable("the store writer stopped".into()))
     }
 
+    /// Run a lease update (`$1` queue, `$2` task, `$3` time, `$4` lease id); whether the lease was held.
+    async fn lease_write(
+        &self,
+        statement: &'static str,
+        name: TaskName,
+        at: Timestamp,
+        lease_id: i64,
+    ) -> StoreResult<bool> {
+        self.write(move |conn| {
+            conn.prepare_cached(&sql(statement))
+                .and_then(|mut s| s.execute(params![queue_name_of(&name), name.task, at.0, lease_id]))
+                .map(|n| n == 1)
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn read<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
@@ -759,23 +776,11 @@ impl Store for SqliteStore {
     }
 
     async fn task_renew(&self, p: TaskRenew) -> StoreResult<bool> {
-        self.write(move |conn| {
-            conn.prepare_cached(&sql(columns::TASK_RENEW))
-                .and_then(|mut s| s.execute(params![queue_name_of(&p.name), p.name.task, p.until.0, p.lease_id]))
-                .map(|n| n == 1)
-                .map_err(backend)
-        })
-        .await
+        self.lease_write(columns::TASK_RENEW, p.name, p.until, p.lease_id).await
     }
 
     async fn task_release(&self, p: TaskRelease) -> StoreResult<bool> {
-        self.write(move |conn| {
-            conn.prepare_cached(&sql(columns::TASK_RELEASE))
-                .and_then(|mut s| s.execute(params![queue_name_of(&p.name), p.name.task, p.now.0, p.lease_id]))
-                .map(|n| n == 1)
-                .map_err(backend)
-        })
-        .await
+        self.lease_write(columns::TASK_RELEASE, p.name, p.now, p.lease_id).await
     }
 
     async fn task_claim_by_name(&self, p: TaskClaimByName) -> StoreResult<ClaimedTask> {
