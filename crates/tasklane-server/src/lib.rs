@@ -61,6 +61,8 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// How long dead letters are kept.
     pub dead_letter_retention: Duration,
+    /// Most push requests in flight to one destination (scheme, host, port); 0: no cap.
+    pub max_connections_per_host: usize,
 }
 
 /// `http://ADDR`, with a wildcard address replaced by loopback.
@@ -81,6 +83,7 @@ impl Default for ServerConfig {
             cluster: ClusterConfig::default(),
             public_url: None,
             dead_letter_retention: Duration::from_secs(30 * 24 * 3600),
+            max_connections_per_host: dispatch::DEFAULT_MAX_CONNECTIONS_PER_HOST,
         }
     }
 }
@@ -157,6 +160,7 @@ impl Server {
             lease_grace: config.lease_grace,
             tombstone_window: config.tombstone_window,
             token_issuer: config.public_url.clone().unwrap_or_else(|| default_public_url(local_addr)),
+            max_connections_per_host: config.max_connections_per_host,
         };
         let (stop, stop_rx) = watch::channel(false);
 

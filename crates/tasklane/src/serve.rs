@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// How long tasks that gave up are kept as dead letters, for example `30d`.
     #[arg(long, env = "TASKLANE_DEAD_LETTER_RETENTION", default_value = "30d", value_parser = crate::client::parse_cli_duration)]
     dead_letter_retention: std::time::Duration,
+    /// Most push requests in flight to one worker (scheme, host and port); more wait for a
+    /// free connection. 0 removes the cap.
+    #[arg(long, env = "TASKLANE_MAX_CONNECTIONS_PER_HOST", default_value_t = tasklane_server::dispatch::DEFAULT_MAX_CONNECTIONS_PER_HOST)]
+    max_connections_per_host: usize,
     /// How long shutdown waits for deliveries in flight.
     #[arg(long, env = "TASKLANE_SHUTDOWN_GRACE", default_value = "10s", value_parser = crate::client::parse_cli_duration)]
     shutdown_grace: std::time::Duration,
@@ -64,6 +68,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: args.shutdown_grace,
         public_url: args.public_url,
         dead_letter_retention: args.dead_letter_retention,
+        max_connections_per_host: args.max_connections_per_host,
         ..ServerConfig::default()
     };
     let server = Server::start(config).await.context("start tasklane")?;

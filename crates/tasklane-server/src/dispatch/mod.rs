@@ -7,6 +7,7 @@
 //! or a configuration change. A lease is taken before each delivery and the outcome
 //! is written with a guarded update, so a crash at any point only causes a retry.
 
+mod hosts;
 pub mod push;
 
 use std::collections::HashMap;
@@ -47,7 +48,12 @@ pub struct DispatchConfig {
     pub tombstone_window: Duration,
     /// The `iss` of the tokens tasks carry: tasklane's public base URL.
     pub token_issuer: String,
+    /// Most requests in flight to one destination (scheme, host, port); 0: no cap.
+    pub max_connections_per_host: usize,
 }
+
+/// Enough to keep a local worker busy without overflowing a default listen backlog.
+pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: usize = 256;
 
 impl Default for DispatchConfig {
     fn default() -> Self {
@@ -55,6 +61,7 @@ impl Default for DispatchConfig {
             lease_grace: Duration::from_secs(30),
             tombstone_window: Duration::from_secs(3600),
             token_issuer: "http://127.0.0.1:8790".into(),
+            max_connections_per_host: DEFAULT_MAX_CONNECTIONS_PER_HOST,
         }
     }
 }
@@ -71,6 +78,7 @@ struct Shared {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     client: reqwest::Client,
+    hosts: hosts::HostLimits,
     config: DispatchConfig,
     signer: Arc<TokenSigner>,
     /// The ids of jobs that changed on this node (or, in a cluster, on any node).
@@ -132,6 +140,7 @@ impl Dispatcher {
                 store,
                 clock,
                 client,
+                hosts: hosts::HostLimits::new(config.max_connections_per_host),
                 config,
                 signer,
                 job_changes: tokio::sync::broadcast::channel(4096).0,
@@ -530,6 +539,13 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
     let task = &claimed.task;
     let span = tracing::info_span!("dispatch", task = %task.name.task, attempt = task.dispatch_count);
     async {
+        let request = match &queue.http_target {
+            Some(target) => std::borrow::Cow::Owned(target.apply(&task.http_request)),
+            None => std::borrow::Cow::Borrowed(&task.http_request),
+        };
+        // Wait for a slot to the destination first, so the time spent waiting comes out
+        // of the lease below rather than past it.
+        let _slot = shared.hosts.acquire(&request.url).await;
         // An attempt must end before its lease does, or another node could start the
         // task while this attempt still runs. A delivery that starts late gets less time.
         let lease_end = claimed_at.saturating_add(task.dispatch_deadline + shared.config.lease_grace);
@@ -539,10 +555,6 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
             tracing::warn!("lease ended before the attempt could start; the task runs again after its lease");
             return;
         }
-        let request = match &queue.http_target {
-            Some(target) => std::borrow::Cow::Owned(target.apply(&task.http_request)),
-            None => std::borrow::Cow::Borrowed(&task.http_request),
-        };
         let bearer = match &request.auth {
             None => Ok(None),
             Some(auth) => shared.signer.token(auth, &request.url).await.map(Some),
