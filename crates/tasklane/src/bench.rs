@@ -25,6 +25,17 @@ pub struct BenchArgs {
     /// Tasks in the push scenarios.
     #[arg(long)]
     tasks: Option<usize>,
+    /// Run only these scenarios (comma-separated): push, idle, rate, pull.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Scenario>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    Push,
+    Idle,
+    Rate,
+    Pull,
 }
 
 /// Arrival times at the sink, by task id, and counts the bench can poll cheaply.
@@ -459,18 +470,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         sink_url: format!("http://{sink_addr}/"),
         sink: sink.clone(),
     };
-    eprintln!("bench: push on the embedded store, {n} tasks");
-    rows.extend(push(&bench, "embedded", "e", n, 50, Duration::ZERO).await?);
-    eprintln!("bench: idle-queue latency");
-    rows.push(idle_latency(&bench, idle_n, 50.0).await?);
-    eprintln!("bench: rate-limit accuracy");
-    rows.push(rate_accuracy(&bench, 200.0, rate_secs).await?);
-    eprintln!("bench: batched creates and pull workers, {n} tasks");
-    rows.extend(pull(&bench, n).await?);
+    let runs = |s: Scenario| args.only.is_empty() || args.only.contains(&s);
+    if runs(Scenario::Push) {
+        eprintln!("bench: push on the embedded store, {n} tasks");
+        rows.extend(push(&bench, "embedded", "e", n, 50, Duration::ZERO).await?);
+    }
+    if runs(Scenario::Idle) {
+        eprintln!("bench: idle-queue latency");
+        rows.push(idle_latency(&bench, idle_n, 50.0).await?);
+    }
+    if runs(Scenario::Rate) {
+        eprintln!("bench: rate-limit accuracy");
+        rows.push(rate_accuracy(&bench, 200.0, rate_secs).await?);
+    }
+    if runs(Scenario::Pull) {
+        eprintln!("bench: batched creates and pull workers, {n} tasks");
+        rows.extend(pull(&bench, n).await?);
+    }
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 
-    if let Some(url) = &args.database_url {
+    if let Some(url) = args.database_url.as_ref().filter(|_| runs(Scenario::Push)) {
         let schema = format!("bench_{}", std::process::id());
         let pg = tasklane_store::PgStore::connect(url, Some(&schema)).await.context("prepare the bench schema")?;
         let sep = if url.contains('?') { '&' } else { '?' };

@@ -5,6 +5,12 @@
 //! transaction, commits once, and only then answers the callers. A failed write rolls
 //! back to its savepoint and leaves the others in the batch untouched. Reads run on a
 //! small pool of reader threads with their own connections.
+//!
+//! A commit that holds an accepted task or an API change is fsynced before anyone hears
+//! back. A commit that holds only the dispatcher's bookkeeping (claims, outcomes, leases)
+//! is written to the WAL but not fsynced: a crashed process loses none of it, and a power
+//! cut can undo only the latest of it, which runs those tasks again (at least once, as
+//! promised). The next fsynced commit or checkpoint makes it durable too.
 
 mod rows;
 
@@ -31,11 +37,29 @@ use crate::{
 use tasklane_core::job::Job;
 
 const MAX_BATCH: usize = 1024;
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// WAL pages after which the writer checkpoints by itself: a safety net for when the
+/// checkpointer falls behind (about 40 MB).
+const WRITER_CHECKPOINT_PAGES: u32 = 10_000;
 const READERS: usize = 2;
 const SCHEMA: &str = include_str!("schema.sql");
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type WriteJob = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+/// When a write reaches the disk; see the module comment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// fsynced before the caller hears back.
+    Synced,
+    /// Written before the caller hears back; fsynced with a later commit or checkpoint.
+    Relaxed,
+}
+
+struct WriteJob {
+    durability: Durability,
+    run: Box<dyn FnOnce(&Connection) -> Reply + Send>,
+}
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 #[derive(Clone)]
@@ -45,6 +69,8 @@ pub struct SqliteStore {
 
 struct Inner {
     writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    /// Dropping it stops the checkpointer.
+    checkpointer: Mutex<Option<mpsc::Sender<()>>>,
     readers: Mutex<Option<mpsc::Sender<ReadJob>>>,
     path: PathBuf,
 }
@@ -77,6 +103,14 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("open {}: {e}", path.display())))?;
         write_conn.execute_batch(SCHEMA).map_err(backend)?;
         add_missing_columns(&write_conn).map_err(backend)?;
+        // Checkpoints (and their fsyncs) run on their own thread, off the writer's path.
+        write_conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES).map_err(backend)?;
+        let checkpoint_conn = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(backend)?;
+        let (checkpoint_tx, checkpoint_rx) = mpsc::channel::<()>();
+        thread::Builder::new()
+            .name("tasklane-sqlite-checkpointer".into())
+            .spawn(move || checkpointer_loop(checkpoint_conn, checkpoint_rx))
+            .map_err(|e| StoreError::Backend(format!("start checkpointer thread: {e}")))?;
 
         let (write_tx, write_rx) = mpsc::channel::<WriteJob>();
         thread::Builder::new()
@@ -95,7 +129,12 @@ impl SqliteStore {
                 .map_err(|e| StoreError::Backend(format!("start reader thread: {e}")))?;
         }
         Ok(SqliteStore {
-            inner: Arc::new(Inner { writer: Mutex::new(Some(write_tx)), readers: Mutex::new(Some(read_tx)), path }),
+            inner: Arc::new(Inner {
+                writer: Mutex::new(Some(write_tx)),
+                checkpointer: Mutex::new(Some(checkpoint_tx)),
+                readers: Mutex::new(Some(read_tx)),
+                path,
+            }),
         })
     }
 
@@ -107,31 +146,50 @@ impl SqliteStore {
         if let Ok(mut r) = self.inner.readers.lock() {
             r.take();
         }
+        if let Ok(mut c) = self.inner.checkpointer.lock() {
+            c.take();
+        }
     }
 
+    /// A write that is fsynced before it returns.
     async fn write<R, F>(&self, f: F) -> StoreResult<R>
     where
         R: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
     {
+        self.write_with(Durability::Synced, f).await
+    }
+
+    /// A write of the dispatcher's bookkeeping: see `Durability::Relaxed`.
+    async fn write_relaxed<R, F>(&self, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
+        self.write_with(Durability::Relaxed, f).await
+    }
+
+    async fn write_with<R, F>(&self, durability: Durability, f: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<R> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let job: WriteJob = Box::new(move |conn| {
-            let result = match conn.execute_batch("SAVEPOINT op") {
-                Err(e) => Err(backend(e)),
-                Ok(()) => {
-                    let r = f(conn);
-                    let end = if r.is_err() { "ROLLBACK TO op; RELEASE op" } else { "RELEASE op" };
-                    match conn.execute_batch(end) {
-                        Ok(()) => r,
-                        Err(e) => Err(backend(e)),
-                    }
+        let run = Box::new(move |conn: &Connection| {
+            let step = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map_err(backend);
+            let result = step("SAVEPOINT op").and_then(|_| {
+                let r = f(conn);
+                if r.is_err() {
+                    step("ROLLBACK TO op")?;
                 }
-            };
+                step("RELEASE op")?;
+                r
+            });
             Box::new(move |commit: Result<(), StoreError>| {
                 let _ = tx.send(commit.and(result));
-            })
+            }) as Reply
         });
-        self.send_write(job)?;
+        self.send_write(WriteJob { durability, run })?;
         rx.await.map_err(|_| StoreError::Unavailable("the write could not be run; see the server log".into()))?
     }
 
@@ -149,7 +207,7 @@ impl SqliteStore {
         at: Timestamp,
         lease_id: i64,
     ) -> StoreResult<bool> {
-        self.write(move |conn| {
+        self.write_relaxed(move |conn| {
             conn.prepare_cached(&sql(statement))
                 .and_then(|mut s| s.execute(params![queue_name_of(&name), name.task, at.0, lease_id]))
                 .map(|n| n == 1)
@@ -399,12 +457,28 @@ fn jobs_started(conn: &Connection, leased: &[ClaimedTask], now: Timestamp) -> St
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
+    let mut synced = true; // the connection opens with synchronous = FULL
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
+            }
+        }
+        let sync = batch.iter().any(|j| j.durability == Durability::Synced);
+        if sync != synced {
+            let pragma = if sync { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
+            match conn.execute_batch(pragma) {
+                Ok(()) => synced = sync,
+                Err(e) if sync => {
+                    // These writes were promised an fsync: refuse them rather than commit without.
+                    tracing::error!(error = %e, writes = batch.len(), "sqlite could not turn fsync back on");
+                    drop(batch);
+                    continue;
+                }
+                // Still FULL: slower, never less safe.
+                Err(e) => tracing::warn!(error = %e, "sqlite could not turn fsync off for bookkeeping"),
             }
         }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
@@ -414,13 +488,23 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteJob>) {
             drop(batch);
             continue;
         }
-        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&conn)).collect();
+        let replies: Vec<Reply> = batch.into_iter().map(|job| (job.run)(&conn)).collect();
         let commit = conn.execute_batch("COMMIT").map_err(backend);
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
         for reply in replies {
             reply(commit.clone());
+        }
+    }
+}
+
+/// Copy committed WAL frames into the database file every `CHECKPOINT_EVERY`, without
+/// blocking the writer (PASSIVE), until the store closes.
+fn checkpointer_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "sqlite checkpoint");
         }
     }
 }
@@ -726,7 +810,7 @@ impl Store for SqliteStore {
     }
 
     async fn task_claim(&self, p: TaskClaim) -> StoreResult<Vec<ClaimedTask>> {
-        self.write(move |conn| {
+        self.write_relaxed(move |conn| {
             let queue = p.queue.to_string();
             let grace = tasklane_core::clock::duration_micros(p.grace);
             // One statement leases the whole batch; the lease id comes last, after the task columns.
@@ -751,7 +835,7 @@ impl Store for SqliteStore {
     }
 
     async fn task_lease(&self, p: TaskLease) -> StoreResult<Vec<ClaimedTask>> {
-        self.write(move |conn| {
+        self.write_relaxed(move |conn| {
             let queue = p.queue.to_string();
             let statement = format!(
                 "UPDATE tasks SET {} WHERE id IN (SELECT id FROM tasks WHERE queue = ?1 AND due_at <= ?2 \
@@ -802,13 +886,22 @@ impl Store for SqliteStore {
     }
 
     async fn task_finish(&self, p: TaskFinish) -> StoreResult<bool> {
-        self.write(move |conn| {
+        self.write_relaxed(move |conn| {
             let queue = queue_name_of(&p.name);
             let task_id = &p.name.task;
+            // A success deletes the task in the statement that checks the lease; other
+            // outcomes read the job first and then change the row.
+            let held_statement = match &p.outcome {
+                TaskOutcome::Succeeded { .. } => {
+                    "DELETE FROM tasks WHERE queue = ?1 AND task_id = ?2 AND state = 'leased' AND lease_id = ?3 \
+                     RETURNING job_id"
+                }
+                _ => {
+                    "SELECT job_id FROM tasks WHERE queue = ?1 AND task_id = ?2 AND state = 'leased' AND lease_id = ?3"
+                }
+            };
             let held: Option<Option<String>> = conn
-                .prepare_cached(
-                    "SELECT job_id FROM tasks WHERE queue = ?1 AND task_id = ?2 AND state = 'leased' AND lease_id = ?3",
-                )
+                .prepare_cached(held_statement)
                 .and_then(|mut s| s.query_row(params![queue, task_id, p.lease_id], |r| r.get(0)).optional())
                 .map_err(backend)?;
             let Some(job) = held else {
@@ -816,9 +909,6 @@ impl Store for SqliteStore {
             };
             match &p.outcome {
                 TaskOutcome::Succeeded { tombstone_until } => {
-                    conn.prepare_cached("DELETE FROM tasks WHERE queue = ?1 AND task_id = ?2")
-                        .and_then(|mut s| s.execute(params![queue, task_id]))
-                        .map_err(backend)?;
                     tombstone_put(conn, &queue, task_id, *tombstone_until)?;
                     if let Some(job) = &job {
                         job_task_done(conn, job, task_id, true, "", p.now)?;
