@@ -1,6 +1,7 @@
-//! `tasklane bench`: start tasklane in this process with a no-op HTTP sink, run bounded
-//! workloads over loopback, and print throughput, latency, memory and CPU per scenario.
-//! Every scenario also checks correctness: each task reaches the sink exactly once.
+//! `tasklane bench`: start tasklane (`tasklane serve`, a child process) and a no-op HTTP
+//! sink in this process, run bounded workloads over loopback, and print throughput,
+//! latency, and tasklane's CPU time and peak memory per scenario. Every scenario also
+//! checks correctness: each task reaches the sink exactly once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,7 +11,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 use serde_json::json;
-use tasklane_server::{Server, ServerConfig};
 
 const LOCATION: &str = "projects/bench/locations/local";
 
@@ -25,17 +25,25 @@ pub struct BenchArgs {
     /// Tasks in the push scenarios.
     #[arg(long)]
     tasks: Option<usize>,
-    /// Run only these scenarios (comma-separated): push, idle, rate, pull.
+    /// Tasks held in the scheduled-tasks scenario (default 1,000,000; 10,000 with --quick).
+    #[arg(long)]
+    held: Option<usize>,
+    /// Run only these scenarios (comma-separated): bound, push, idle, rate, pull, held.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Scenario>,
+    /// Also write the rows as JSON to this file (for bench/peers/run.sh).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Scenario {
+    Bound,
     Push,
     Idle,
     Rate,
     Pull,
+    Held,
 }
 
 /// Arrival times at the sink, by task id, and counts the bench can poll cheaply.
@@ -74,32 +82,98 @@ async fn start_sink() -> anyhow::Result<(SocketAddr, Arc<Sink>)> {
     Ok((addr, sink))
 }
 
+#[derive(serde::Serialize)]
 struct Row {
     scenario: String,
     tasks: usize,
     seconds: f64,
     throughput: f64,
     latency: Option<[f64; 3]>,
+    /// tasklane's CPU seconds and peak resident MB over the scenario.
+    server: Option<Usage>,
     note: String,
 }
 
-/// Process CPU seconds (user + system), from /proc.
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+#[derive(Clone, Copy, serde::Serialize)]
+struct Usage {
+    cpu_seconds: f64,
+    peak_rss_mb: f64,
+}
+
+/// CPU seconds (user + system) of a process, from /proc.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
     let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Peak resident memory of this process, in MB.
-fn peak_rss_mb() -> f64 {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return 0.0 };
+/// A `Vm…:` line of a process's status, in MB: `VmHWM` (peak resident) or `VmRSS` (now).
+fn memory_mb(pid: &str, field: &str) -> f64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return 0.0 };
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// tasklane under test: `tasklane serve` in a child process on a free loopback port.
+struct ServerProcess {
+    child: tokio::process::Child,
+    pid: String,
+    api: String,
+}
+
+impl ServerProcess {
+    async fn start(args: &[String]) -> anyhow::Result<ServerProcess> {
+        use tokio::io::AsyncBufReadExt;
+        let exe = std::env::current_exe().context("find the tasklane binary")?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("start tasklane serve")?;
+        let stdout = child.stdout.take().context("tasklane's stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .context("tasklane did not start within 60 s")??
+            .context("tasklane exited before listening")?;
+        let addr = first
+            .strip_prefix("tasklane listening on http://")
+            .with_context(|| format!("unexpected line {first:?}"))?;
+        // Keep reading stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let pid = child.id().context("tasklane's pid")?.to_string();
+        Ok(ServerProcess { child, pid, api: addr.to_string() })
+    }
+
+    /// Start measuring a scenario: the kernel's peak-memory mark is reset to now.
+    fn mark(&self) -> f64 {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.pid), "5");
+        cpu_seconds(&self.pid)
+    }
+
+    fn usage(&self, cpu_mark: f64) -> Usage {
+        Usage { cpu_seconds: cpu_seconds(&self.pid) - cpu_mark, peak_rss_mb: memory_mb(&self.pid, "VmHWM:") }
+    }
+
+    /// Stop as an operator would (SIGTERM) and wait.
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let status = tokio::process::Command::new("kill").args(["-TERM", &self.pid]).status().await?;
+        anyhow::ensure!(status.success(), "kill -TERM {} failed", self.pid);
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.context("tasklane did not stop")??;
+        Ok(())
+    }
+
+    /// Crash it (SIGKILL) and wait.
+    async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill().await.context("kill -9 tasklane")
+    }
 }
 
 fn percentiles(mut ms: Vec<f64>) -> Option<[f64; 3]> {
@@ -111,6 +185,7 @@ fn percentiles(mut ms: Vec<f64>) -> Option<[f64; 3]> {
     Some([at(0.50), at(0.95), at(0.99)])
 }
 
+#[derive(Clone)]
 struct Bench {
     api: String,
     client: reqwest::Client,
@@ -119,19 +194,36 @@ struct Bench {
 }
 
 impl Bench {
-    async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
+    /// POST to `/{version}/{path}` and return the JSON answer.
+    async fn request(&self, version: &str, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
         let resp = self
             .client
-            .post(format!("{}/v2/{path}", self.api))
+            .post(format!("{}/{version}/{path}", self.api))
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()
             .await
-            .with_context(|| format!("POST {path}"))?;
-        if !resp.status().is_success() {
-            bail!("POST {path}: {} {}", resp.status(), resp.text().await.unwrap_or_default());
+            .with_context(|| format!("POST /{version}/{path}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("POST /{version}/{path}: {status} {text}");
         }
-        Ok(())
+        serde_json::from_str(&text).context("a JSON answer")
+    }
+
+    /// A Cloud Tasks REST call.
+    async fn post_json(&self, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        self.request("v2", path, body).await
+    }
+
+    async fn post(&self, path: &str, body: serde_json::Value) -> anyhow::Result<()> {
+        self.post_json(path, body).await.map(drop)
+    }
+
+    /// A tasklane `/v1` call.
+    async fn v1(&self, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+        self.request("v1", path, body).await
     }
 
     async fn queue(&self, id: &str, rate: f64, paused: bool) -> anyhow::Result<()> {
@@ -213,6 +305,7 @@ impl Bench {
 /// `settle` gives a cluster node time to take the new queues before the clock starts.
 async fn push(
     b: &Bench,
+    server: &ServerProcess,
     label: &str,
     prefix: &str,
     n: usize,
@@ -227,15 +320,19 @@ async fn push(
         (0..n).map(|i| (format!("{prefix}-{i}"), format!("{prefix}-q{}", i % queues))).collect();
     let names: Vec<String> = ids.iter().map(|(t, _)| t.clone()).collect();
     let base = b.distinct();
+    let mark = server.mark();
     let created_at = Instant::now();
     b.create(ids, 64).await?;
     let create_secs = created_at.elapsed().as_secs_f64();
+    let create_usage = server.usage(mark);
+    let mark = server.mark();
     let start = Instant::now();
     for q in 0..queues {
         b.post(&format!("{LOCATION}/queues/{prefix}-q{q}:resume"), json!({})).await?;
     }
     let last = b.wait_delivered(&names, base, Duration::from_secs(600)).await?;
     let secs = last.duration_since(start).as_secs_f64();
+    let drain_usage = server.usage(mark);
     let latency: Vec<f64> =
         names.iter().filter_map(|id| b.arrival(id).map(|t| t.duration_since(start).as_secs_f64() * 1000.0)).collect();
     Ok(vec![
@@ -245,6 +342,7 @@ async fn push(
             seconds: create_secs,
             throughput: n as f64 / create_secs,
             latency: None,
+            server: Some(create_usage),
             note: "64 concurrent HTTP clients".into(),
         },
         Row {
@@ -253,14 +351,16 @@ async fn push(
             seconds: secs,
             throughput: n as f64 / secs,
             latency: percentiles(latency),
+            server: Some(drain_usage),
             note: format!("{queues} queues at 500/s; latency from resume to arrival"),
         },
     ])
 }
 
 /// Idle queue: tasks created one at a time at a steady, low rate; create-acknowledged to arrival.
-async fn idle_latency(b: &Bench, n: usize, per_second: f64) -> anyhow::Result<Row> {
+async fn idle_latency(b: &Bench, server: &ServerProcess, n: usize, per_second: f64) -> anyhow::Result<Row> {
     b.queue("idle", 500.0, false).await?;
+    let mark = server.mark();
     let mut latencies = Vec::with_capacity(n);
     let gap = Duration::from_secs_f64(1.0 / per_second);
     let started = Instant::now();
@@ -291,13 +391,15 @@ async fn idle_latency(b: &Bench, n: usize, per_second: f64) -> anyhow::Result<Ro
         seconds: started.elapsed().as_secs_f64(),
         throughput: n as f64 / started.elapsed().as_secs_f64(),
         latency: percentiles(latencies),
+        server: Some(server.usage(mark)),
         note: format!("{per_second}/s, one create at a time; from the create request to arrival"),
     })
 }
 
 /// Rate accuracy: a queue at `rate`/s drained for `secs` after its initial burst.
-async fn rate_accuracy(b: &Bench, rate: f64, secs: u64) -> anyhow::Result<Row> {
+async fn rate_accuracy(b: &Bench, server: &ServerProcess, rate: f64, secs: u64) -> anyhow::Result<Row> {
     b.queue("rated", rate, true).await?;
+    let mark = server.mark();
     let burst = ((rate / 5.0).floor() as usize).max(10);
     let n = burst + (rate as usize) * secs as usize + (rate as usize); // one extra second of work
     let ids: Vec<(String, String)> = (0..n).map(|i| (format!("rated-{i}"), "rated".to_string())).collect();
@@ -325,6 +427,7 @@ async fn rate_accuracy(b: &Bench, rate: f64, secs: u64) -> anyhow::Result<Row> {
         seconds: secs as f64,
         throughput: measured,
         latency: None,
+        server: Some(server.usage(mark)),
         note: format!(
             "{error:+.2}% off the limit over {secs} s after the burst of {burst}; started {:?} after resume",
             from.duration_since(start)
@@ -332,33 +435,14 @@ async fn rate_accuracy(b: &Bench, rate: f64, secs: u64) -> anyhow::Result<Row> {
     })
 }
 
-impl Bench {
-    /// POST to `/v1/{path}` and return the JSON answer.
-    async fn v1(&self, path: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
-        let resp = self
-            .client
-            .post(format!("{}/v1/{path}", self.api))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .with_context(|| format!("POST /v1/{path}"))?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if !status.is_success() {
-            bail!("POST /v1/{path}: {status} {text}");
-        }
-        serde_json::from_str(&text).context("a JSON answer")
-    }
-}
-
 /// Batched creates, then pull workers: `n` pull tasks created 1,000 per request, then
 /// drained by 4 consumers that lease 100 and acknowledge 100 per call. Checks that every
 /// task was leased and acknowledged exactly once.
-async fn pull(b: &Bench, n: usize) -> anyhow::Result<Vec<Row>> {
+async fn pull(b: &Bench, server: &ServerProcess, n: usize) -> anyhow::Result<Vec<Row>> {
     let name = format!("{LOCATION}/queues/pulled");
     b.v1("queues", json!({"name": name, "type": "pull"})).await?;
     let path = name.replace('/', "%2F");
+    let mark = server.mark();
     let started = Instant::now();
     let batches: Vec<Vec<serde_json::Value>> = (0..n)
         .map(|i| json!({"name": format!("{name}/tasks/p-{i}"), "payload": format!("{i}")}))
@@ -368,7 +452,7 @@ async fn pull(b: &Bench, n: usize) -> anyhow::Result<Vec<Row>> {
         .collect();
     let mut creating = tokio::task::JoinSet::new();
     for batch in batches {
-        let b = Bench { api: b.api.clone(), client: b.client.clone(), sink_url: String::new(), sink: b.sink.clone() };
+        let b = b.clone();
         let path = path.clone();
         creating.spawn(async move {
             let out = b.v1(&format!("queues/{path}/tasks"), json!({"tasks": batch})).await?;
@@ -385,12 +469,14 @@ async fn pull(b: &Bench, n: usize) -> anyhow::Result<Vec<Row>> {
         r??;
     }
     let create_secs = started.elapsed().as_secs_f64();
+    let create_usage = server.usage(mark);
 
+    let mark = server.mark();
     let drained = Instant::now();
     let acked = Arc::new(Mutex::new(std::collections::HashSet::new()));
     let mut consumers = tokio::task::JoinSet::new();
     for _ in 0..4 {
-        let b = Bench { api: b.api.clone(), client: b.client.clone(), sink_url: String::new(), sink: b.sink.clone() };
+        let b = b.clone();
         let path = path.clone();
         let acked = acked.clone();
         consumers.spawn(async move {
@@ -419,6 +505,7 @@ async fn pull(b: &Bench, n: usize) -> anyhow::Result<Vec<Row>> {
         r??;
     }
     let drain_secs = drained.elapsed().as_secs_f64();
+    let drain_usage = server.usage(mark);
     let done = acked.lock().map_err(|_| anyhow::anyhow!("lock"))?.len();
     if done != n {
         bail!("pull: {done} of {n} tasks were acknowledged");
@@ -430,6 +517,7 @@ async fn pull(b: &Bench, n: usize) -> anyhow::Result<Vec<Row>> {
             seconds: create_secs,
             throughput: n as f64 / create_secs,
             latency: None,
+            server: Some(create_usage),
             note: "2 requests in flight".into(),
         },
         Row {
@@ -438,13 +526,148 @@ async fn pull(b: &Bench, n: usize) -> anyhow::Result<Vec<Row>> {
             seconds: drain_secs,
             throughput: n as f64 / drain_secs,
             latency: None,
+            server: Some(drain_usage),
             note: "4 consumers; every task acknowledged once".into(),
         },
     ])
 }
 
-async fn run_server(config: ServerConfig) -> anyhow::Result<Server> {
-    Server::start(config).await.context("start tasklane")
+/// The bound under every push figure: the same HTTP client settings as tasklane's
+/// dispatcher sending `n` requests straight to the sink, `concurrency` at a time. No
+/// tasklane, no store: what this machine's loopback HTTP costs on its own.
+async fn loopback_bound(b: &Bench, n: usize, concurrency: usize) -> anyhow::Result<Row> {
+    let client = tasklane_server::dispatch::http_client().map_err(anyhow::Error::msg)?;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, url, next) = (client.clone(), b.sink_url.clone(), next.clone());
+        senders.spawn(async move {
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                let resp = client.post(&url).send().await?;
+                anyhow::ensure!(resp.status().is_success(), "the sink answered {}", resp.status());
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = senders.join_next().await {
+        r??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(Row {
+        scenario: "bound: loopback HTTP round trips, no tasklane".into(),
+        tasks: n,
+        seconds: secs,
+        throughput: n as f64 / secs,
+        latency: None,
+        server: None,
+        note: format!("{concurrency} in flight from tasklane's HTTP client settings to the sink"),
+    })
+}
+
+/// `n` tasks scheduled an hour ahead, held; then tasklane is killed (`kill -9`) and
+/// started again, and the time from starting it to the first dispatch of a task that fell
+/// due while it was down is measured.
+async fn held(b: &mut Bench, dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<Row>> {
+    let data = dir.join("held");
+    let args = vec!["--data-dir".to_string(), data.display().to_string()];
+    let server = ServerProcess::start(&args).await?;
+    b.api = format!("http://{}", server.api);
+    b.queue("held", 500.0, false).await?;
+    b.queue("wake", 500.0, false).await?;
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let later = later.format(&time::format_description::well_known::Rfc3339)?;
+    let mark = server.mark();
+    let started = Instant::now();
+    let batches: Vec<std::ops::Range<usize>> = (0..n).step_by(100).map(|i| i..(i + 100).min(n)).collect();
+    let batches = Arc::new(Mutex::new(batches));
+    let mut creating = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (b, batches, later) = (b.clone(), batches.clone(), later.clone());
+        creating.spawn(async move {
+            loop {
+                let Some(range) = batches.lock().ok().and_then(|mut v| v.pop()) else { return anyhow::Ok(()) };
+                let size = range.len();
+                let requests: Vec<serde_json::Value> = range
+                    .map(|i| {
+                        json!({"task": {"name": format!("{LOCATION}/queues/held/tasks/h-{i}"),
+                                "httpRequest": {"url": b.sink_url}, "scheduleTime": later}})
+                    })
+                    .collect();
+                let op = b
+                    .post_json(&format!("{LOCATION}/queues/held/tasks:batchCreate"), json!({"requests": requests}))
+                    .await?;
+                let created = op["response"]["tasks"].as_array().map_or(0, Vec::len);
+                anyhow::ensure!(
+                    created == size && op["metadata"].get("failedRequests").is_none(),
+                    "a batch created {created} of {size}: {}",
+                    op["metadata"]
+                );
+            }
+        });
+    }
+    while let Some(r) = creating.join_next().await {
+        r??;
+    }
+    let create_secs = started.elapsed().as_secs_f64();
+    let create_usage = server.usage(mark);
+    let rss_held = memory_mb(&server.pid, "VmRSS:");
+
+    // One task falls due while tasklane is down; the clock runs from the restart to its arrival.
+    let due = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let due = due.format(&time::format_description::well_known::Rfc3339)?;
+    let marker = "wake-1";
+    b.post(
+        &format!("{LOCATION}/queues/wake/tasks"),
+        json!({"task": {"name": format!("{LOCATION}/queues/wake/tasks/{marker}"),
+                "httpRequest": {"url": b.sink_url}, "scheduleTime": due}}),
+    )
+    .await?;
+    server.kill().await?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    anyhow::ensure!(b.arrival(marker).is_none(), "the marker was delivered before the kill");
+    let restarted = Instant::now();
+    let server = ServerProcess::start(&args).await?;
+    let mark = server.mark();
+    b.api = format!("http://{}", server.api);
+    let first = loop {
+        if let Some(t) = b.arrival(marker) {
+            break t;
+        }
+        anyhow::ensure!(restarted.elapsed() < Duration::from_secs(120), "no dispatch within 120 s of the restart");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    let to_first = first.duration_since(restarted).as_secs_f64();
+    let after = server.usage(mark);
+    let rss_after = memory_mb(&server.pid, "VmRSS:");
+    // None of the held tasks may have been dispatched.
+    let early =
+        b.sink.arrivals.lock().map_err(|_| anyhow::anyhow!("lock"))?.keys().filter(|k| k.starts_with("h-")).count();
+    anyhow::ensure!(early == 0, "{early} held tasks were dispatched before their time");
+    server.stop().await?;
+    Ok(vec![
+        Row {
+            scenario: format!("create {n} scheduled tasks, 100 per BatchCreateTasks"),
+            tasks: n,
+            seconds: create_secs,
+            throughput: n as f64 / create_secs,
+            latency: None,
+            server: Some(create_usage),
+            note: format!("8 requests in flight; {rss_held:.0} MB resident with all of them held"),
+        },
+        Row {
+            scenario: format!("restart (kill -9) to first dispatch, {n} held"),
+            tasks: 1,
+            seconds: to_first,
+            throughput: 0.0,
+            latency: None,
+            server: Some(after),
+            note: format!(
+                "{:.0} ms from starting the process to the arrival; {rss_after:.0} MB resident then",
+                to_first * 1000.0
+            ),
+        },
+    ])
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -452,85 +675,88 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().context("client")?;
     let n = args.tasks.unwrap_or(if args.quick { 2_000 } else { 100_000 });
+    let held_n = args.held.unwrap_or(if args.quick { 10_000 } else { 1_000_000 });
     let (idle_n, rate_secs) = if args.quick { (50, 2) } else { (500, 10) };
-    let cpu_start = cpu_seconds();
+    let runs = |s: Scenario| args.only.is_empty() || args.only.contains(&s);
     let mut rows = Vec::new();
 
     let dir = std::env::temp_dir().join(format!("tasklane-bench-{}", std::process::id()));
-    let server = run_server(ServerConfig {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.clone(),
-        shutdown_grace: Duration::from_secs(5),
-        ..ServerConfig::default()
-    })
-    .await?;
-    let bench = Bench {
-        api: format!("http://{}", server.local_addr),
-        client: client.clone(),
-        sink_url: format!("http://{sink_addr}/"),
-        sink: sink.clone(),
-    };
-    let runs = |s: Scenario| args.only.is_empty() || args.only.contains(&s);
-    if runs(Scenario::Push) {
-        eprintln!("bench: push on the embedded store, {n} tasks");
-        rows.extend(push(&bench, "embedded", "e", n, 50, Duration::ZERO).await?);
+    let mut bench =
+        Bench { api: String::new(), client: client.clone(), sink_url: format!("http://{sink_addr}/"), sink };
+    let result = async {
+        if runs(Scenario::Bound) {
+            eprintln!("bench: loopback HTTP bound, {n} requests");
+            rows.push(loopback_bound(&bench, n, 256).await?);
+        }
+        if [Scenario::Push, Scenario::Idle, Scenario::Rate, Scenario::Pull].into_iter().any(runs) {
+            let server = ServerProcess::start(&["--data-dir".into(), dir.join("main").display().to_string()]).await?;
+            bench.api = format!("http://{}", server.api);
+            if runs(Scenario::Push) {
+                eprintln!("bench: push on the embedded store, {n} tasks");
+                rows.extend(push(&bench, &server, "embedded", "e", n, 50, Duration::ZERO).await?);
+            }
+            if runs(Scenario::Idle) {
+                eprintln!("bench: idle-queue latency");
+                rows.push(idle_latency(&bench, &server, idle_n, 50.0).await?);
+            }
+            if runs(Scenario::Rate) {
+                eprintln!("bench: rate-limit accuracy");
+                rows.push(rate_accuracy(&bench, &server, 200.0, rate_secs).await?);
+            }
+            if runs(Scenario::Pull) {
+                eprintln!("bench: batched creates and pull workers, {n} tasks");
+                rows.extend(pull(&bench, &server, n).await?);
+            }
+            server.stop().await?;
+        }
+        if runs(Scenario::Held) {
+            eprintln!("bench: {held_n} scheduled tasks held, then kill -9 and restart");
+            rows.extend(held(&mut bench, &dir, held_n).await?);
+        }
+        if let Some(url) = args.database_url.as_ref().filter(|_| runs(Scenario::Push)) {
+            let schema = format!("bench_{}", std::process::id());
+            let pg = tasklane_store::PgStore::connect(url, Some(&schema)).await.context("prepare the bench schema")?;
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+            let result = async {
+                let server = ServerProcess::start(&["--database-url".into(), url]).await?;
+                bench.api = format!("http://{}", server.api);
+                eprintln!("bench: push on PostgreSQL, {n} tasks");
+                // The node takes the new queues at its next keeper tick (every second).
+                let r = push(&bench, &server, "postgres", "p", n, 50, Duration::from_millis(1500)).await;
+                server.stop().await?;
+                r
+            }
+            .await;
+            let _ = pg.drop_schema(&schema).await;
+            rows.extend(result?);
+        }
+        anyhow::Ok(())
     }
-    if runs(Scenario::Idle) {
-        eprintln!("bench: idle-queue latency");
-        rows.push(idle_latency(&bench, idle_n, 50.0).await?);
-    }
-    if runs(Scenario::Rate) {
-        eprintln!("bench: rate-limit accuracy");
-        rows.push(rate_accuracy(&bench, 200.0, rate_secs).await?);
-    }
-    if runs(Scenario::Pull) {
-        eprintln!("bench: batched creates and pull workers, {n} tasks");
-        rows.extend(pull(&bench, n).await?);
-    }
-    server.shutdown().await;
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
-
-    if let Some(url) = args.database_url.as_ref().filter(|_| runs(Scenario::Push)) {
-        let schema = format!("bench_{}", std::process::id());
-        let pg = tasklane_store::PgStore::connect(url, Some(&schema)).await.context("prepare the bench schema")?;
-        let sep = if url.contains('?') { '&' } else { '?' };
-        let server = run_server(ServerConfig {
-            listen: "127.0.0.1:0".parse()?,
-            database_url: Some(format!("{url}{sep}options=-c%20search_path%3D{schema}")),
-            shutdown_grace: Duration::from_secs(5),
-            ..ServerConfig::default()
-        })
-        .await?;
-        let bench = Bench {
-            api: format!("http://{}", server.local_addr),
-            client,
-            sink_url: format!("http://{sink_addr}/"),
-            sink,
-        };
-        eprintln!("bench: push on PostgreSQL, {n} tasks");
-        // The node takes the new queues at its next keeper tick (every second).
-        let result = push(&bench, "postgres", "p", n, 50, Duration::from_millis(1500)).await;
-        server.shutdown().await;
-        let _ = pg.drop_schema(&schema).await;
-        rows.extend(result?);
-    }
+    result?;
 
     println!(
-        "{:<56} {:>8} {:>9} {:>10} {:>28}  notes",
-        "scenario", "tasks", "seconds", "tasks/s", "latency ms p50 / p95 / p99"
+        "{:<56} {:>8} {:>9} {:>10} {:>28} {:>8} {:>8}  notes",
+        "scenario", "tasks", "seconds", "tasks/s", "latency ms p50 / p95 / p99", "cpu s", "peak MB"
     );
     for r in &rows {
         let latency = r.latency.map_or("-".to_string(), |[a, b, c]| format!("{a:.2} / {b:.2} / {c:.2}"));
+        let (cpu, peak) = r
+            .server
+            .map_or(("-".into(), "-".into()), |u| (format!("{:.1}", u.cpu_seconds), format!("{:.0}", u.peak_rss_mb)));
+        let throughput = if r.throughput > 0.0 { format!("{:.0}", r.throughput) } else { "-".into() };
         println!(
-            "{:<56} {:>8} {:>9.2} {:>10.0} {:>28}  {}",
-            r.scenario, r.tasks, r.seconds, r.throughput, latency, r.note
+            "{:<56} {:>8} {:>9.2} {:>10} {:>28} {:>8} {:>8}  {}",
+            r.scenario, r.tasks, r.seconds, throughput, latency, cpu, peak, r.note
         );
     }
-    println!(
-        "process: peak resident memory {:.0} MB, CPU time {:.1} s (tasklane, sink and client in one process)",
-        peak_rss_mb(),
-        cpu_seconds() - cpu_start
-    );
+    println!("cpu s and peak MB are tasklane's own (the serve process), over each scenario");
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
     if args.quick {
         println!("quick mode: every task was delivered exactly once; timings are not meaningful at these counts");
     }
