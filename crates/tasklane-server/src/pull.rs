@@ -124,31 +124,36 @@ impl Pull {
             )));
         }
         let now = self.clock.now();
-        let mut running = tokio::task::JoinSet::new();
-        for (i, spec) in specs.into_iter().enumerate() {
-            let store = self.store.clone();
-            let queue = q.name.clone();
+        // Valid tasks go to the store in one call; invalid ones keep their error and place.
+        let mut results: Vec<Option<Result<Task, Status>>> = Vec::with_capacity(specs.len());
+        let mut creates = Vec::new();
+        for spec in specs {
             let id = random_id()?;
-            running.spawn(async move {
-                let result = match spec.validate(&queue, now, || id) {
-                    Err(e) => Err(e),
-                    Ok(task) => store.task_create(TaskCreate { task, now }).await.map_err(|e| match e {
-                        StoreError::TaskTombstoned => Status::already_exists(
-                            "The task cannot be created because a task with this name existed too recently.",
-                        ),
-                        other => store_status(other),
-                    }),
-                };
-                (i, result)
-            });
+            match spec.validate(&q.name, now, || id) {
+                Err(e) => results.push(Some(Err(e))),
+                Ok(task) => {
+                    results.push(None);
+                    creates.push(TaskCreate { task, now });
+                }
+            }
         }
-        let mut results: Vec<(usize, Result<Task, Status>)> = Vec::new();
-        while let Some(joined) = running.join_next().await {
-            results.push(joined.map_err(|e| Status::internal(format!("a create stopped: {e}")))?);
-        }
-        results.sort_by_key(|(i, _)| *i);
+        let mut created = self.store.task_create_many(creates).await.into_iter();
+        let results: Vec<Result<Task, Status>> = results
+            .into_iter()
+            .map(|r| match r {
+                Some(invalid) => invalid,
+                None => match created.next() {
+                    Some(Ok(task)) => Ok(task),
+                    Some(Err(StoreError::TaskTombstoned)) => Err(Status::already_exists(
+                        "The task cannot be created because a task with this name existed too recently.",
+                    )),
+                    Some(Err(other)) => Err(store_status(other)),
+                    None => Err(Status::internal("the store answered fewer creates than it was given")),
+                },
+            })
+            .collect();
         self.dispatcher.task_created(&q.name);
-        Ok(results.into_iter().map(|(_, r)| r).collect())
+        Ok(results)
     }
 
     /// Lease up to `max_tasks` due tasks; with `wait`, return as soon as any is due.

@@ -457,6 +457,11 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_delete(&self, p: QueueDelete) -> StoreResult<()>;
 
     async fn task_create(&self, p: TaskCreate) -> StoreResult<Task>;
+    /// Create several tasks; each succeeds or fails alone, as `task_create` would, and the
+    /// results come back in order. Backends that can do it in one write override this.
+    async fn task_create_many(&self, creates: Vec<TaskCreate>) -> Vec<StoreResult<Task>> {
+        futures_util::future::join_all(creates.into_iter().map(|c| self.task_create(c))).await
+    }
     async fn task_get(&self, name: &TaskName, now: Timestamp) -> StoreResult<TaskLookup>;
     async fn task_list(&self, p: TaskList) -> StoreResult<Vec<Task>>;
     async fn task_delete(&self, p: TaskDelete) -> StoreResult<()>;

@@ -398,6 +398,22 @@ fn job_refusal(conn: &Connection, id: &str, now: Timestamp) -> StoreError {
     }
 }
 
+/// Create one task: its queue must exist and its name be neither in use nor tombstoned.
+fn task_create_one(conn: &Connection, p: TaskCreate) -> StoreResult<Task> {
+    let t = &p.task;
+    let queue = queue_name_of(&t.name);
+    if !queue_exists(conn, &queue)? {
+        return Err(StoreError::QueueNotFound);
+    }
+    if tombstoned(conn, &queue, &t.name.task, p.now)? {
+        return Err(StoreError::TaskTombstoned);
+    }
+    if task_insert(conn, t)? == 0 {
+        return Err(StoreError::TaskAlreadyExists);
+    }
+    Ok(p.task)
+}
+
 fn task_insert(conn: &Connection, t: &Task) -> StoreResult<usize> {
     let queue = queue_name_of(&t.name);
     let (auth_kind, auth_email, auth_param) = columns::auth_columns(&t.http_request.auth);
@@ -748,23 +764,29 @@ impl Store for SqliteStore {
     }
 
     async fn task_create(&self, p: TaskCreate) -> StoreResult<Task> {
-        self.write(move |conn| {
-            let t = &p.task;
-            let queue = queue_name_of(&t.name);
-            if !queue_exists(conn, &queue)? {
-                return Err(StoreError::QueueNotFound);
-            }
-            let tombstoned = tombstoned(conn, &queue, &t.name.task, p.now)?;
-            if tombstoned {
-                return Err(StoreError::TaskTombstoned);
-            }
-            let inserted = task_insert(conn, t)?;
-            if inserted == 0 {
-                return Err(StoreError::TaskAlreadyExists);
-            }
-            Ok(p.task)
-        })
-        .await
+        self.write(move |conn| task_create_one(conn, p)).await
+    }
+
+    async fn task_create_many(&self, creates: Vec<TaskCreate>) -> Vec<StoreResult<Task>> {
+        let n = creates.len();
+        // One write for all: each create's checks make its own outcome, so one that fails
+        // leaves the others in place; only a backend error fails them all.
+        let results = self
+            .write(move |conn| {
+                let mut results = Vec::with_capacity(creates.len());
+                for p in creates {
+                    match task_create_one(conn, p) {
+                        Err(StoreError::Backend(e)) => return Err(StoreError::Backend(e)),
+                        other => results.push(other),
+                    }
+                }
+                Ok(results)
+            })
+            .await;
+        match results {
+            Ok(results) => results,
+            Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
+        }
     }
 
     async fn task_get(&self, name: &TaskName, now: Timestamp) -> StoreResult<TaskLookup> {

@@ -194,6 +194,37 @@ pub async fn task_names_are_tombstoned_for_the_window(store: Arc<dyn Store>) {
     assert_eq!(store.tombstone_expire(at(3601)).await.unwrap(), 0);
 }
 
+pub async fn task_create_many_settles_each_create_alone(store: Arc<dyn Store>) {
+    make_queue(&store, "q").await;
+    make_task(&store, "q", "taken", T0).await;
+    make_task(&store, "q", "gone", T0).await;
+    store.task_delete(TaskDelete { name: tname("q", "gone"), tombstone_until: at(3600), now: at(1) }).await.unwrap();
+    let create = |queue: &str, id: &str| TaskCreate { task: task(queue, id, at(2), at(2)), now: at(2) };
+    let results = store
+        .task_create_many(vec![
+            create("q", "a"),
+            create("q", "taken"),
+            create("q", "gone"),
+            create("missing", "x"),
+            create("q", "b"),
+        ])
+        .await;
+    let outcomes: Vec<Result<String, StoreError>> = results.into_iter().map(|r| r.map(|t| t.name.task)).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            Ok("a".to_string()),
+            Err(StoreError::TaskAlreadyExists),
+            Err(StoreError::TaskTombstoned),
+            Err(StoreError::QueueNotFound),
+            Ok("b".to_string()),
+        ]
+    );
+    let page = store.task_list(TaskList { queue: qname("q"), after: None, limit: 10 }).await.unwrap();
+    let ids: Vec<_> = page.iter().map(|t| t.name.task.as_str()).collect();
+    assert_eq!(ids, ["a", "b", "taken"]);
+}
+
 pub async fn task_list_pages_by_name(store: Arc<dyn Store>) {
     make_queue(&store, "q").await;
     make_queue(&store, "other").await;

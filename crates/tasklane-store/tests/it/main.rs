@@ -83,6 +83,7 @@ macro_rules! every_case {
     queue_delete_removes_tasks,
     task_create_needs_queue_and_unique_name,
     task_names_are_tombstoned_for_the_window,
+    task_create_many_settles_each_create_alone,
     task_list_pages_by_name,
     task_claim_takes_due_tasks_in_order,
     task_claim_respects_limit_and_leases,
