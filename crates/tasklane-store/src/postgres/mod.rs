@@ -30,10 +30,17 @@ const SCHEMA: &str = include_str!("schema.sql");
 /// Serialises schema creation across nodes starting at once.
 const MIGRATION_LOCK: i64 = 0x7461_736b_6c61_6e65; // "tasklane"
 const POOL_SIZE: usize = 16;
+/// Connections for the dispatcher's bookkeeping (see `PgStore::bookkeeping`).
+const BOOKKEEPING_POOL_SIZE: usize = 8;
 
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Claims, successful outcomes and lease changes commit without waiting for the WAL
+    /// flush (`synchronous_commit = off`): a crashed database server can undo the latest
+    /// of them, which only runs those tasks again (delivery is at least once). Creates and
+    /// every API change use `pool` and wait for the flush.
+    bookkeeping: Pool,
     config: tokio_postgres::Config,
     finisher: tokio::sync::mpsc::UnboundedSender<Finished>,
 }
@@ -151,14 +158,20 @@ impl PgStore {
             let _ = task.await;
             config.options(format!("-c search_path={schema}"));
         }
-        let manager =
-            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .build()
-            .map_err(|e| StoreError::Unavailable(format!("build connection pool: {e}")))?;
-        let finisher = spawn_finisher(pool.clone());
-        let store = PgStore { pool, config, finisher };
+        let build = |config: tokio_postgres::Config, size: usize| {
+            let manager =
+                Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+            Pool::builder(manager)
+                .max_size(size)
+                .build()
+                .map_err(|e| StoreError::Unavailable(format!("build connection pool: {e}")))
+        };
+        let pool = build(config.clone(), POOL_SIZE)?;
+        let mut relaxed = config.clone();
+        relaxed.options(format!("{} -c synchronous_commit=off", config.get_options().unwrap_or("")).trim_start());
+        let bookkeeping = build(relaxed, BOOKKEEPING_POOL_SIZE)?;
+        let finisher = spawn_finisher(bookkeeping.clone());
+        let store = PgStore { pool, bookkeeping, config, finisher };
         store.migrate().await?;
         Ok(store)
     }
@@ -173,6 +186,10 @@ impl PgStore {
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    async fn bookkeeping_client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.bookkeeping.get().await.map_err(pool_error)
     }
 
     /// Wake the queues' owners, wherever they run: one `NOTIFY` per queue name.
@@ -860,7 +877,7 @@ impl Store for PgStore {
     }
 
     async fn task_claim(&self, p: TaskClaim) -> StoreResult<Vec<ClaimedTask>> {
-        let mut client = self.client().await?;
+        let mut client = self.bookkeeping_client().await?;
         let sql = format!(
             "WITH due AS (SELECT id, due_at FROM tasks WHERE queue = $1 AND due_at <= $2 \
              AND EXISTS (SELECT 1 FROM queues WHERE name = $1 AND state = 'running') \
@@ -885,7 +902,7 @@ impl Store for PgStore {
     }
 
     async fn task_lease(&self, p: TaskLease) -> StoreResult<Vec<ClaimedTask>> {
-        let mut client = self.client().await?;
+        let mut client = self.bookkeeping_client().await?;
         let statement = format!(
             "WITH due AS (SELECT id, due_at FROM tasks WHERE queue = $1 AND due_at <= $2 \
              AND ($5::text IS NULL OR tag = $5) \
@@ -913,7 +930,7 @@ impl Store for PgStore {
     }
 
     async fn task_renew(&self, p: TaskRenew) -> StoreResult<bool> {
-        let client = self.client().await?;
+        let client = self.bookkeeping_client().await?;
         let n = client
             .execute(columns::TASK_RENEW, &[&queue_name_of(&p.name), &p.name.task, &p.until.0, &p.lease_id])
             .await
@@ -922,7 +939,7 @@ impl Store for PgStore {
     }
 
     async fn task_release(&self, p: TaskRelease) -> StoreResult<bool> {
-        let client = self.client().await?;
+        let client = self.bookkeeping_client().await?;
         let n = client
             .execute(columns::TASK_RELEASE, &[&queue_name_of(&p.name), &p.name.task, &p.now.0, &p.lease_id])
             .await
