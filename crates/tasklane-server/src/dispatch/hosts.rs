@@ -7,6 +7,7 @@
 //! keep-alive connection instead.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -17,6 +18,8 @@ const MAX_REMEMBERED: usize = 10_000;
 pub struct HostLimits {
     per_host: usize,
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Deliveries waiting for a slot, over every destination.
+    waiting: AtomicUsize,
 }
 
 /// `scheme://authority` of a URL: the part connections are pooled by.
@@ -29,7 +32,13 @@ pub fn origin(url: &str) -> &str {
 impl HostLimits {
     /// `per_host` requests at most in flight to one destination; 0 means no cap.
     pub fn new(per_host: usize) -> Self {
-        HostLimits { per_host, hosts: Mutex::new(HashMap::new()) }
+        HostLimits { per_host, hosts: Mutex::new(HashMap::new()), waiting: AtomicUsize::new(0) }
+    }
+
+    /// Deliveries waiting for a slot now. Queue loops stop claiming while many wait, so
+    /// tasks stay in the store (and free to other nodes) rather than queued up here.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Wait for a slot to `url`'s destination; the slot is held until the permit drops.
@@ -54,6 +63,15 @@ impl HostLimits {
                 }
             }
         };
+        // Counted while waiting, also when the wait is given up (the future dropped).
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting);
         semaphore.acquire_owned().await.ok()
     }
 }
@@ -79,6 +97,7 @@ mod tests {
         // A third request to the same destination waits...
         let third = tokio::time::timeout(Duration::from_millis(50), limits.acquire("http://a:1/z")).await;
         assert!(third.is_err(), "a third request to one destination must wait");
+        assert_eq!(limits.waiting(), 0, "a request that stopped waiting is not counted");
         // ...while another destination has its own slots.
         assert!(limits.acquire("http://b:1/").await.is_some());
         drop(a1);

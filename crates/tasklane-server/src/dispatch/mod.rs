@@ -37,6 +37,10 @@ pub const JOB_TOKEN_HEADER: &str = "X-Tasklane-Job-Token";
 const JOB_TOKEN_SLACK: Duration = Duration::from_secs(15 * 60);
 /// A wake-up that names a job with new events rather than a queue.
 const JOB_PREFIX: &str = "job:";
+/// Deliveries waiting for a connection slot beyond which queue loops stop claiming.
+const MAX_WAITING_FOR_SLOTS: usize = 1024;
+/// How long a loop waits before looking again when too many deliveries wait for slots.
+const SLOTS_BUSY_WAIT: Duration = Duration::from_millis(10);
 /// Longest sleep of an idle queue loop, a safety net under the wake-ups.
 const MAX_IDLE: Duration = Duration::from_secs(5);
 
@@ -425,6 +429,9 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
             let tokens = bucket.available(now) as usize;
             if free == 0 {
                 // A finishing delivery wakes the loop.
+            } else if shared.hosts.waiting() >= MAX_WAITING_FOR_SLOTS {
+                // Workers are saturated: leave the tasks in the store until slots free up.
+                wait = SLOTS_BUSY_WAIT;
             } else if tokens == 0 {
                 wait = bucket.time_to_next(now).unwrap_or(MAX_IDLE);
             } else {
