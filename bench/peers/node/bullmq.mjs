@@ -37,3 +37,5 @@ try {
   await queue.obliterate({ force: true });
   await queue.close();
 }
+// Leave even if a library keeps a timer or socket open after stopping.
+process.exit(0);

@@ -45,3 +45,5 @@ try {
   await utils.withPgClient((c) => c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`));
   await utils.release();
 }
+// Leave even if a library keeps a timer or socket open after stopping.
+process.exit(0);
