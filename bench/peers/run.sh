@@ -16,8 +16,8 @@ echo "== installing and building"
 ./setup.sh
 (cd ../.. && cargo build --release --quiet -p tasklane)
 
-echo "== tasklane ($JOBS tasks, embedded store and PostgreSQL)"
-../../target/release/tasklane bench --only push --tasks "$JOBS" --database-url "$BENCH_DATABASE_URL" \
+echo "== tasklane ($JOBS tasks: HTTP push on the embedded store and PostgreSQL, pull workers)"
+../../target/release/tasklane bench --only push,pull --tasks "$JOBS" --database-url "$BENCH_DATABASE_URL" \
     --json "$out/tasklane.json" | tee "$out/tasklane.txt"
 for peer in graphile-worker pg-boss bullmq; do
     echo "== $peer"
