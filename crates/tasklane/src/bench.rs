@@ -94,6 +94,13 @@ struct Row {
     note: String,
 }
 
+impl Row {
+    /// A row whose figure is `tasks` over `seconds`, with no latency columns.
+    fn rate(scenario: String, tasks: usize, seconds: f64, server: Option<Usage>, note: String) -> Row {
+        Row { scenario, tasks, seconds, throughput: tasks as f64 / seconds, latency: None, server, note }
+    }
+}
+
 #[derive(Clone, Copy, serde::Serialize)]
 struct Usage {
     cpu_seconds: f64,
@@ -327,24 +334,24 @@ async fn push(
     let create_usage = server.usage(mark);
     let mark = server.mark();
     let start = Instant::now();
+    let own_cpu = cpu_seconds("self");
     for q in 0..queues {
         b.post(&format!("{LOCATION}/queues/{prefix}-q{q}:resume"), json!({})).await?;
     }
     let last = b.wait_delivered(&names, base, Duration::from_secs(600)).await?;
     let secs = last.duration_since(start).as_secs_f64();
     let drain_usage = server.usage(mark);
+    let sink_cpu = cpu_seconds("self") - own_cpu;
     let latency: Vec<f64> =
         names.iter().filter_map(|id| b.arrival(id).map(|t| t.duration_since(start).as_secs_f64() * 1000.0)).collect();
     Ok(vec![
-        Row {
-            scenario: format!("create, one task per request ({label})"),
-            tasks: n,
-            seconds: create_secs,
-            throughput: n as f64 / create_secs,
-            latency: None,
-            server: Some(create_usage),
-            note: "64 concurrent HTTP clients".into(),
-        },
+        Row::rate(
+            format!("create, one task per request ({label})"),
+            n,
+            create_secs,
+            Some(create_usage),
+            "64 concurrent HTTP clients".into(),
+        ),
         Row {
             scenario: format!("HTTP push drain ({label})"),
             tasks: n,
@@ -352,7 +359,9 @@ async fn push(
             throughput: n as f64 / secs,
             latency: percentiles(latency),
             server: Some(drain_usage),
-            note: format!("{queues} queues at 500/s; latency from resume to arrival"),
+            note: format!(
+                "{queues} queues at 500/s; latency from resume to arrival; the sink used {sink_cpu:.1} s CPU"
+            ),
         },
     ])
 }
@@ -473,6 +482,7 @@ async fn pull(b: &Bench, server: &ServerProcess, n: usize) -> anyhow::Result<Vec
 
     let mark = server.mark();
     let drained = Instant::now();
+    let own_cpu = cpu_seconds("self");
     let acked = Arc::new(Mutex::new(std::collections::HashSet::new()));
     let mut consumers = tokio::task::JoinSet::new();
     for _ in 0..4 {
@@ -506,29 +516,26 @@ async fn pull(b: &Bench, server: &ServerProcess, n: usize) -> anyhow::Result<Vec
     }
     let drain_secs = drained.elapsed().as_secs_f64();
     let drain_usage = server.usage(mark);
+    let consumers_cpu = cpu_seconds("self") - own_cpu;
     let done = acked.lock().map_err(|_| anyhow::anyhow!("lock"))?.len();
     if done != n {
         bail!("pull: {done} of {n} tasks were acknowledged");
     }
     Ok(vec![
-        Row {
-            scenario: "create, 1,000 pull tasks per request (embedded)".into(),
-            tasks: n,
-            seconds: create_secs,
-            throughput: n as f64 / create_secs,
-            latency: None,
-            server: Some(create_usage),
-            note: "2 requests in flight".into(),
-        },
-        Row {
-            scenario: "pull: lease 100 + acknowledge 100 per call (embedded)".into(),
-            tasks: n,
-            seconds: drain_secs,
-            throughput: n as f64 / drain_secs,
-            latency: None,
-            server: Some(drain_usage),
-            note: "4 consumers; every task acknowledged once".into(),
-        },
+        Row::rate(
+            "create, 1,000 pull tasks per request (embedded)".into(),
+            n,
+            create_secs,
+            Some(create_usage),
+            "2 requests in flight".into(),
+        ),
+        Row::rate(
+            "pull: lease 100 + acknowledge 100 per call (embedded)".into(),
+            n,
+            drain_secs,
+            Some(drain_usage),
+            format!("4 consumers, which used {consumers_cpu:.1} s CPU; every task acknowledged once"),
+        ),
     ])
 }
 
@@ -554,15 +561,13 @@ async fn loopback_bound(b: &Bench, n: usize, concurrency: usize) -> anyhow::Resu
         r??;
     }
     let secs = started.elapsed().as_secs_f64();
-    Ok(Row {
-        scenario: "bound: loopback HTTP round trips, no tasklane".into(),
-        tasks: n,
-        seconds: secs,
-        throughput: n as f64 / secs,
-        latency: None,
-        server: None,
-        note: format!("{concurrency} in flight from tasklane's HTTP client settings to the sink"),
-    })
+    Ok(Row::rate(
+        "bound: loopback HTTP round trips, no tasklane".into(),
+        n,
+        secs,
+        None,
+        format!("{concurrency} in flight from tasklane's HTTP client settings to the sink"),
+    ))
 }
 
 /// `n` tasks scheduled an hour ahead, held; then tasklane is killed (`kill -9`) and
@@ -646,15 +651,13 @@ async fn held(b: &mut Bench, dir: &std::path::Path, n: usize) -> anyhow::Result<
     anyhow::ensure!(early == 0, "{early} held tasks were dispatched before their time");
     server.stop().await?;
     Ok(vec![
-        Row {
-            scenario: format!("create {n} scheduled tasks, 100 per BatchCreateTasks"),
-            tasks: n,
-            seconds: create_secs,
-            throughput: n as f64 / create_secs,
-            latency: None,
-            server: Some(create_usage),
-            note: format!("8 requests in flight; {rss_held:.0} MB resident with all of them held"),
-        },
+        Row::rate(
+            format!("create {n} scheduled tasks, 100 per BatchCreateTasks"),
+            n,
+            create_secs,
+            Some(create_usage),
+            format!("8 requests in flight; {rss_held:.0} MB resident with all of them held"),
+        ),
         Row {
             scenario: format!("restart (kill -9) to first dispatch, {n} held"),
             tasks: 1,
