@@ -18,8 +18,6 @@ const MAX_REMEMBERED: usize = 10_000;
 pub struct HostLimits {
     per_host: usize,
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// Deliveries waiting for a slot, over every destination.
-    waiting: AtomicUsize,
 }
 
 /// `scheme://authority` of a URL: the part connections are pooled by.
@@ -32,18 +30,13 @@ pub fn origin(url: &str) -> &str {
 impl HostLimits {
     /// `per_host` requests at most in flight to one destination; 0 means no cap.
     pub fn new(per_host: usize) -> Self {
-        HostLimits { per_host, hosts: Mutex::new(HashMap::new()), waiting: AtomicUsize::new(0) }
-    }
-
-    /// Deliveries waiting for a slot now. Queue loops stop claiming while many wait, so
-    /// tasks stay in the store (and free to other nodes) rather than queued up here.
-    pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+        HostLimits { per_host, hosts: Mutex::new(HashMap::new()) }
     }
 
     /// Wait for a slot to `url`'s destination; the slot is held until the permit drops.
-    /// `None` when there is no cap.
-    pub async fn acquire(&self, url: &str) -> Option<OwnedSemaphorePermit> {
+    /// `None` when there is no cap. `waiting` counts this request while it waits (its
+    /// queue's count: a queue stops claiming while many of its own deliveries wait).
+    pub async fn acquire(&self, url: &str, waiting: &AtomicUsize) -> Option<OwnedSemaphorePermit> {
         if self.per_host == 0 {
             return None;
         }
@@ -70,8 +63,8 @@ impl HostLimits {
                 self.0.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let _waiting = Waiting(&self.waiting);
+        waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(waiting);
         semaphore.acquire_owned().await.ok()
     }
 }
@@ -92,24 +85,29 @@ mod tests {
     #[tokio::test]
     async fn caps_each_destination_separately() {
         let limits = HostLimits::new(2);
-        let a1 = limits.acquire("http://a:1/x").await;
-        let _a2 = limits.acquire("http://a:1/y").await;
-        // A third request to the same destination waits...
-        let third = tokio::time::timeout(Duration::from_millis(50), limits.acquire("http://a:1/z")).await;
-        assert!(third.is_err(), "a third request to one destination must wait");
-        assert_eq!(limits.waiting(), 0, "a request that stopped waiting is not counted");
+        let waiting = AtomicUsize::new(0);
+        let a1 = limits.acquire("http://a:1/x", &waiting).await;
+        let _a2 = limits.acquire("http://a:1/y", &waiting).await;
+        assert_eq!(waiting.load(Ordering::Relaxed), 0, "requests that got a slot are not waiting");
+        // A third request to the same destination waits, and is counted while it does...
+        let mut third = Box::pin(limits.acquire("http://a:1/z", &waiting));
+        assert!(tokio::time::timeout(Duration::from_millis(50), &mut third).await.is_err(), "it must wait");
+        assert_eq!(waiting.load(Ordering::Relaxed), 1);
+        drop(third);
+        assert_eq!(waiting.load(Ordering::Relaxed), 0, "a request that stopped waiting is not counted");
         // ...while another destination has its own slots.
-        assert!(limits.acquire("http://b:1/").await.is_some());
+        assert!(limits.acquire("http://b:1/", &waiting).await.is_some());
         drop(a1);
-        let third = tokio::time::timeout(Duration::from_millis(500), limits.acquire("http://a:1/z")).await;
+        let third = tokio::time::timeout(Duration::from_millis(500), limits.acquire("http://a:1/z", &waiting)).await;
         assert!(matches!(third, Ok(Some(_))), "a freed slot goes to the waiting request");
     }
 
     #[tokio::test]
     async fn zero_means_no_cap() {
         let limits = HostLimits::new(0);
+        let waiting = AtomicUsize::new(0);
         for _ in 0..5 {
-            assert!(limits.acquire("http://a:1/").await.is_none());
+            assert!(limits.acquire("http://a:1/", &waiting).await.is_none());
         }
     }
 }

@@ -37,8 +37,10 @@ pub const JOB_TOKEN_HEADER: &str = "X-Tasklane-Job-Token";
 const JOB_TOKEN_SLACK: Duration = Duration::from_secs(15 * 60);
 /// A wake-up that names a job with new events rather than a queue.
 const JOB_PREFIX: &str = "job:";
-/// Deliveries waiting for a connection slot beyond which queue loops stop claiming.
-const MAX_WAITING_FOR_SLOTS: usize = 1024;
+/// A queue's deliveries waiting for a connection slot beyond which it stops claiming:
+/// its tasks stay in the store (free for other nodes) rather than queue up in memory,
+/// and a slow worker holds back only the queues that send to it.
+const MAX_WAITING_FOR_SLOTS: usize = 64;
 /// How long a loop waits before looking again when too many deliveries wait for slots.
 const SLOTS_BUSY_WAIT: Duration = Duration::from_millis(10);
 /// Longest sleep of an idle queue loop, a safety net under the wake-ups.
@@ -356,7 +358,8 @@ impl Dispatcher {
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
         let queue = Arc::new(queue);
         tokio::spawn(async move {
-            deliver(&shared, &queue, claimed, claimed_at).await;
+            // Not counted against the queue's loop: RunTask is outside the queue's limits.
+            deliver(&shared, &queue, claimed, claimed_at, &AtomicUsize::new(0)).await;
             shared.finish_one();
         });
     }
@@ -409,6 +412,7 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
         shared.clock.now(),
     );
     let in_flight = Arc::new(AtomicUsize::new(0));
+    let waiting = Arc::new(AtomicUsize::new(0));
     let mut stop = shared.stop.subscribe();
     let mut failures: u32 = 0;
     loop {
@@ -429,8 +433,8 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
             let tokens = bucket.available(now) as usize;
             if free == 0 {
                 // A finishing delivery wakes the loop.
-            } else if shared.hosts.waiting() >= MAX_WAITING_FOR_SLOTS {
-                // Workers are saturated: leave the tasks in the store until slots free up.
+            } else if waiting.load(Ordering::Relaxed) >= MAX_WAITING_FOR_SLOTS {
+                // This queue's workers are saturated: leave its tasks in the store for now.
                 wait = SLOTS_BUSY_WAIT;
             } else if tokens == 0 {
                 wait = bucket.time_to_next(now).unwrap_or(MAX_IDLE);
@@ -445,10 +449,10 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
                         for c in claimed {
                             in_flight.fetch_add(1, Ordering::SeqCst);
                             shared.in_flight.fetch_add(1, Ordering::SeqCst);
-                            let (shared, queue, in_flight, wake) =
-                                (shared.clone(), queue.clone(), in_flight.clone(), wake.clone());
+                            let (shared, queue, in_flight, waiting, wake) =
+                                (shared.clone(), queue.clone(), in_flight.clone(), waiting.clone(), wake.clone());
                             tokio::spawn(async move {
-                                deliver(&shared, &queue, c, now).await;
+                                deliver(&shared, &queue, c, now, &waiting).await;
                                 in_flight.fetch_sub(1, Ordering::SeqCst);
                                 wake.notify_one();
                                 shared.finish_one();
@@ -542,7 +546,9 @@ pub fn decide(
 }
 
 /// Push a leased task and record the outcome. `claimed_at` is when its lease began.
-async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_at: Timestamp) {
+/// Push one claimed task and record its outcome; `waiting` counts it while it waits for a
+/// connection slot.
+async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_at: Timestamp, waiting: &AtomicUsize) {
     let task = &claimed.task;
     let span = tracing::info_span!("dispatch", task = %task.name.task, attempt = task.dispatch_count);
     async {
@@ -552,7 +558,7 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
         };
         // Wait for a slot to the destination first, so the time spent waiting comes out
         // of the lease below rather than past it.
-        let _slot = shared.hosts.acquire(&request.url).await;
+        let _slot = shared.hosts.acquire(&request.url, waiting).await;
         // An attempt must end before its lease does, or another node could start the
         // task while this attempt still runs. A delivery that starts late gets less time.
         let lease_end = claimed_at.saturating_add(task.dispatch_deadline + shared.config.lease_grace);
