@@ -400,6 +400,37 @@ async fn the_cli_mirrors_gcloud_tasks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_worker_holds_back_only_the_queues_that_send_to_it() {
+    // Two connections per worker; the slow worker takes 3 s per request.
+    let server = TasklaneProcess::start_with(&["--max-connections-per-host", "2"]);
+    let slow = Worker::start(Arc::new(|_, _| (200, Duration::from_secs(3)))).await;
+    let fast = Worker::ok().await;
+    let api = server.api();
+    api.create_queue("slow", json!({})).await;
+    api.create_queue("fast", json!({})).await;
+    for i in 0..300 {
+        let name = task_name("slow", &format!("s{i}"));
+        api.create_task("slow", json!({"name": name, "httpRequest": {"url": slow.url("/")}})).await;
+    }
+    for i in 0..5 {
+        let name = task_name("fast", &format!("f{i}"));
+        api.create_task("fast", json!({"name": name, "httpRequest": {"url": fast.url("/")}})).await;
+    }
+    // The other worker's queue is not held back...
+    fast.wait_for(5, Duration::from_secs(3)).await;
+    // ...the slow one never has more than its two connections...
+    assert!(slow.max_in_flight() <= 2, "{} requests in flight to the slow worker", slow.max_in_flight());
+    // ...and its queue stopped claiming once 64 deliveries waited: most of its tasks are
+    // still in the store, never leased, instead of waiting in memory.
+    let listed = api.ok(Method::GET, &format!("{PROJECT_LOCATION}/queues/slow/tasks?pageSize=1000"), None).await;
+    let tasks = listed["tasks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tasks.len(), 300);
+    let never_leased = tasks.iter().filter(|t| t["dispatchCount"].as_i64().unwrap_or(0) == 0).count();
+    assert!(never_leased >= 200, "only {never_leased} of 300 tasks were left in the store");
+    assert!(never_leased <= 298, "the slow queue must have leased the tasks it is sending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_worker_costs_one_attempt_at_the_deadline() {
     let server = TasklaneProcess::start();
     // The first attempt hangs past the 15 s deadline (the shortest allowed); the retry succeeds.

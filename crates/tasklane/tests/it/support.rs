@@ -42,6 +42,14 @@ impl TasklaneProcess {
         TasklaneProcess::start_in(fresh_dir("data"))
     }
 
+    /// Start on a fresh data directory with extra `serve` flags.
+    pub fn start_with(flags: &[&str]) -> TasklaneProcess {
+        let data_dir = fresh_dir("data");
+        let mut args = vec!["--data-dir".to_string(), data_dir.display().to_string()];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        TasklaneProcess::spawn(&args, data_dir)
+    }
+
     /// Start on an existing data directory (to restart after a crash).
     pub fn start_in(data_dir: PathBuf) -> TasklaneProcess {
         let args = vec!["--data-dir".to_string(), data_dir.display().to_string()];
