@@ -228,13 +228,18 @@ impl Pull {
     pub async fn acknowledge(&self, q: &Queue, r: &LeaseRef) -> Result<TaskName, Status> {
         let name = self.task_name(&q.name, &r.name)?;
         let now = self.clock.now();
-        let job = match self.store.task_get(&name, now).await.map_err(store_status)? {
-            TaskLookup::Found(task) => task.job_id,
-            _ => return Err(stale(&name, r.lease_id)),
-        };
         let outcome = TaskOutcome::Succeeded { tombstone_until: now.saturating_add(self.tombstone_window) };
-        self.finish(&name, r.lease_id, outcome, job, now).await?;
-        Ok(name)
+        // One store call checks the lease, records the outcome and names the task's job.
+        let finish = TaskFinish { name: name.clone(), lease_id: r.lease_id, outcome, now };
+        match self.store.task_finish_job(finish).await.map_err(store_status)? {
+            None => Err(stale(&name, r.lease_id)),
+            Some(job) => {
+                if let Some(job) = job {
+                    self.dispatcher.job_changed(&job);
+                }
+                Ok(name)
+            }
+        }
     }
 
     /// Fail: counts as an attempt; the task is retried by the backoff or gives up.

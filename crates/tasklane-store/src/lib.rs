@@ -469,6 +469,16 @@ pub trait Store: Send + Sync + 'static {
     async fn task_claim_by_name(&self, p: TaskClaimByName) -> StoreResult<ClaimedTask>;
     /// Returns false when the lease was lost, in which case nothing changed.
     async fn task_finish(&self, p: TaskFinish) -> StoreResult<bool>;
+    /// `task_finish` that also names the task's job: `None` when the lease was lost (and
+    /// nothing changed), `Some(job)` when the outcome was recorded. Backends that know the
+    /// job inside the finish override this; the default reads the task first.
+    async fn task_finish_job(&self, p: TaskFinish) -> StoreResult<Option<Option<String>>> {
+        let job = match self.task_get(&p.name, p.now).await? {
+            TaskLookup::Found(task) => task.job_id,
+            _ => return Ok(None),
+        };
+        Ok(self.task_finish(p).await?.then_some(job))
+    }
     /// When the queue's earliest task is due (a leased task is due when its lease ends).
     async fn task_next_due(&self, queue: &QueueName) -> StoreResult<Option<Timestamp>>;
     async fn task_count(&self, queue: &QueueName) -> StoreResult<u64>;

@@ -398,6 +398,62 @@ fn job_refusal(conn: &Connection, id: &str, now: Timestamp) -> StoreError {
     }
 }
 
+/// Record an outcome under its lease: `None` when the lease was lost, else the task's job.
+fn task_finish_in(conn: &Connection, p: TaskFinish) -> StoreResult<Option<Option<String>>> {
+    let queue = queue_name_of(&p.name);
+    let task_id = &p.name.task;
+    // A success deletes the task in the statement that checks the lease; other
+    // outcomes read the job first and then change the row.
+    let held_statement = match &p.outcome {
+        TaskOutcome::Succeeded { .. } => {
+            "DELETE FROM tasks WHERE queue = ?1 AND task_id = ?2 AND state = 'leased' AND lease_id = ?3 \
+             RETURNING job_id"
+        }
+        _ => "SELECT job_id FROM tasks WHERE queue = ?1 AND task_id = ?2 AND state = 'leased' AND lease_id = ?3",
+    };
+    let held: Option<Option<String>> = conn
+        .prepare_cached(held_statement)
+        .and_then(|mut s| s.query_row(params![queue, task_id, p.lease_id], |r| r.get(0)).optional())
+        .map_err(backend)?;
+    let Some(job) = held else {
+        return Ok(None);
+    };
+    match &p.outcome {
+        TaskOutcome::Succeeded { tombstone_until } => {
+            tombstone_put(conn, &queue, task_id, *tombstone_until)?;
+            if let Some(job) = &job {
+                job_task_done(conn, job, task_id, true, "", p.now)?;
+            }
+        }
+        TaskOutcome::Retry { attempt, retry_at } => {
+            record_attempt(conn, &queue, task_id, attempt)?;
+            conn.prepare_cached(
+                "UPDATE tasks SET state = 'queued', due_at = ?3, schedule_time = ?3 \
+                 WHERE queue = ?1 AND task_id = ?2",
+            )
+            .and_then(|mut s| s.execute(params![queue, task_id, retry_at.0]))
+            .map_err(backend)?;
+        }
+        TaskOutcome::GaveUp { attempt, tombstone_until } => {
+            record_attempt(conn, &queue, task_id, attempt)?;
+            let sql = format!(
+                "INSERT INTO dead_letters (died_at, {TASK_COLUMNS}, attempts) \
+                 SELECT ?3, {TASK_COLUMNS}, attempts FROM tasks WHERE queue = ?1 AND task_id = ?2"
+            );
+            conn.prepare_cached(&sql).and_then(|mut s| s.execute(params![queue, task_id, p.now.0])).map_err(backend)?;
+            conn.prepare_cached("DELETE FROM tasks WHERE queue = ?1 AND task_id = ?2")
+                .and_then(|mut s| s.execute(params![queue, task_id]))
+                .map_err(backend)?;
+            tombstone_put(conn, &queue, task_id, *tombstone_until)?;
+            if let Some(job) = &job {
+                let error = format!("task {task_id} failed for good: {}", attempt.status.message);
+                job_task_done(conn, job, &p.name.to_string(), false, &error, p.now)?;
+            }
+        }
+    }
+    Ok(Some(job))
+}
+
 /// Create one task: its queue must exist and its name be neither in use nor tombstoned.
 fn task_create_one(conn: &Connection, p: TaskCreate) -> StoreResult<Task> {
     let t = &p.task;
@@ -912,65 +968,11 @@ impl Store for SqliteStore {
     }
 
     async fn task_finish(&self, p: TaskFinish) -> StoreResult<bool> {
-        self.write_relaxed(move |conn| {
-            let queue = queue_name_of(&p.name);
-            let task_id = &p.name.task;
-            // A success deletes the task in the statement that checks the lease; other
-            // outcomes read the job first and then change the row.
-            let held_statement = match &p.outcome {
-                TaskOutcome::Succeeded { .. } => {
-                    "DELETE FROM tasks WHERE queue = ?1 AND task_id = ?2 AND state = 'leased' AND lease_id = ?3 \
-                     RETURNING job_id"
-                }
-                _ => {
-                    "SELECT job_id FROM tasks WHERE queue = ?1 AND task_id = ?2 AND state = 'leased' AND lease_id = ?3"
-                }
-            };
-            let held: Option<Option<String>> = conn
-                .prepare_cached(held_statement)
-                .and_then(|mut s| s.query_row(params![queue, task_id, p.lease_id], |r| r.get(0)).optional())
-                .map_err(backend)?;
-            let Some(job) = held else {
-                return Ok(false);
-            };
-            match &p.outcome {
-                TaskOutcome::Succeeded { tombstone_until } => {
-                    tombstone_put(conn, &queue, task_id, *tombstone_until)?;
-                    if let Some(job) = &job {
-                        job_task_done(conn, job, task_id, true, "", p.now)?;
-                    }
-                }
-                TaskOutcome::Retry { attempt, retry_at } => {
-                    record_attempt(conn, &queue, task_id, attempt)?;
-                    conn.prepare_cached(
-                        "UPDATE tasks SET state = 'queued', due_at = ?3, schedule_time = ?3 \
-                         WHERE queue = ?1 AND task_id = ?2",
-                    )
-                    .and_then(|mut s| s.execute(params![queue, task_id, retry_at.0]))
-                    .map_err(backend)?;
-                }
-                TaskOutcome::GaveUp { attempt, tombstone_until } => {
-                    record_attempt(conn, &queue, task_id, attempt)?;
-                    let sql = format!(
-                        "INSERT INTO dead_letters (died_at, {TASK_COLUMNS}, attempts) \
-                         SELECT ?3, {TASK_COLUMNS}, attempts FROM tasks WHERE queue = ?1 AND task_id = ?2"
-                    );
-                    conn.prepare_cached(&sql)
-                        .and_then(|mut s| s.execute(params![queue, task_id, p.now.0]))
-                        .map_err(backend)?;
-                    conn.prepare_cached("DELETE FROM tasks WHERE queue = ?1 AND task_id = ?2")
-                        .and_then(|mut s| s.execute(params![queue, task_id]))
-                        .map_err(backend)?;
-                    tombstone_put(conn, &queue, task_id, *tombstone_until)?;
-                    if let Some(job) = &job {
-                        let error = format!("task {task_id} failed for good: {}", attempt.status.message);
-                        job_task_done(conn, job, &p.name.to_string(), false, &error, p.now)?;
-                    }
-                }
-            }
-            Ok(true)
-        })
-        .await
+        self.write_relaxed(move |conn| task_finish_in(conn, p)).await.map(|held| held.is_some())
+    }
+
+    async fn task_finish_job(&self, p: TaskFinish) -> StoreResult<Option<Option<String>>> {
+        self.write_relaxed(move |conn| task_finish_in(conn, p)).await
     }
 
     async fn task_next_due(&self, queue: &QueueName) -> StoreResult<Option<Timestamp>> {

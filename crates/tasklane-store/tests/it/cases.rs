@@ -708,6 +708,25 @@ async fn event_kinds(store: &Arc<dyn Store>, id: &str) -> Vec<String> {
     store.job_events(id, 0, 1000).await.unwrap().into_iter().map(|e| e.kind).collect()
 }
 
+pub async fn task_finish_job_names_the_job_of_a_recorded_outcome(store: Arc<dyn Store>) {
+    make_queue(&store, "q").await;
+    create_job(&store, job("j1", "q", 1, FailurePolicy::FinishAll), 1).await;
+    make_task(&store, "q", "plain", T0).await;
+    let claimed = store.task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(1) }).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let ok = TaskOutcome::Succeeded { tombstone_until: at(100) };
+    let finish =
+        |c: &ClaimedTask, lease_id| TaskFinish { name: c.task.name.clone(), lease_id, outcome: ok.clone(), now: at(2) };
+    let of_job = claimed.iter().find(|c| c.task.job_id.is_some()).unwrap();
+    let plain = claimed.iter().find(|c| c.task.job_id.is_none()).unwrap();
+    assert_eq!(store.task_finish_job(finish(of_job, of_job.lease_id + 1)).await.unwrap(), None, "a wrong lease");
+    assert_eq!(store.task_finish_job(finish(of_job, of_job.lease_id)).await.unwrap(), Some(Some("j1".to_string())));
+    assert_eq!(store.task_finish_job(finish(plain, plain.lease_id)).await.unwrap(), Some(None));
+    assert_eq!(store.task_finish_job(finish(plain, plain.lease_id)).await.unwrap(), None, "a duplicate outcome");
+    // The outcome was recorded: the job counted it.
+    assert_eq!(store.job_get("j1", at(2)).await.unwrap().unwrap().succeeded, 1);
+}
+
 pub async fn jobs_count_outcomes_and_settle_with_events_in_order(store: Arc<dyn Store>) {
     make_queue(&store, "q").await;
     let created = create_job(&store, job("j1", "q", 3, FailurePolicy::FinishAll), 3).await;

@@ -84,6 +84,7 @@ macro_rules! every_case {
     task_create_needs_queue_and_unique_name,
     task_names_are_tombstoned_for_the_window,
     task_create_many_settles_each_create_alone,
+    task_finish_job_names_the_job_of_a_recorded_outcome,
     task_list_pages_by_name,
     task_claim_takes_due_tasks_in_order,
     task_claim_respects_limit_and_leases,
