@@ -149,8 +149,10 @@ async fn a_long_poll_returns_as_soon_as_a_task_is_created() {
     v1.ok(Method::POST, &format!("queues/{q}/tasks"), Some(json!({"payload": "now"}))).await;
     let (returned_at, leased) = poll.await.unwrap();
     assert_eq!(leased["tasks"].as_array().map(Vec::len), Some(1), "{leased}");
+    // Woken by the create, not by the end of its 20 s wait or by a poll: well under a
+    // second even on a loaded machine (66 ms was seen with benchmarks running beside it).
     let latency = returned_at.saturating_duration_since(created_at);
-    assert!(latency < Duration::from_millis(50), "the long poll returned {latency:?} after the create");
+    assert!(latency < Duration::from_millis(500), "the long poll returned {latency:?} after the create");
 }
 
 /// `tasklane work` against `server`, running `script` with `sh -c` for each task.
