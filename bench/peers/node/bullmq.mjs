@@ -1,22 +1,17 @@
 // BullMQ with its documented throughput settings: one worker at concurrency 100, jobs added
 // with addBulk 1,000 at a time, completed jobs removed (no history kept).
 import { Queue, Worker } from "bullmq";
-import { Tally, jobs, packageVersion, redisUrl, report, runId, timed } from "./common.mjs";
+import { Tally, enqueueInBatches, jobs, packageVersion, redisUrl, report, runId } from "./common.mjs";
 
 const settings = { concurrency: 100, removeOnComplete: true };
 const url = new URL(redisUrl);
 const connection = { host: url.hostname, port: Number(url.port || 6379) };
 const queue = new Queue(runId, { connection });
 try {
-  const enqueueSeconds = await timed(async () => {
-    for (let from = 0; from < jobs; from += 1000) {
-      const batch = [];
-      for (let i = from; i < Math.min(from + 1000, jobs); i++) {
-        batch.push({ name: "noop", data: { i }, opts: { removeOnComplete: true, removeOnFail: true } });
-      }
-      await queue.addBulk(batch);
-    }
-  });
+  const enqueueSeconds = await enqueueInBatches(
+    (i) => ({ name: "noop", data: { i }, opts: { removeOnComplete: true, removeOnFail: true } }),
+    (batch) => queue.addBulk(batch),
+  );
   const tally = new Tally(jobs);
   const start = performance.now();
   const worker = new Worker(runId, async (job) => tally.ran(job.data.i), {

@@ -1,7 +1,7 @@
 // graphile-worker with the settings its performance page documents: 24 concurrent jobs,
 // a pool of 25, a local queue of 500 and batched completions.
 import { Logger, makeWorkerUtils, run } from "graphile-worker";
-import { Tally, databaseUrl, jobs, packageVersion, report, runId, timed } from "./common.mjs";
+import { Tally, databaseUrl, enqueueInBatches, jobs, packageVersion, report, runId } from "./common.mjs";
 
 const settings = { concurrency: 24, maxPoolSize: 25, localQueue: { size: 500 }, completeJobBatchDelay: 0 };
 const schema = `gw_${runId}`;
@@ -9,13 +9,10 @@ const logger = new Logger(() => (level, message) => level === "error" && console
 const utils = await makeWorkerUtils({ connectionString: databaseUrl, schema, logger });
 await utils.migrate();
 try {
-  const enqueueSeconds = await timed(async () => {
-    for (let from = 0; from < jobs; from += 1000) {
-      const specs = [];
-      for (let i = from; i < Math.min(from + 1000, jobs); i++) specs.push({ identifier: "noop", payload: { i } });
-      await utils.addJobs(specs);
-    }
-  });
+  const enqueueSeconds = await enqueueInBatches(
+    (i) => ({ identifier: "noop", payload: { i } }),
+    (batch) => utils.addJobs(batch),
+  );
   const tally = new Tally(jobs);
   const start = performance.now();
   const runner = await run({

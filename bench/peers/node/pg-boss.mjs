@@ -1,7 +1,7 @@
 // pg-boss with its batch settings: jobs fetched 1,000 at a time by 4 workers, polled every 0.5 s
 // (the shortest interval it allows), inserted 1,000 per call.
 import PgBoss from "pg-boss";
-import { Tally, databaseUrl, jobs, packageVersion, report, runId, timed } from "./common.mjs";
+import { Tally, databaseUrl, enqueueInBatches, jobs, packageVersion, report, runId } from "./common.mjs";
 
 const settings = { workers: 4, batchSize: 1000, pollingIntervalSeconds: 0.5, max: 10 };
 const schema = `pgb_${runId}`;
@@ -10,13 +10,10 @@ boss.on("error", (e) => console.error(e));
 await boss.start();
 try {
   await boss.createQueue("noop");
-  const enqueueSeconds = await timed(async () => {
-    for (let from = 0; from < jobs; from += 1000) {
-      const batch = [];
-      for (let i = from; i < Math.min(from + 1000, jobs); i++) batch.push({ name: "noop", data: { i } });
-      await boss.insert(batch);
-    }
-  });
+  const enqueueSeconds = await enqueueInBatches(
+    (i) => ({ name: "noop", data: { i } }),
+    (batch) => boss.insert(batch),
+  );
   const tally = new Tally(jobs);
   const start = performance.now();
   for (let w = 0; w < settings.workers; w++) {
