@@ -322,34 +322,49 @@ async fn finish_batch(pool: &Pool, batch: &[Finished]) -> StoreResult<std::colle
 }
 
 /// Insert a task (its name must be free of live tasks); returns 0 when the name is taken.
-async fn insert_task(c: &impl GenericClient, t: &Task) -> StoreResult<u64> {
-    let (auth_kind, auth_email, auth_param) = columns::auth_columns(&t.http_request.auth);
-    c.execute(
+/// With `accepted_at`, also 0 unless its queue exists and its name is not tombstoned then.
+async fn insert_task(c: &impl GenericClient, t: &Task, accepted_at: Option<Timestamp>) -> StoreResult<u64> {
+    let guard = if accepted_at.is_some() {
+        "WHERE EXISTS (SELECT 1 FROM queues WHERE name = $1) \
+         AND NOT EXISTS (SELECT 1 FROM tombstones WHERE queue = $1 AND task_id = $2 AND expires_at > $17)"
+    } else {
+        ""
+    };
+    let statement = format!(
         "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, auth_email, \
          auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id, tag, env) \
-         VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12, $13, $14, $15, $16) \
-         ON CONFLICT (queue, task_id) DO NOTHING",
-        &[
-            &queue_name_of(&t.name),
-            &t.name.task,
-            &t.schedule_time.0,
-            &t.http_request.url,
-            &t.http_request.method.as_str(),
-            &columns::encode_headers(&t.http_request.headers),
-            &t.http_request.body,
-            &auth_kind,
-            &auth_email,
-            &auth_param,
-            &t.create_time.0,
-            &tasklane_core::clock::duration_micros(t.dispatch_deadline),
-            &t.retry_config.as_ref().map(columns::encode_retry),
-            &t.job_id,
-            &t.tag,
-            &columns::encode_env(&t.env),
-        ],
-    )
-    .await
-    .map_err(backend)
+         SELECT $1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12, $13, $14, $15, $16 {guard} \
+         ON CONFLICT (queue, task_id) DO NOTHING"
+    );
+    let (auth_kind, auth_email, auth_param) = columns::auth_columns(&t.http_request.auth);
+    let (queue, headers) = (queue_name_of(&t.name), columns::encode_headers(&t.http_request.headers));
+    let (deadline, retry) = (
+        tasklane_core::clock::duration_micros(t.dispatch_deadline),
+        t.retry_config.as_ref().map(columns::encode_retry),
+    );
+    let (method, env, at) = (t.http_request.method.as_str(), columns::encode_env(&t.env), accepted_at.map(|a| a.0));
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+        &queue,
+        &t.name.task,
+        &t.schedule_time.0,
+        &t.http_request.url,
+        &method,
+        &headers,
+        &t.http_request.body,
+        &auth_kind,
+        &auth_email,
+        &auth_param,
+        &t.create_time.0,
+        &deadline,
+        &retry,
+        &t.job_id,
+        &t.tag,
+        &env,
+    ];
+    if let Some(at) = &at {
+        params.push(at);
+    }
+    c.execute(&statement, &params).await.map_err(backend)
 }
 
 async fn dead_letter_read(c: &impl GenericClient, queue: &str, id: i64) -> StoreResult<Option<DeadLetter>> {
@@ -777,38 +792,8 @@ impl Store for PgStore {
         let client = self.client().await?;
         let t = &p.task;
         let queue = queue_name_of(&t.name);
-        let (auth_kind, auth_email, auth_param) = columns::auth_columns(&t.http_request.auth);
-        let inserted = client
-            .query_opt(
-                "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, auth_email, \
-                 auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id, tag, env) \
-                 SELECT $1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12, $14, $15, $16, $17 \
-                 WHERE EXISTS (SELECT 1 FROM queues WHERE name = $1) \
-                 AND NOT EXISTS (SELECT 1 FROM tombstones WHERE queue = $1 AND task_id = $2 AND expires_at > $13) \
-                 ON CONFLICT (queue, task_id) DO NOTHING RETURNING id",
-                &[
-                    &queue,
-                    &t.name.task,
-                    &t.schedule_time.0,
-                    &t.http_request.url,
-                    &t.http_request.method.as_str(),
-                    &columns::encode_headers(&t.http_request.headers),
-                    &t.http_request.body,
-                    &auth_kind,
-                    &auth_email,
-                    &auth_param,
-                    &t.create_time.0,
-                    &tasklane_core::clock::duration_micros(t.dispatch_deadline),
-                    &p.now.0,
-                    &t.retry_config.as_ref().map(columns::encode_retry),
-                    &t.job_id,
-                    &t.tag,
-                    &columns::encode_env(&t.env),
-                ],
-            )
-            .await
-            .map_err(backend)?;
-        if inserted.is_some() {
+        let inserted = insert_task(&client, t, Some(p.now)).await? == 1;
+        if inserted {
             return Ok(p.task);
         }
         // Nothing inserted: say why.
@@ -1091,7 +1076,7 @@ impl Store for PgStore {
             tx.execute("DELETE FROM tombstones WHERE queue = $1 AND task_id = $2", &[&queue, &task.name.task])
                 .await
                 .map_err(backend)?;
-            if insert_task(&tx, &task).await? == 0 {
+            if insert_task(&tx, &task, None).await? == 0 {
                 out.conflicts.push(id);
                 continue;
             }
@@ -1190,7 +1175,7 @@ impl Store for PgStore {
             if tombstoned(&tx, &task_queue, &t.name.task, p.now).await? {
                 return Err(StoreError::TaskTombstoned);
             }
-            let n = insert_task(&tx, t).await?;
+            let n = insert_task(&tx, t, None).await?;
             if n == 0 {
                 return Err(StoreError::TaskAlreadyExists);
             }
