@@ -558,7 +558,7 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
         };
         // Wait for a slot to the destination first, so the time spent waiting comes out
         // of the lease below rather than past it.
-        let _slot = shared.hosts.acquire(&request.url, waiting).await;
+        let slot = shared.hosts.acquire(&request.url, waiting).await;
         // An attempt must end before its lease does, or another node could start the
         // task while this attempt still runs. A delivery that starts late gets less time.
         let lease_end = claimed_at.saturating_add(task.dispatch_deadline + shared.config.lease_grace);
@@ -599,6 +599,8 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
                 excerpt: String::new(),
             },
         };
+        // The connection is free once the exchange ends; the outcome's write does not need it.
+        drop(slot);
         let now = shared.clock.now();
         let outcome = decide(queue, task, &result, now, shared.config.tombstone_window);
         match &outcome {
