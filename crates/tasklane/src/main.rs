@@ -45,6 +45,11 @@ enum Command {
     Cluster(cluster::ClusterCommand),
 }
 
+// glibc's allocator spent ~15% of the push drain's CPU (malloc, free, chunk
+// consolidation across the runtime's and the store's threads); mimalloc cut it (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
