@@ -84,6 +84,7 @@ struct Shared {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     client: reqwest::Client,
+    urls: push::ParsedUrls,
     hosts: hosts::HostLimits,
     config: DispatchConfig,
     signer: Arc<TokenSigner>,
@@ -146,6 +147,7 @@ impl Dispatcher {
                 store,
                 clock,
                 client,
+                urls: push::ParsedUrls::new(),
                 hosts: hosts::HostLimits::new(config.max_connections_per_host),
                 config,
                 signer,
@@ -587,7 +589,13 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
         let clock = shared.clock.clone();
         let result = match &bearer {
             Ok(bearer) => {
-                let attempt = push::Attempt { task, request: &request, bearer: bearer.as_deref(), extra: &job_headers };
+                let attempt = push::Attempt {
+                    task,
+                    request: &request,
+                    bearer: bearer.as_deref(),
+                    extra: &job_headers,
+                    url: shared.urls.get(&request.url),
+                };
                 push::push(&shared.client, attempt, timeout, move || clock.now()).await
             }
             // Without its token the request would be refused: count a failed attempt.

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tasklane_core::header::USER_AGENT;
 use tasklane_core::{HttpRequest, Task, Timestamp};
 
@@ -30,42 +33,92 @@ impl PushResult {
     }
 }
 
+const QUEUE_NAME: HeaderName = HeaderName::from_static("x-cloudtasks-queuename");
+const TASK_NAME: HeaderName = HeaderName::from_static("x-cloudtasks-taskname");
+const RETRY_COUNT: HeaderName = HeaderName::from_static("x-cloudtasks-taskretrycount");
+const EXECUTION_COUNT: HeaderName = HeaderName::from_static("x-cloudtasks-taskexecutioncount");
+const ETA: HeaderName = HeaderName::from_static("x-cloudtasks-tasketa");
+const PREVIOUS_RESPONSE: HeaderName = HeaderName::from_static("x-cloudtasks-taskpreviousresponse");
+const RETRY_REASON: HeaderName = HeaderName::from_static("x-cloudtasks-taskretryreason");
+
 /// The headers of one dispatch of `task` as `request` (the task's request after its
-/// queue's overrides): the request's own, a signed token if it has one, and those Cloud
-/// Tasks adds.
-pub fn dispatch_headers(task: &Task, request: &HttpRequest, bearer: Option<&str>) -> Vec<(String, String)> {
-    let mut h: Vec<(String, String)> = request.headers.clone();
-    let has = |h: &Vec<(String, String)>, name: &str| h.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-    if !request.body.is_empty() && !has(&h, "content-type") {
-        h.push(("Content-Type".into(), "application/octet-stream".into()));
+/// queue's overrides): the request's own, a signed token if it has one, those Cloud
+/// Tasks adds, and `extra` (tasklane's own). Built straight into the map the client
+/// sends: names are static where they can be, and each value is one allocation at most.
+/// A header of the task's that is not valid HTTP is left out.
+pub fn dispatch_headers(
+    task: &Task,
+    request: &HttpRequest,
+    bearer: Option<&str>,
+    extra: &[(String, String)],
+) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(request.headers.len() + extra.len() + 10);
+    for (n, v) in request.headers.iter().chain(extra) {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
+            h.insert(name, value);
+        }
     }
-    if let Some(token) = bearer {
-        h.retain(|(n, _)| !n.eq_ignore_ascii_case("authorization"));
-        h.push(("Authorization".into(), format!("Bearer {token}")));
+    if !request.body.is_empty() && !h.contains_key(CONTENT_TYPE) {
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     }
-    h.push(("User-Agent".into(), USER_AGENT.into()));
-    h.push(("X-CloudTasks-QueueName".into(), task.name.queue.queue.clone()));
-    h.push(("X-CloudTasks-TaskName".into(), task.name.task.clone()));
+    if let Some(token) = bearer
+        && let Ok(value) = HeaderValue::try_from(format!("Bearer {token}"))
+    {
+        h.insert(AUTHORIZATION, value);
+    }
+    h.insert(reqwest::header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+    let text = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
+    h.insert(QUEUE_NAME, text(&task.name.queue.queue));
+    h.insert(TASK_NAME, text(&task.name.task));
     // dispatch_count already includes this attempt.
-    h.push(("X-CloudTasks-TaskRetryCount".into(), (task.dispatch_count - 1).max(0).to_string()));
-    h.push(("X-CloudTasks-TaskExecutionCount".into(), task.execution_count.to_string()));
+    h.insert(RETRY_COUNT, HeaderValue::from((task.dispatch_count - 1).max(0)));
+    h.insert(EXECUTION_COUNT, HeaderValue::from(task.execution_count));
     let eta = task.schedule_time.0;
-    h.push(("X-CloudTasks-TaskETA".into(), format!("{}.{:06}", eta.div_euclid(1_000_000), eta.rem_euclid(1_000_000))));
+    let eta = format!("{}.{:06}", eta.div_euclid(1_000_000), eta.rem_euclid(1_000_000));
+    h.insert(ETA, text(&eta));
     if task.dispatch_count > 1 {
-        h.push(("X-CloudTasks-TaskPreviousResponse".into(), task.last_http_status.to_string()));
-        h.push(("X-CloudTasks-TaskRetryReason".into(), String::new()));
+        h.insert(PREVIOUS_RESPONSE, HeaderValue::from(task.last_http_status));
+        h.insert(RETRY_REASON, HeaderValue::from_static(""));
     }
     h
 }
 
-fn header_map(headers: &[(String, String)]) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(headers.len());
-    for (n, v) in headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_bytes(v.as_bytes())) {
-            map.insert(name, value);
-        }
+/// Task URLs parsed once: a queue's tasks mostly go to a few URLs, and parsing one
+/// (host, IDNA, percent-encoding) cost more than building the rest of the request.
+pub struct ParsedUrls {
+    parsed: Mutex<HashMap<String, reqwest::Url>>,
+}
+
+/// URLs remembered before the cache starts over.
+const MAX_PARSED_URLS: usize = 4096;
+
+impl ParsedUrls {
+    pub fn new() -> Self {
+        ParsedUrls { parsed: Mutex::new(HashMap::new()) }
     }
-    map
+
+    /// `url` parsed, or `None` if it does not parse (the client then reports why).
+    pub fn get(&self, url: &str) -> Option<reqwest::Url> {
+        if let Ok(parsed) = self.parsed.lock()
+            && let Some(u) = parsed.get(url)
+        {
+            return Some(u.clone());
+        }
+        let u = reqwest::Url::parse(url).ok()?;
+        if let Ok(mut parsed) = self.parsed.lock() {
+            if parsed.len() >= MAX_PARSED_URLS {
+                parsed.clear();
+            }
+            parsed.insert(url.to_string(), u.clone());
+        }
+        Some(u)
+    }
+}
+
+impl Default for ParsedUrls {
+    fn default() -> Self {
+        ParsedUrls::new()
+    }
 }
 
 /// `Retry-After` as seconds or as an HTTP date, relative to `now`.
@@ -86,6 +139,8 @@ pub struct Attempt<'a> {
     pub bearer: Option<&'a str>,
     /// tasklane's own headers (a job's id and token).
     pub extra: &'a [(String, String)],
+    /// `request.url` parsed, when it parses.
+    pub url: Option<reqwest::Url>,
 }
 
 /// Send one attempt. `timeout` is the task's deadline, or less when its lease ends sooner.
@@ -97,10 +152,12 @@ pub async fn push(
 ) -> PushResult {
     let r = attempt.request;
     let method = reqwest::Method::from_bytes(r.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
-    let mut headers = dispatch_headers(attempt.task, r, attempt.bearer);
-    headers.extend(attempt.extra.iter().cloned());
-    let headers = header_map(&headers);
-    let mut request = client.request(method, &r.url).headers(headers).timeout(timeout);
+    let headers = dispatch_headers(attempt.task, r, attempt.bearer, attempt.extra);
+    let request = match attempt.url {
+        Some(url) => client.request(method, url),
+        None => client.request(method, &r.url),
+    };
+    let mut request = request.headers(headers).timeout(timeout);
     if !r.body.is_empty() {
         request = request.body(r.body.clone());
     }
@@ -196,15 +253,15 @@ mod tests {
         .unwrap()
     }
 
-    fn get<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
-        h.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+        h.get(name.to_ascii_lowercase()).map(|v| v.to_str().unwrap())
     }
 
     #[test]
     fn first_attempt_headers() {
         let mut t = task();
         t.dispatch_count = 1;
-        let h = dispatch_headers(&t, &t.http_request, None);
+        let h = dispatch_headers(&t, &t.http_request, None, &[]);
         assert_eq!(get(&h, "X-App"), Some("1"));
         assert_eq!(get(&h, "Content-Type"), Some("application/octet-stream"));
         assert_eq!(get(&h, "User-Agent"), Some("Google-Cloud-Tasks"));
@@ -224,7 +281,7 @@ mod tests {
         t.execution_count = 1;
         t.last_http_status = 504;
         t.http_request.headers.push(("content-type".into(), "application/json".into()));
-        let h = dispatch_headers(&t, &t.http_request, None);
+        let h = dispatch_headers(&t, &t.http_request, None, &[]);
         assert_eq!(get(&h, "Content-Type"), Some("application/json"));
         assert_eq!(get(&h, "X-CloudTasks-TaskRetryCount"), Some("2"));
         assert_eq!(get(&h, "X-CloudTasks-TaskExecutionCount"), Some("1"));
