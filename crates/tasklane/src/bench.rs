@@ -299,6 +299,31 @@ impl Bench {
         ids.iter().filter_map(|id| arrivals.get(id).and_then(|t| t.first())).max().copied().context("no arrivals")
     }
 
+    /// Wait until `queues` hold no tasks (every outcome recorded); when that was seen.
+    async fn wait_recorded(&self, queues: &[String], timeout: Duration) -> anyhow::Result<Instant> {
+        let start = Instant::now();
+        let mut left: Vec<&String> = queues.iter().collect();
+        while !left.is_empty() {
+            if start.elapsed() > timeout {
+                bail!("{} queues still hold tasks after {timeout:?}", left.len());
+            }
+            let mut still = Vec::new();
+            for q in left {
+                let path = format!("{}/v2/{LOCATION}/queues/{q}/tasks?pageSize=1", self.api);
+                let text = self.client.get(&path).send().await?.error_for_status()?.text().await?;
+                let page: serde_json::Value = serde_json::from_str(&text).context("a JSON answer")?;
+                if page["tasks"].as_array().is_some_and(|t| !t.is_empty()) {
+                    still.push(q);
+                }
+            }
+            left = still;
+            if !left.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(Instant::now())
+    }
+
     fn distinct(&self) -> usize {
         self.sink.distinct.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -340,6 +365,8 @@ async fn push(
     }
     let last = b.wait_delivered(&names, base, Duration::from_secs(600)).await?;
     let secs = last.duration_since(start).as_secs_f64();
+    let queue_ids: Vec<String> = (0..queues).map(|q| format!("{prefix}-q{q}")).collect();
+    let recorded = b.wait_recorded(&queue_ids, Duration::from_secs(60)).await?;
     let drain_usage = server.usage(mark);
     let sink_cpu = cpu_seconds("self") - own_cpu;
     let latency: Vec<f64> =
@@ -360,7 +387,9 @@ async fn push(
             latency: percentiles(latency),
             server: Some(drain_usage),
             note: format!(
-                "{queues} queues at 500/s; latency from resume to arrival; the sink used {sink_cpu:.1} s CPU"
+                "{queues} queues at 500/s; latency from resume to arrival; every outcome recorded {} ms after the last \
+                 arrival; the sink used {sink_cpu:.1} s CPU",
+                recorded.duration_since(last).as_millis()
             ),
         },
     ])

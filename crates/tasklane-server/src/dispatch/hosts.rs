@@ -7,7 +7,7 @@
 //! keep-alive connection instead.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -57,14 +57,7 @@ impl HostLimits {
             }
         };
         // Counted while waiting, also when the wait is given up (the future dropped).
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-        waiting.fetch_add(1, Ordering::Relaxed);
-        let _waiting = Waiting(waiting);
+        let _waiting = super::Counted::new(waiting);
         semaphore.acquire_owned().await.ok()
     }
 }
@@ -72,6 +65,7 @@ impl HostLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     #[test]

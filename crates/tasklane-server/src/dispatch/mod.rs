@@ -37,12 +37,13 @@ pub const JOB_TOKEN_HEADER: &str = "X-Tasklane-Job-Token";
 const JOB_TOKEN_SLACK: Duration = Duration::from_secs(15 * 60);
 /// A wake-up that names a job with new events rather than a queue.
 const JOB_PREFIX: &str = "job:";
-/// A queue's deliveries waiting for a connection slot beyond which it stops claiming:
-/// its tasks stay in the store (free for other nodes) rather than queue up in memory,
-/// and a slow worker holds back only the queues that send to it.
-const MAX_WAITING_FOR_SLOTS: usize = 64;
-/// How long a loop waits before looking again when too many deliveries wait for slots.
-const SLOTS_BUSY_WAIT: Duration = Duration::from_millis(10);
+/// A queue's deliveries waiting (for a connection slot, or for the store to record their
+/// outcome) beyond which it stops claiming: its tasks stay in the store (free for other
+/// nodes) rather than queue up in memory, a slow worker holds back only the queues that
+/// send to it, and pushes never run ahead of the store.
+const MAX_WAITING: usize = 64;
+/// How long a loop waits before looking again when too many of its deliveries wait.
+const WAITING_RECHECK: Duration = Duration::from_millis(10);
 /// Longest sleep of an idle queue loop, a safety net under the wake-ups.
 const MAX_IDLE: Duration = Duration::from_secs(5);
 
@@ -392,6 +393,22 @@ impl Dispatcher {
     }
 }
 
+/// Counts one delivery in a counter while it lives (also when its future is dropped).
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Shared {
     fn finish_one(&self) {
         if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
@@ -435,9 +452,9 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
             let tokens = bucket.available(now) as usize;
             if free == 0 {
                 // A finishing delivery wakes the loop.
-            } else if waiting.load(Ordering::Relaxed) >= MAX_WAITING_FOR_SLOTS {
-                // This queue's workers are saturated: leave its tasks in the store for now.
-                wait = SLOTS_BUSY_WAIT;
+            } else if waiting.load(Ordering::Relaxed) >= MAX_WAITING {
+                // This queue's workers or the store are saturated: leave its tasks in the store for now.
+                wait = WAITING_RECHECK;
             } else if tokens == 0 {
                 wait = bucket.time_to_next(now).unwrap_or(MAX_IDLE);
             } else {
@@ -549,7 +566,7 @@ pub fn decide(
 
 /// Push a leased task and record the outcome. `claimed_at` is when its lease began.
 /// Push one claimed task and record its outcome; `waiting` counts it while it waits for a
-/// connection slot.
+/// connection slot and while its outcome is written.
 async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_at: Timestamp, waiting: &AtomicUsize) {
     let task = &claimed.task;
     let span = tracing::info_span!("dispatch", task = %task.name.task, attempt = task.dispatch_count);
@@ -609,6 +626,7 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
         };
         // The connection is free once the exchange ends; the outcome's write does not need it.
         drop(slot);
+        let _recording = Counted::new(waiting);
         let now = shared.clock.now();
         let outcome = decide(queue, task, &result, now, shared.config.tombstone_window);
         match &outcome {
