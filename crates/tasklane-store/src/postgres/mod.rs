@@ -240,6 +240,13 @@ impl PgStore {
     }
 }
 
+/// A hot statement from the connection's cache: PostgreSQL parses and plans it once per
+/// connection instead of on every call (a text query costs a Parse and a Describe each
+/// time). Only for statements whose text does not vary with the data, or the cache grows.
+async fn cached(c: &impl GenericClient, sql: &str) -> StoreResult<tokio_postgres::Statement> {
+    c.prepare_cached(sql).await.map_err(backend)
+}
+
 /// Commit successful outcomes in batches: everything waiting is written by one
 /// transaction, so a busy node pays one commit per batch rather than per task.
 fn spawn_finisher(pool: Pool) -> tokio::sync::mpsc::UnboundedSender<Finished> {
@@ -277,15 +284,14 @@ async fn finish_batch(pool: &Pool, batch: &[Finished]) -> StoreResult<std::colle
     let leases: Vec<i64> = batch.iter().map(|j| j.lease_id).collect();
     let mut client = pool.get().await.map_err(pool_error)?;
     let tx = client.transaction().await.map_err(backend)?;
-    let rows = tx
-        .query(
-            "DELETE FROM tasks t USING unnest($1::text[], $2::text[], $3::bigint[]) AS f(queue, task_id, lease_id) \
-             WHERE t.queue = f.queue AND t.task_id = f.task_id AND t.state = 'leased' AND t.lease_id = f.lease_id \
-             RETURNING t.queue, t.task_id, t.job_id",
-            &[&queues, &ids, &leases],
-        )
-        .await
-        .map_err(backend)?;
+    let delete = cached(
+        &tx,
+        "DELETE FROM tasks t USING unnest($1::text[], $2::text[], $3::bigint[]) AS f(queue, task_id, lease_id) \
+         WHERE t.queue = f.queue AND t.task_id = f.task_id AND t.state = 'leased' AND t.lease_id = f.lease_id \
+         RETURNING t.queue, t.task_id, t.job_id",
+    )
+    .await?;
+    let rows = tx.query(&delete, &[&queues, &ids, &leases]).await.map_err(backend)?;
     let mut done = std::collections::HashSet::with_capacity(rows.len());
     let mut job_successes: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
     for r in &rows {
@@ -309,13 +315,13 @@ async fn finish_batch(pool: &Pool, batch: &[Finished]) -> StoreResult<std::colle
         until.push(expires.unwrap_or_default());
     }
     if !tq.is_empty() {
-        tx.execute(
+        let insert = cached(
+            &tx,
             "INSERT INTO tombstones (queue, task_id, expires_at) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) \
              ON CONFLICT (queue, task_id) DO UPDATE SET expires_at = GREATEST(tombstones.expires_at, excluded.expires_at)",
-            &[&tq, &tid, &until],
         )
-        .await
-        .map_err(backend)?;
+        .await?;
+        tx.execute(&insert, &[&tq, &tid, &until]).await.map_err(backend)?;
     }
     tx.commit().await.map_err(backend)?;
     Ok(done)
@@ -364,7 +370,7 @@ async fn insert_task(c: &impl GenericClient, t: &Task, accepted_at: Option<Times
     if let Some(at) = &at {
         params.push(at);
     }
-    c.execute(&statement, &params).await.map_err(backend)
+    c.execute(&cached(c, &statement).await?, &params).await.map_err(backend)
 }
 
 async fn dead_letter_read(c: &impl GenericClient, queue: &str, id: i64) -> StoreResult<Option<DeadLetter>> {
@@ -872,8 +878,11 @@ impl Store for PgStore {
             prefixed(TASK_COLUMNS, "t")
         );
         let grace = tasklane_core::clock::duration_micros(p.grace);
-        let rows =
-            client.query(&sql, &[&p.queue.to_string(), &p.now.0, &(p.limit as i64), &grace]).await.map_err(backend)?;
+        let statement = cached(&client, &sql).await?;
+        let rows = client
+            .query(&statement, &[&p.queue.to_string(), &p.now.0, &(p.limit as i64), &grace])
+            .await
+            .map_err(backend)?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let due: i64 = row.try_get(0).map_err(backend)?;
@@ -898,6 +907,7 @@ impl Store for PgStore {
             prefixed(TASK_COLUMNS, "t")
         );
         let lease = tasklane_core::clock::duration_micros(p.lease);
+        let statement = cached(&client, &statement).await?;
         let rows = client
             .query(&statement, &[&p.queue.to_string(), &p.now.0, &(p.limit as i64), &lease, &p.tag])
             .await
@@ -917,7 +927,10 @@ impl Store for PgStore {
     async fn task_renew(&self, p: TaskRenew) -> StoreResult<bool> {
         let client = self.bookkeeping_client().await?;
         let n = client
-            .execute(columns::TASK_RENEW, &[&queue_name_of(&p.name), &p.name.task, &p.until.0, &p.lease_id])
+            .execute(
+                &cached(&client, columns::TASK_RENEW).await?,
+                &[&queue_name_of(&p.name), &p.name.task, &p.until.0, &p.lease_id],
+            )
             .await
             .map_err(backend)?;
         Ok(n == 1)
@@ -926,7 +939,10 @@ impl Store for PgStore {
     async fn task_release(&self, p: TaskRelease) -> StoreResult<bool> {
         let client = self.bookkeeping_client().await?;
         let n = client
-            .execute(columns::TASK_RELEASE, &[&queue_name_of(&p.name), &p.name.task, &p.now.0, &p.lease_id])
+            .execute(
+                &cached(&client, columns::TASK_RELEASE).await?,
+                &[&queue_name_of(&p.name), &p.name.task, &p.now.0, &p.lease_id],
+            )
             .await
             .map_err(backend)?;
         Ok(n == 1)
@@ -1024,7 +1040,7 @@ impl Store for PgStore {
     async fn task_next_due(&self, queue: &QueueName) -> StoreResult<Option<Timestamp>> {
         let client = self.client().await?;
         let row = client
-            .query_one("SELECT min(due_at) FROM tasks WHERE queue = $1", &[&queue.to_string()])
+            .query_one(&cached(&client, "SELECT min(due_at) FROM tasks WHERE queue = $1").await?, &[&queue.to_string()])
             .await
             .map_err(backend)?;
         Ok(row.try_get::<_, Option<i64>>(0).map_err(backend)?.map(Timestamp))
