@@ -55,14 +55,20 @@ impl TokenBucket {
 
     /// How long until one whole token is available; `None` if the rate is zero.
     pub fn time_to_next(&mut self, now: Timestamp) -> Option<Duration> {
+        self.time_until(1, now)
+    }
+
+    /// How long until `n` whole tokens (at most the burst) are available; `None` if the rate is zero.
+    pub fn time_until(&mut self, n: u32, now: Timestamp) -> Option<Duration> {
         self.refill(now);
-        if self.tokens >= 1.0 {
+        let n = f64::from(n).min(self.burst);
+        if self.tokens >= n {
             return Some(Duration::ZERO);
         }
         if self.rate <= 0.0 {
             return None;
         }
-        Some(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        Some(Duration::from_secs_f64((n - self.tokens) / self.rate))
     }
 }
 
@@ -77,6 +83,8 @@ mod tests {
         assert_eq!(b.take(100, t0), 5);
         assert_eq!(b.take(1, t0), 0);
         assert_eq!(b.time_to_next(t0), Some(Duration::from_millis(100)));
+        assert_eq!(b.time_until(3, t0), Some(Duration::from_millis(300)));
+        assert_eq!(b.time_until(50, t0), Some(Duration::from_millis(500)), "at most the burst");
         let t1 = t0.saturating_add(Duration::from_millis(250));
         assert_eq!(b.take(100, t1), 2);
         let t2 = t0.saturating_add(Duration::from_secs(60));

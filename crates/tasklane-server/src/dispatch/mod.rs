@@ -44,6 +44,11 @@ const JOB_PREFIX: &str = "job:";
 const MAX_WAITING: usize = 64;
 /// How long a loop waits before looking again when too many of its deliveries wait.
 const WAITING_RECHECK: Duration = Duration::from_millis(10);
+/// Fewest tasks a loop limited by its rate waits to claim together, for at most
+/// `RATE_TICK` after its last claim: claims are batches, and the bucket (burst 10 or
+/// more) loses no tokens meanwhile.
+const MIN_CLAIM: usize = 16;
+const RATE_TICK: Duration = Duration::from_millis(20);
 /// Longest sleep of an idle queue loop, a safety net under the wake-ups.
 const MAX_IDLE: Duration = Duration::from_secs(5);
 
@@ -434,6 +439,7 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
     let waiting = Arc::new(AtomicUsize::new(0));
     let mut stop = shared.stop.subscribe();
     let mut failures: u32 = 0;
+    let mut last_claim = Timestamp::default();
     loop {
         if *stop.borrow() {
             break;
@@ -457,7 +463,13 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
                 wait = WAITING_RECHECK;
             } else if tokens == 0 {
                 wait = bucket.time_to_next(now).unwrap_or(MAX_IDLE);
+            } else if tokens < MIN_CLAIM.min(free) && now.since(last_claim) < RATE_TICK {
+                // The rate binds: gather tokens for a batch (at most one tick) rather than
+                // claim a task or two on every wake-up.
+                let tick_left = RATE_TICK.saturating_sub(now.since(last_claim));
+                wait = bucket.time_until(MIN_CLAIM as u32, now).unwrap_or(MAX_IDLE).min(tick_left);
             } else {
+                last_claim = now;
                 let want = free.min(tokens).min(CLAIM_BATCH);
                 let claim = TaskClaim { queue: queue.name.clone(), limit: want, grace: shared.config.lease_grace, now };
                 match shared.store.task_claim(claim).await {
