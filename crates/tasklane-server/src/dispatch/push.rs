@@ -75,7 +75,7 @@ pub fn dispatch_headers(
     h.insert(EXECUTION_COUNT, HeaderValue::from(task.execution_count));
     let eta = task.schedule_time.0;
     let eta = format!("{}.{:06}", eta.div_euclid(1_000_000), eta.rem_euclid(1_000_000));
-    h.insert(ETA, text(&eta));
+    h.insert(ETA, HeaderValue::try_from(eta).unwrap_or_else(|_| HeaderValue::from_static("")));
     if task.dispatch_count > 1 {
         h.insert(PREVIOUS_RESPONSE, HeaderValue::from(task.last_http_status));
         h.insert(RETRY_REASON, HeaderValue::from_static(""));
