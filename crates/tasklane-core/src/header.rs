@@ -25,6 +25,16 @@ fn reserved(name_lower: &str) -> bool {
     ) || name_lower.starts_with("x-google-")
         || name_lower.starts_with("x-appengine-")
         || name_lower.starts_with("x-cloudtasks-")
+        || name_lower.starts_with(TASKLANE_PREFIX)
+}
+
+/// tasklane's own delivery headers (`X-Tasklane-Job-Id`, `-Job-Token`): only the
+/// dispatcher sets them, so a worker can trust them.
+pub const TASKLANE_PREFIX: &str = "x-tasklane-";
+
+/// Whether a stored header is tasklane's own (tasks kept from before it was reserved).
+pub fn is_tasklane_header(name: &str) -> bool {
+    name.as_bytes().get(..TASKLANE_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(TASKLANE_PREFIX.as_bytes()))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -73,6 +83,8 @@ mod tests {
             ("X-Google-Foo", "1"),
             ("X-AppEngine-QueueName", "q"),
             ("X-CloudTasks-TaskName", "t"),
+            ("X-Tasklane-Job-Id", "j"),
+            ("x-tasklane-job-token", "forged"),
             ("User-Agent", "curl"),
             ("Content-Type", "application/json"),
             ("X-Custom", "yes"),

@@ -186,6 +186,9 @@ fn validate_url(url: &str) -> Result<(), Status> {
             "http_request.url must not contain spaces or control characters; percent-encode them",
         ));
     }
+    // The parser the dispatcher uses: a URL accepted here is one every attempt can send to.
+    url::Url::parse(url)
+        .map_err(|e| Status::invalid_argument(format!("http_request.url \"{url}\" is not a valid URL: {e}")))?;
     Ok(())
 }
 
@@ -319,7 +322,12 @@ mod tests {
         check_err(spec("http:///path"), "has no host");
         check_err(spec("http://a b/"), "must not contain spaces");
         check_err(spec(&format!("https://h/{}", "a".repeat(MAX_URL_LEN))), "at most 2083");
+        check_err(spec("http://[::1"), "is not a valid URL: invalid IPv6 address");
+        check_err(spec("http://127.0.0.1:99999/"), "is not a valid URL: invalid port number");
+        check_err(spec("http://%zz/"), "is not a valid URL");
+        check_err(spec("http://exa mple/"), "must not contain spaces");
         assert!(spec("https://user@host:8443/p?q=1").validate(&queue(), now(), || "1".into()).is_ok());
+        assert!(spec("http://[::1]:65535/").validate(&queue(), now(), || "1".into()).is_ok());
     }
 
     #[test]

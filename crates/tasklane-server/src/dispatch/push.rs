@@ -53,7 +53,10 @@ pub fn dispatch_headers(
     extra: &[(String, String)],
 ) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(request.headers.len() + extra.len() + 10);
-    for (n, v) in request.headers.iter().chain(extra) {
+    // tasklane's own headers come only from `extra`, never from a task kept from before
+    // they were reserved.
+    let own = request.headers.iter().filter(|(n, _)| !tasklane_core::header::is_tasklane_header(n));
+    for (n, v) in own.chain(extra) {
         if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
             h.insert(name, value);
         }

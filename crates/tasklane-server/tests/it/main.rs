@@ -240,6 +240,17 @@ async fn bad_task_requests_are_refused_and_change_nothing() {
         "task.http_request.body",
     )
     .await;
+    for url in ["http://[::1", "http://127.0.0.1:99999/", "http://%zz/"] {
+        api.check_err(
+            "POST",
+            &create,
+            &t(json!({"httpRequest": {"url": url}})),
+            400,
+            "INVALID_ARGUMENT",
+            "not a valid URL",
+        )
+        .await;
+    }
     api.check_err(
         "POST",
         &create,
@@ -381,7 +392,7 @@ async fn task_round_trip_views_paging_and_tombstones() {
         "name": "projects/p/locations/l/queues/q/tasks/t1",
         "scheduleTime": "2027-01-15T08:00:00.5Z",
         "dispatchDeadline": "30s",
-        "httpRequest": {"url": "http://127.0.0.1:9/x", "httpMethod": "PATCH", "body": "aGk=", "headers": {"A": "1"},
+        "httpRequest": {"url": "http://127.0.0.1:9/x", "httpMethod": "PATCH", "body": "aGk=", "headers": {"A": "1", "X-Tasklane-Job-Token": "forged", "x-tasklane-job-id": "j"},
                         "oidcToken": {"serviceAccountEmail": "sa@p.example"}}
     }, "responseView": "FULL"});
     let t = api.ok("POST", &create, &body.to_string()).await;
@@ -392,6 +403,12 @@ async fn task_round_trip_views_paging_and_tombstones() {
     assert_eq!(t["view"], "FULL");
     assert_eq!(t["httpRequest"]["body"], "aGk=");
     assert_eq!(t["httpRequest"]["httpMethod"], "PATCH");
+    assert_eq!(t["httpRequest"]["headers"]["A"], "1");
+    assert!(
+        t["httpRequest"]["headers"].as_object().unwrap().keys().all(|k| !k.to_lowercase().starts_with("x-tasklane-")),
+        "tasklane's own headers are reserved: {}",
+        t["httpRequest"]["headers"]
+    );
     assert_eq!(t["httpRequest"]["oidcToken"]["audience"], "http://127.0.0.1:9/x", "audience defaults to the URL");
     let basic = api.ok("GET", &format!("{LOC}/queues/q/tasks/t1"), "").await;
     assert!(basic["httpRequest"].get("body").is_none());
