@@ -38,6 +38,10 @@ pub const RECORD_PUT_VERSION: &str = "UPDATE records SET value = $2, version = v
      WHERE key = $1 AND (expires_at IS NULL OR expires_at > $4) AND version = $5 RETURNING version";
 pub const RECORD_GET: &str =
     "SELECT value, version FROM records WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)";
+/// The live records whose key starts with `$1`, by key. The records table holds a few
+/// small documents, so the prefix test needs no index.
+pub const RECORD_LIST: &str = "SELECT key, value, version FROM records \
+     WHERE substr(key, 1, length($1)) = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY key";
 
 /// Typed access to a row's columns by position.
 pub trait Columns {

@@ -519,6 +519,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// A live record (not expired at `now`).
     async fn record_get(&self, key: &str, now: Timestamp) -> StoreResult<Option<Record>>;
+    /// The live records whose key starts with `prefix`, ordered by key.
+    async fn record_list(&self, prefix: &str, now: Timestamp) -> StoreResult<Vec<Record>>;
     /// Write a record if `condition` holds, else `RecordConflict`.
     async fn record_put(&self, p: RecordPut) -> StoreResult<Record>;
     async fn record_delete(&self, key: &str) -> StoreResult<()>;

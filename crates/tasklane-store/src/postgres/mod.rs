@@ -1325,6 +1325,12 @@ impl Store for PgStore {
         Ok(row.map(|r| Record { key: key.to_string(), value: r.get(0), version: r.get(1) }))
     }
 
+    async fn record_list(&self, prefix: &str, now: Timestamp) -> StoreResult<Vec<Record>> {
+        let client = self.client().await?;
+        let rows = client.query(columns::RECORD_LIST, &[&prefix, &now.0]).await.map_err(backend)?;
+        Ok(rows.iter().map(|r| Record { key: r.get(0), value: r.get(1), version: r.get(2) }).collect())
+    }
+
     async fn record_put(&self, p: RecordPut) -> StoreResult<Record> {
         let client = self.client().await?;
         let expires = p.expires_at.map(|t| t.0);

@@ -150,10 +150,36 @@ fn open(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Make the database file, and its WAL and shared-memory files if they exist, readable by
+/// their owner only: the store holds the token signing keys. SQLite gives the WAL and
+/// shared-memory files it creates the database file's mode, so a new file made 0600
+/// keeps them 0600 too. Looser files from before are tightened, with a warning.
+fn owner_only(path: &Path) -> StoreResult<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let create = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path);
+        create.map_err(|e| StoreError::Unavailable(format!("open {}: {e}", path.display())))?;
+        let names = ["", "-wal", "-shm", "-journal"];
+        for suffix in names {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            let Ok(meta) = std::fs::metadata(&file) else { continue };
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(file = %file.display(), mode = format!("{mode:o}"), "the store file was readable by others; made it 0600");
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| StoreError::Unavailable(format!("restrict {}: {e}", file.display())))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Open (creating if needed) the database file at `path` and start its threads.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<SqliteStore> {
         let path = path.as_ref().to_path_buf();
+        owner_only(&path)?;
         let write_conn = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE)
             .map_err(|e| StoreError::Unavailable(format!("open {}: {e}", path.display())))?;
         write_conn.execute_batch(SCHEMA).map_err(backend)?;
@@ -1352,6 +1378,21 @@ impl Store for SqliteStore {
                         Ok(Record { key: key.clone(), value: r.get(0)?, version: r.get(1)? })
                     })
                     .optional()
+                })
+                .map_err(backend)
+        })
+        .await
+    }
+
+    async fn record_list(&self, prefix: &str, now: Timestamp) -> StoreResult<Vec<Record>> {
+        let prefix = prefix.to_string();
+        self.read(move |conn| {
+            conn.prepare_cached(&columns::RECORD_LIST.replace('$', "?"))
+                .and_then(|mut s| {
+                    s.query_map(params![prefix, now.0], |r| {
+                        Ok(Record { key: r.get(0)?, value: r.get(1)?, version: r.get(2)? })
+                    })
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 })
                 .map_err(backend)
         })

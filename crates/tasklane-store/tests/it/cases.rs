@@ -662,6 +662,18 @@ pub async fn records_are_versioned_conditional_and_expire(store: Arc<dyn Store>)
 
     store.record_delete("a").await.unwrap();
     assert_eq!(store.record_get("a", at(0)).await.unwrap(), None);
+
+    // Listing by prefix: live records only, in key order, and nothing outside the prefix.
+    for key in ["tok:b", "tok:a", "tok_x", "to", "tok:c"] {
+        store.record_put(put(key, key, RecordCondition::Always, None)).await.unwrap();
+    }
+    store.record_put(put("tok:old", "x", RecordCondition::Always, Some(at(5)))).await.unwrap();
+    let listed = store.record_list("tok:", at(10)).await.unwrap();
+    let keys: Vec<&str> = listed.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["tok:a", "tok:b", "tok:c"]);
+    assert_eq!(listed[0].value, b"tok:a");
+    assert_eq!(store.record_list("tok:", at(0)).await.unwrap().len(), 4, "not yet expired: listed");
+    assert!(store.record_list("nothing:", at(0)).await.unwrap().is_empty());
 }
 
 fn job(id: &str, q: &str, total: i64, policy: FailurePolicy) -> Job {
