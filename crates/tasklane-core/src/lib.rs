@@ -1,6 +1,7 @@
 //! Pure rules of tasklane: names, queue and task configuration, validation, backoff,
 //! the give-up rule, rate limiting and status mapping. No IO, no async, no wire formats.
 
+pub mod access;
 pub mod clock;
 pub mod header;
 pub mod job;

@@ -180,12 +180,21 @@ pub fn wake_relay(store: PgStore, stop: watch::Receiver<bool>) -> mpsc::Unbounde
     tx
 }
 
-/// Deliver notifications from other nodes to this node's dispatcher.
-pub fn listen(store: &PgStore, dispatcher: Dispatcher) {
+/// Deliver notifications from other nodes: wake-ups to this node's dispatcher, changes of
+/// tokens or identities to its `Access`. An empty notice (the listener reconnected, and
+/// may have missed some) goes to both.
+pub fn listen(store: &PgStore, dispatcher: Dispatcher, access: Arc<crate::access::Access>) {
     let mut rx = store.listen();
     tokio::spawn(async move {
-        while let Some(queue) = rx.recv().await {
-            dispatcher.woken(&queue);
+        while let Some(notice) = rx.recv().await {
+            if notice == crate::access::CHANGED_NOTICE {
+                access.invalidate();
+                continue;
+            }
+            if notice.is_empty() {
+                access.invalidate();
+            }
+            dispatcher.woken(&notice);
         }
     });
 }

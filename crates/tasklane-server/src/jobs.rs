@@ -64,6 +64,8 @@ pub struct Jobs {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     dispatcher: Dispatcher,
+    /// Which identities job tasks may use; `None`: any.
+    access: Option<Arc<crate::access::Access>>,
 }
 
 /// A queue named in full, or by its id in the default project and location.
@@ -93,7 +95,13 @@ fn not_found(e: StoreError) -> Status {
 
 impl Jobs {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, dispatcher: Dispatcher) -> Jobs {
-        Jobs { store, clock, dispatcher }
+        Jobs { store, clock, dispatcher, access: None }
+    }
+
+    /// Check the identities job tasks ask tokens for against `access`.
+    pub fn with_access(mut self, access: Arc<crate::access::Access>) -> Self {
+        self.access = Some(access);
+        self
     }
 
     /// Create a job and its tasks, all or nothing. Returns the job and whether it already
@@ -111,6 +119,13 @@ impl Jobs {
             )));
         }
         job::check_labels(&spec.labels)?;
+        if let Some(access) = &self.access {
+            for t in &spec.tasks {
+                if let JobTask::Push(t) = t {
+                    access.check_identity(t.auth.as_ref(), &t.url).await?;
+                }
+            }
+        }
         if let Some(key) = &spec.idempotency_key
             && (key.is_empty() || key.len() > 200)
         {

@@ -1,12 +1,15 @@
 //! The tasklane server: the Cloud Tasks service, the dispatcher, the REST API and the
 //! background maintenance, assembled by `Server::start`.
 
+pub mod access;
 mod admin;
 pub mod callbacks;
 pub mod cluster;
+pub mod connections;
 pub mod dead_letters;
 pub mod dispatch;
 pub mod grpc;
+pub mod guard;
 pub mod jobs;
 pub mod oidc;
 pub mod operations;
@@ -16,6 +19,7 @@ pub mod pull;
 pub mod rest;
 pub mod service;
 pub mod v1;
+pub mod v1_access;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use cluster::ClusterConfig;
+pub use connections::ConnectionLimits;
 pub use dispatch::{DispatchConfig, Dispatcher};
 pub use service::CloudTasks;
 
@@ -63,12 +68,19 @@ pub struct ServerConfig {
     pub dead_letter_retention: Duration,
     /// Most push requests in flight to one destination (scheme, host, port); 0: no cap.
     pub max_connections_per_host: usize,
+    /// Limits on the API port's connections: how many, and how long a client may take.
+    pub connections: ConnectionLimits,
+    /// A certificate and key (PEM files) to serve the API over TLS instead of cleartext.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Serve requests without a token while no token exists, on a listen address that is
+    /// not loopback (loopback is open that way by default).
+    pub allow_unauthenticated: bool,
 }
 
-/// `http://ADDR`, with a wildcard address replaced by loopback.
-fn default_public_url(addr: SocketAddr) -> String {
+/// `http://ADDR` (or `https://`), with a wildcard address replaced by loopback.
+fn default_public_url(addr: SocketAddr, tls: bool) -> String {
     let ip = if addr.ip().is_unspecified() { std::net::IpAddr::from([127, 0, 0, 1]) } else { addr.ip() };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    format!("{}://{}", if tls { "https" } else { "http" }, SocketAddr::new(ip, addr.port()))
 }
 
 impl Default for ServerConfig {
@@ -84,6 +96,9 @@ impl Default for ServerConfig {
             public_url: None,
             dead_letter_retention: Duration::from_secs(30 * 24 * 3600),
             max_connections_per_host: dispatch::DEFAULT_MAX_CONNECTIONS_PER_HOST,
+            connections: ConnectionLimits::default(),
+            tls: None,
+            allow_unauthenticated: false,
         }
     }
 }
@@ -105,6 +120,17 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Http(String),
+    #[error("{0}")]
+    Tls(String),
+    #[error(
+        "tasklane would serve {0} with no credential: anyone who reaches it could create tasks and have \
+         tasklane sign tokens for any identity. Create an API token first (tasklane tokens create admin \
+         --scope admin, with this --data-dir or --database-url), or pass --allow-unauthenticated if the \
+         network itself is trusted"
+    )]
+    Unauthenticated(SocketAddr),
+    #[error("read the API tokens: {0}")]
+    Access(String),
 }
 
 /// A database URL with its password hidden, for messages.
@@ -131,6 +157,8 @@ pub struct Server {
     pub local_addr: SocketAddr,
     /// This node's id in a cluster; `None` on the embedded store.
     pub node_id: Option<String>,
+    /// Whether the API is served over TLS.
+    pub tls: bool,
     store: Arc<dyn Store>,
     dispatcher: Dispatcher,
     stop: watch::Sender<bool>,
@@ -151,6 +179,10 @@ impl Server {
     /// Open the store, start the dispatcher and serve the API.
     pub async fn start(config: ServerConfig) -> Result<Server, StartError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(connections::tls_acceptor(cert, key).map_err(StartError::Tls)?),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| StartError::Listen { addr: config.listen, source })?;
@@ -159,11 +191,16 @@ impl Server {
         let dispatch_config = DispatchConfig {
             lease_grace: config.lease_grace,
             tombstone_window: config.tombstone_window,
-            token_issuer: config.public_url.clone().unwrap_or_else(|| default_public_url(local_addr)),
+            token_issuer: config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| default_public_url(local_addr, config.tls.is_some())),
             max_connections_per_host: config.max_connections_per_host,
         };
         let (stop, stop_rx) = watch::channel(false);
 
+        let mut relay = None;
+        let mut pg_listen = None;
         let (store, dispatcher, backend, node_id): (Arc<dyn Store>, Dispatcher, Backend, Option<String>) = match &config
             .database_url
         {
@@ -186,8 +223,9 @@ impl Server {
                 let store: Arc<dyn Store> = Arc::new(pg.clone());
                 let node_id = new_node_id(&*clock);
                 let notifier = cluster::wake_relay(pg.clone(), stop_rx.clone());
+                relay = Some(notifier.clone());
+                pg_listen = Some(pg.clone());
                 let dispatcher = Dispatcher::clustered(store.clone(), clock.clone(), client, dispatch_config, notifier);
-                cluster::listen(&pg, dispatcher.clone());
                 let keeper = cluster::OwnershipKeeper {
                     store: store.clone(),
                     clock: clock.clone(),
@@ -200,27 +238,36 @@ impl Server {
                 (store, dispatcher, Backend::Cluster { node_id: node_id.clone(), keeper }, Some(node_id))
             }
         };
-        let service = CloudTasks::new(store.clone(), clock.clone(), dispatcher.clone(), config.tombstone_window);
+        let open = local_addr.ip().is_loopback() || config.allow_unauthenticated;
+        let refresh = if relay.is_some() { access::REFRESH_CLUSTER } else { access::REFRESH_EMBEDDED };
+        let access = Arc::new(access::Access::new(store.clone(), clock.clone(), open, refresh));
+        if access.required().await.map_err(|e| StartError::Access(e.message))?
+            && access.token_list().await.map_err(|e| StartError::Access(e.message))?.is_empty()
+        {
+            return Err(StartError::Unauthenticated(local_addr));
+        }
+        if let Some(relay) = &relay {
+            access.announce_with(relay.clone());
+        }
+        if let Some(pg) = &pg_listen {
+            cluster::listen(pg, dispatcher.clone(), access.clone());
+        }
+        let service = CloudTasks::new(store.clone(), clock.clone(), dispatcher.clone(), config.tombstone_window)
+            .with_access(access.clone());
         let app = Router::new()
             .merge(admin::router(store.clone(), clock.clone(), config.cluster.lease))
             .merge(admin::oidc_router(dispatcher.signer()))
             .merge(v1::router(v1::V1 {
-                jobs: jobs::Jobs::new(store.clone(), clock.clone(), dispatcher.clone()),
+                jobs: jobs::Jobs::new(store.clone(), clock.clone(), dispatcher.clone()).with_access(access.clone()),
                 dead: dead_letters::DeadLetters::new(store.clone(), clock.clone(), dispatcher.clone()),
                 pull: pull::Pull::new(store.clone(), clock.clone(), dispatcher.clone(), config.tombstone_window),
                 tasks: service.clone(),
             }))
-            .merge(api(service));
+            .merge(api(service))
+            .merge(v1_access::router(access.clone()))
+            .layer(axum::middleware::from_fn_with_state(access, guard::check));
 
-        let mut http_stop = stop_rx.clone();
-        let http = tokio::spawn(async move {
-            let graceful = async move {
-                let _ = http_stop.changed().await;
-            };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(graceful).await {
-                tracing::error!(error = %e, "http server stopped");
-            }
-        });
+        let http = tokio::spawn(connections::serve(listener, app, config.connections.clone(), tls, stop_rx.clone()));
         let sender = callbacks::CallbackSender {
             store: store.clone(),
             clock: clock.clone(),
@@ -234,6 +281,7 @@ impl Server {
         Ok(Server {
             local_addr,
             node_id,
+            tls: config.tls.is_some(),
             store,
             dispatcher,
             stop,
@@ -264,8 +312,27 @@ impl Server {
     }
 }
 
+/// Create the embedded store's directory, readable by its owner only (0700): it holds the
+/// keys tasklane signs tokens with. A looser directory from before is tightened, with a warning.
+pub fn secure_data_dir(data_dir: &std::path::Path) -> Result<(), StartError> {
+    let failed = |source| StartError::DataDir { path: data_dir.to_path_buf(), source };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir).map_err(failed)?;
+        let mode = std::fs::metadata(data_dir).map_err(failed)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %data_dir.display(), mode = format!("{mode:o}"), "the data directory was open to others; made it 0700");
+            std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
+        }
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(data_dir).map_err(failed)?;
+    Ok(())
+}
+
 fn open_embedded(data_dir: &std::path::Path) -> Result<(SqliteStore, std::fs::File), StartError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir { path: data_dir.to_path_buf(), source })?;
+    secure_data_dir(data_dir)?;
     let lock_path = data_dir.join("tasklane.lock");
     let lock = std::fs::OpenOptions::new()
         .create(true)

@@ -17,6 +17,7 @@ use tasklane_store::{
     TaskClaimByName, TaskCreate, TaskDelete, TaskList, TaskLookup,
 };
 
+use crate::access::Access;
 use crate::dispatch::Dispatcher;
 use crate::page_token;
 
@@ -38,6 +39,8 @@ pub struct CloudTasks {
     dispatcher: Dispatcher,
     tombstone_window: Duration,
     id_counter: Arc<AtomicU64>,
+    /// Which identities tasks may use; `None` (tests of a bare service): any.
+    access: Option<Arc<Access>>,
 }
 
 /// Map a store failure to what the caller sees.
@@ -81,7 +84,21 @@ impl CloudTasks {
         dispatcher: Dispatcher,
         tombstone_window: Duration,
     ) -> Self {
-        CloudTasks { store, clock, dispatcher, tombstone_window, id_counter: Arc::new(AtomicU64::new(0)) }
+        CloudTasks { store, clock, dispatcher, tombstone_window, id_counter: Arc::new(AtomicU64::new(0)), access: None }
+    }
+
+    /// Check the identities tasks and queues ask tokens for against `access`.
+    pub fn with_access(mut self, access: Arc<Access>) -> Self {
+        self.access = Some(access);
+        self
+    }
+
+    /// Whether a task (or a queue's target) may carry `auth` to `url`.
+    pub async fn check_identity(&self, auth: Option<&tasklane_core::AuthToken>, url: &str) -> Result<(), Status> {
+        match &self.access {
+            Some(a) => a.check_identity(auth, url).await,
+            None => Ok(()),
+        }
     }
 
     pub fn now(&self) -> Timestamp {
@@ -128,6 +145,7 @@ impl CloudTasks {
             )));
         }
         let mut queue = spec.resolve(queue_name, QueueState::Running, None)?;
+        self.check_identity(queue.http_target.as_ref().and_then(|t| t.auth.as_ref()), "").await?;
         queue.kind = kind;
         let queue = self.store.queue_create(QueueCreate { queue, now: self.now() }).await.map_err(store_status)?;
         self.dispatcher.queue_changed(queue.clone());
@@ -194,6 +212,7 @@ impl CloudTasks {
         let merged = QueueSpec::apply_mask(base, patch, mask.as_deref())?;
         let (state, purge_time) = existing.map_or((QueueState::Running, None), |q| (q.state, q.purge_time));
         let queue = merged.resolve(queue_name, state, purge_time)?;
+        self.check_identity(queue.http_target.as_ref().and_then(|t| t.auth.as_ref()), "").await?;
         let queue = self
             .store
             .queue_settings_put(QueueSettingsPut { queue, create_if_missing: true, now: self.now() })
@@ -242,6 +261,7 @@ impl CloudTasks {
         let queue_name = QueueName::parse(parent)?;
         let now = self.now();
         let task = spec.validate(&queue_name, now, || self.generate_id())?;
+        self.check_identity(task.http_request.auth.as_ref(), &task.http_request.url).await?;
         let task = self.store.task_create(TaskCreate { task, now }).await.map_err(|e| match e {
             StoreError::QueueNotFound => Status::failed_precondition("Queue does not exist."),
             StoreError::TaskTombstoned => Status::already_exists(TASK_TOO_RECENT),

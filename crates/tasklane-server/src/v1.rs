@@ -21,6 +21,7 @@ use tasklane_store::{Callback, DeadLetter, DeadLetterSelect, JobEvent, JobReport
 
 use crate::dead_letters::DeadLetters;
 use crate::dispatch::JOB_TOKEN_HEADER;
+use crate::guard::principal_of;
 use crate::jobs::{JobQuery, JobSpec, JobTask, Jobs, WorkerReport};
 use crate::pull::{Failed, LeaseRef, LeaseRequest, Leased, Pull};
 use crate::rest::ApiError;
@@ -36,6 +37,22 @@ const EVENT_PAGE: usize = 500;
 const STREAM_POLL: Duration = Duration::from_secs(5);
 
 type ApiResult = Result<Response, ApiError>;
+
+/// The caller, as the guard found it.
+type Who = Option<axum::Extension<crate::access::Principal>>;
+
+/// A list or stream across queues: a token limited to some queues must name one of them.
+fn within_filter(who: &crate::access::Principal, queue: Option<String>) -> Result<(), Status> {
+    match queue {
+        Some(q) => who.within(&q),
+        None => who.within("").map_err(|_| {
+            Status::new(
+                tasklane_core::Code::PermissionDenied,
+                "Permission denied: this API token is limited to some projects or queues; name one with ?queue=",
+            )
+        }),
+    }
+}
 
 /// The OpenAPI document of this API, served at `/v1/openapi.json`.
 const OPENAPI: &str = include_str!("openapi.json");
@@ -267,15 +284,18 @@ fn callback_json(c: &Callback) -> Value {
     })
 }
 
-async fn create_job(State(jobs): State<Jobs>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+async fn create_job(State(jobs): State<Jobs>, who: Who, body: Result<Bytes, BytesRejection>) -> ApiResult {
     let spec = job_spec(&body_json(body)?)?;
+    principal_of(who).within(&crate::jobs::queue_name(&spec.queue)?.to_string())?;
     let (job, existed) = jobs.create(spec).await?;
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, axum::Json(job_json(&job))).into_response())
 }
 
-async fn get_job(State(jobs): State<Jobs>, Path(id): Path<String>) -> ApiResult {
-    let mut out = job_json(&jobs.get(&id).await?);
+async fn get_job(State(jobs): State<Jobs>, who: Who, Path(id): Path<String>) -> ApiResult {
+    let job = jobs.get(&id).await?;
+    principal_of(who).within(&job.queue.to_string())?;
+    let mut out = job_json(&job);
     let callbacks = jobs.callbacks(&id).await?;
     if !callbacks.is_empty() {
         out["callbacks"] = Value::Array(callbacks.iter().map(callback_json).collect());
@@ -283,14 +303,21 @@ async fn get_job(State(jobs): State<Jobs>, Path(id): Path<String>) -> ApiResult 
     Ok(axum::Json(out).into_response())
 }
 
-async fn job_verb(State(jobs): State<Jobs>, Path(segment): Path<String>) -> ApiResult {
+async fn job_verb(State(jobs): State<Jobs>, who: Who, Path(segment): Path<String>) -> ApiResult {
     match segment.split_once(':') {
-        Some((id, "cancel")) => Ok(axum::Json(job_json(&jobs.cancel(id).await?)).into_response()),
+        Some((id, "cancel")) => {
+            principal_of(who).within(&jobs.get(id).await?.queue.to_string())?;
+            Ok(axum::Json(job_json(&jobs.cancel(id).await?)).into_response())
+        }
         _ => Err(Status::not_found(format!("Unknown method POST /v1/jobs/{segment}; jobs support :cancel")).into()),
     }
 }
 
-async fn list_jobs(State(jobs): State<Jobs>, q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> ApiResult {
+async fn list_jobs(
+    State(jobs): State<Jobs>,
+    who: Who,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
     let Query(pairs) = q.map_err(|e| Status::invalid_argument(format!("Invalid query string: {e}")))?;
     let mut query = JobQuery::default();
     for (k, v) in &pairs {
@@ -332,6 +359,8 @@ async fn list_jobs(State(jobs): State<Jobs>, q: Result<Query<Vec<(String, String
             }
         }
     }
+    let limited_to = query.queue.as_deref().map(crate::jobs::queue_name).transpose()?.map(|q| q.to_string());
+    within_filter(&principal_of(who), limited_to)?;
     let (list, next) = jobs.list(query).await?;
     let mut out = json!({ "jobs": list.iter().map(job_json).collect::<Vec<_>>() });
     if !next.is_empty() {
@@ -467,13 +496,14 @@ impl Watch {
 /// number. Resumes after `Last-Event-ID` (or `?after=N`). Ends once the job has finished.
 async fn job_events(
     State(jobs): State<Jobs>,
+    who: Who,
     Path(id): Path<String>,
     headers: HeaderMap,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let Query(pairs) = q.map_err(|e| Status::invalid_argument(format!("Invalid query string: {e}")))?;
     let changes = jobs.changes();
-    jobs.get(&id).await?;
+    principal_of(who).within(&jobs.get(&id).await?.queue.to_string())?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -694,7 +724,11 @@ impl Dashboard {
 /// `GET /v1/events?queue=Q&label=KEY:VALUE`: the changes of every job that matches, from now
 /// on, for dashboards. Event ids are `JOB:SEQ`; to catch up on one job after a disconnect,
 /// read that job's own stream.
-async fn all_events(State(jobs): State<Jobs>, q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> ApiResult {
+async fn all_events(
+    State(jobs): State<Jobs>,
+    who: Who,
+    q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
     let Query(pairs) = q.map_err(|e| Status::invalid_argument(format!("Invalid query string: {e}")))?;
     let mut filter = JobFilter { queue: None, label: None };
     for (k, v) in pairs {
@@ -706,6 +740,8 @@ async fn all_events(State(jobs): State<Jobs>, q: Result<Query<Vec<(String, Strin
                 })?;
                 filter.label = Some((key.to_string(), value.to_string()));
             }
+            // The guard read it: a browser's EventSource cannot send headers.
+            "access_token" => {}
             other => {
                 return Err(Status::invalid_argument(format!(
                     "Unknown query parameter \"{other}\"; the event stream is filtered by queue and label"
@@ -714,6 +750,7 @@ async fn all_events(State(jobs): State<Jobs>, q: Result<Query<Vec<(String, Strin
             }
         }
     }
+    within_filter(&principal_of(who), filter.queue.as_ref().map(|q| q.to_string()))?;
     let dashboard = Dashboard {
         changes: jobs.changes(),
         since: jobs.now(),
@@ -730,6 +767,7 @@ async fn all_events(State(jobs): State<Jobs>, q: Result<Query<Vec<(String, Strin
 /// (the default) or `pull`. The type is fixed once the queue exists.
 async fn create_queue(
     State(tasks): State<crate::service::CloudTasks>,
+    who: Who,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let mut body = body_json(body)?;
@@ -741,6 +779,7 @@ async fn create_queue(
     };
     let (name, spec) = crate::rest::wire::queue_spec("queue", Some(&body))?;
     let full = crate::jobs::queue_name(&name)?;
+    principal_of(who).within(&full.to_string())?;
     let queue = tasks.create_queue_of_kind(&full.parent.to_string(), &full.to_string(), spec, kind).await?;
     let mut out = crate::rest::wire::queue_json(&queue, crate::rest::wire::Render::default());
     out["type"] = json!(queue.kind.as_str());

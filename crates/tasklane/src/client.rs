@@ -16,6 +16,9 @@ pub struct ClientArgs {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+    /// An API token, sent as `Authorization: Bearer` (needed once the server has tokens).
+    #[arg(long, global = true, env = "TASKLANE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,6 +49,14 @@ impl ClientArgs {
         }
     }
 
+    /// `request` with this client's token, if it has one.
+    pub fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
     /// Call the Cloud Tasks API at `/v2/{path}`.
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         self.call_url(method, &format!("v2/{path}"), body).await
@@ -55,7 +66,7 @@ impl ClientArgs {
     pub async fn call_url(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let client = http_client()?;
         let url = format!("{}/{path}", self.endpoint.trim_end_matches('/'));
-        let mut request = client.request(method, &url);
+        let mut request = self.authorized(client.request(method, &url));
         if let Some(body) = body {
             request = request.header("content-type", "application/json").body(body.to_string());
         }

@@ -249,7 +249,7 @@ async fn watch(client: &ClientArgs, id: &str) -> anyhow::Result<String> {
     let mut last_job = client.call_url(Method::GET, &format!("v1/jobs/{id}"), None).await?;
     let mut failures = 0;
     loop {
-        let mut request = http.get(&url);
+        let mut request = client.authorized(http.get(&url));
         if let Some(last) = &last_id {
             request = request.header("Last-Event-ID", last);
         }

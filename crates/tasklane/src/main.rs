@@ -1,6 +1,7 @@
 //! The `tasklane` command: `serve` runs the server; the other commands are clients of
 //! its APIs (`queues` and `tasks` mirror `gcloud tasks`).
 
+mod access;
 mod bench;
 mod client;
 mod cluster;
@@ -40,6 +41,12 @@ enum Command {
     Work(work::WorkArgs),
     /// Measure throughput, latency and rate accuracy on this machine.
     Bench(bench::BenchArgs),
+    /// Make, list and revoke API tokens.
+    #[command(subcommand)]
+    Tokens(access::TokensCommand),
+    /// Choose which service accounts and audiences tasks may ask tokens for.
+    #[command(subcommand)]
+    Identities(access::IdentitiesCommand),
     /// Inspect a cluster of tasklane nodes.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -69,6 +76,8 @@ fn main() -> std::process::ExitCode {
             Command::Work(args) => work::run(args).await,
             Command::DeadLetters(cmd) => jobs::run_dead_letters(cmd).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Tokens(cmd) => access::run_tokens(cmd).await,
+            Command::Identities(cmd) => access::run_identities(cmd).await,
         }
     });
     match result {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use tasklane_server::{Server, ServerConfig};
+use tasklane_server::{ConnectionLimits, Server, ServerConfig};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -40,6 +40,28 @@ pub struct ServeArgs {
     /// free connection. 0 removes the cap.
     #[arg(long, env = "TASKLANE_MAX_CONNECTIONS_PER_HOST", default_value_t = tasklane_server::dispatch::DEFAULT_MAX_CONNECTIONS_PER_HOST)]
     max_connections_per_host: usize,
+    /// A PEM certificate (chain) to serve the API over TLS (with `--tls-key`); HTTP/2 and
+    /// HTTP/1.1 are offered by ALPN.
+    #[arg(long, env = "TASKLANE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, env = "TASKLANE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Most API connections open at once; more are closed when accepted.
+    #[arg(long, env = "TASKLANE_MAX_CONNECTIONS", default_value_t = ConnectionLimits::default().max_connections)]
+    max_connections: usize,
+    /// Time a client has to send a request header (also an idle HTTP/1.1 connection's
+    /// life, and a TLS handshake's).
+    #[arg(long, env = "TASKLANE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = crate::client::parse_cli_duration)]
+    header_read_timeout: std::time::Duration,
+    /// Time a client has to send a request body after its header.
+    #[arg(long, env = "TASKLANE_BODY_READ_TIMEOUT", default_value = "60s", value_parser = crate::client::parse_cli_duration)]
+    body_read_timeout: std::time::Duration,
+    /// Serve requests without an API token while none exists, although the listen address
+    /// is not loopback. Only for a network that is itself trusted: anyone who reaches the
+    /// port can then create tasks and have tasklane sign tokens for any identity.
+    #[arg(long, env = "TASKLANE_ALLOW_UNAUTHENTICATED")]
+    allow_unauthenticated: bool,
     /// How long shutdown waits for deliveries in flight.
     #[arg(long, env = "TASKLANE_SHUTDOWN_GRACE", default_value = "10s", value_parser = crate::client::parse_cli_duration)]
     shutdown_grace: std::time::Duration,
@@ -69,6 +91,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         public_url: args.public_url,
         dead_letter_retention: args.dead_letter_retention,
         max_connections_per_host: args.max_connections_per_host,
+        connections: ConnectionLimits {
+            max_connections: args.max_connections,
+            header_read_timeout: args.header_read_timeout,
+            body_read_timeout: args.body_read_timeout,
+            ..ConnectionLimits::default()
+        },
+        tls: args.tls_cert.zip(args.tls_key),
+        allow_unauthenticated: args.allow_unauthenticated,
         ..ServerConfig::default()
     };
     let server = Server::start(config).await.context("start tasklane")?;
@@ -77,7 +107,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "tasklane listening on http://{}", server.local_addr);
+        let scheme = if server.tls { "https" } else { "http" };
+        let _ = writeln!(out, "tasklane listening on {scheme}://{}", server.local_addr);
         if let Some(node) = &server.node_id {
             let _ = writeln!(out, "tasklane node {node}");
         }

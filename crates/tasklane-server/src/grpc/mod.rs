@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use tasklane_core::Status;
 
+use crate::access::Principal;
 use crate::operations::BatchCreateItem;
 use crate::service::CloudTasks;
 use messages as m;
@@ -72,24 +73,29 @@ fn unimplemented(path: &str) -> Response<Body> {
     status.into_http::<Body>()
 }
 
-/// Serve one gRPC request.
+/// Serve one gRPC request. The guard has checked the caller's scope for the method; each
+/// method checks the resource its message names against the caller's limits.
 pub async fn serve(s: CloudTasks, req: Request<Body>) -> Response<Body> {
     let path = req.uri().path().to_string();
+    let who = req.extensions().get::<Principal>().cloned().unwrap_or(Principal::Open);
     match path.as_str() {
         "/google.longrunning.Operations/GetOperation" => {
             return unary(req, move |r: m::NameRequest| async move {
+                who.within(&r.name)?;
                 Ok(convert::operation(&s.get_operation(&r.name).await?))
             })
             .await;
         }
         "/google.cloud.location.Locations/GetLocation" => {
             return unary(req, move |r: m::NameRequest| async move {
+                who.within(&r.name)?;
                 Ok(convert::location(&s.get_location(&r.name).await?))
             })
             .await;
         }
         "/google.cloud.location.Locations/ListLocations" => {
             return unary(req, move |r: m::ListLocationsRequest| async move {
+                who.within(&r.name)?;
                 let locations = s.list_locations(&r.name).await?;
                 Ok(m::ListLocationsResponse {
                     locations: locations.iter().map(convert::location).collect(),
@@ -106,6 +112,7 @@ pub async fn serve(s: CloudTasks, req: Request<Body>) -> Response<Body> {
     match method {
         "BatchCreateTasks" => {
             unary(req, move |r: m::BatchCreateTasksRequest| async move {
+                who.within(&r.parent)?;
                 let items = r
                     .requests
                     .into_iter()
@@ -121,45 +128,65 @@ pub async fn serve(s: CloudTasks, req: Request<Body>) -> Response<Body> {
         }
         "BatchDeleteTasks" => {
             unary(req, move |r: m::BatchDeleteTasksRequest| async move {
+                who.within(&r.parent)?;
                 Ok(convert::operation(&s.batch_delete_tasks(&r.parent, r.names, &r.request_id).await?))
             })
             .await
         }
         "GetIamPolicy" => {
-            unary(req, move |r: m::GetIamPolicyRequest| async move { s.get_iam_policy(&r.resource).await }).await
+            unary(req, move |r: m::GetIamPolicyRequest| async move {
+                who.within(&r.resource)?;
+                s.get_iam_policy(&r.resource).await
+            })
+            .await
         }
         "SetIamPolicy" => {
             unary(req, move |r: m::SetIamPolicyRequest| async move {
+                who.within(&r.resource)?;
                 s.set_iam_policy(&r.resource, r.policy, r.update_mask.map(|m| m.paths)).await
             })
             .await
         }
         "TestIamPermissions" => {
             unary(req, move |r: m::TestIamPermissionsRequest| async move {
+                who.within(&r.resource)?;
                 let permissions = s.test_iam_permissions(&r.resource, r.permissions).await?;
                 Ok(m::TestIamPermissionsResponse { permissions })
             })
             .await
         }
-        "GetCmekConfig" => unary(req, move |r: m::NameRequest| async move { s.get_cmek_config(&r.name).await }).await,
+        "GetCmekConfig" => {
+            unary(req, move |r: m::NameRequest| async move {
+                who.within(&r.name)?;
+                s.get_cmek_config(&r.name).await
+            })
+            .await
+        }
         "UpdateCmekConfig" => {
             unary(req, move |r: m::UpdateCmekConfigRequest| async move {
+                who.within(r.cmek_config.as_ref().map_or("", |c| c.name.as_str()))?;
                 s.update_cmek_config(r.cmek_config, r.update_mask.map(|m| m.paths)).await
             })
             .await
         }
         "ListQueues" => {
             unary(req, move |r: m::ListQueuesRequest| async move {
+                who.within(&r.parent)?;
                 let (queues, next) = s.list_queues(&r.parent, &r.filter, r.page_size, &r.page_token).await?;
                 Ok(m::ListQueuesResponse { queues: queues.iter().map(convert::queue).collect(), next_page_token: next })
             })
             .await
         }
         "GetQueue" => {
-            unary(req, move |r: m::NameRequest| async move { Ok(convert::queue(&s.get_queue(&r.name).await?)) }).await
+            unary(req, move |r: m::NameRequest| async move {
+                who.within(&r.name)?;
+                Ok(convert::queue(&s.get_queue(&r.name).await?))
+            })
+            .await
         }
         "CreateQueue" => {
             unary(req, move |r: m::CreateQueueRequest| async move {
+                who.within(&r.parent)?;
                 let (name, spec) = convert::queue_spec(&r.queue.unwrap_or_default())?;
                 Ok(convert::queue(&s.create_queue(&r.parent, &name, spec).await?))
             })
@@ -167,6 +194,7 @@ pub async fn serve(s: CloudTasks, req: Request<Body>) -> Response<Body> {
         }
         "UpdateQueue" => {
             unary(req, move |r: m::UpdateQueueRequest| async move {
+                who.within(r.queue.as_ref().map_or("", |q| q.name.as_str()))?;
                 let (name, spec) = convert::queue_spec(&r.queue.unwrap_or_default())?;
                 let mask = r.update_mask.map(|m| m.paths);
                 Ok(convert::queue(&s.update_queue(&name, spec, mask).await?))
@@ -175,23 +203,36 @@ pub async fn serve(s: CloudTasks, req: Request<Body>) -> Response<Body> {
         }
         "DeleteQueue" => {
             unary(req, move |r: m::NameRequest| async move {
+                who.within(&r.name)?;
                 s.delete_queue(&r.name).await?;
                 Ok(())
             })
             .await
         }
         "PurgeQueue" => {
-            unary(req, move |r: m::NameRequest| async move { Ok(convert::queue(&s.purge_queue(&r.name).await?)) }).await
+            unary(req, move |r: m::NameRequest| async move {
+                who.within(&r.name)?;
+                Ok(convert::queue(&s.purge_queue(&r.name).await?))
+            })
+            .await
         }
         "PauseQueue" => {
-            unary(req, move |r: m::NameRequest| async move { Ok(convert::queue(&s.pause_queue(&r.name).await?)) }).await
+            unary(req, move |r: m::NameRequest| async move {
+                who.within(&r.name)?;
+                Ok(convert::queue(&s.pause_queue(&r.name).await?))
+            })
+            .await
         }
         "ResumeQueue" => {
-            unary(req, move |r: m::NameRequest| async move { Ok(convert::queue(&s.resume_queue(&r.name).await?)) })
-                .await
+            unary(req, move |r: m::NameRequest| async move {
+                who.within(&r.name)?;
+                Ok(convert::queue(&s.resume_queue(&r.name).await?))
+            })
+            .await
         }
         "ListTasks" => {
             unary(req, move |r: m::ListTasksRequest| async move {
+                who.within(&r.parent)?;
                 let view = convert::view(r.response_view);
                 let (tasks, next) = s.list_tasks(&r.parent, r.page_size, &r.page_token, view).await?;
                 Ok(m::ListTasksResponse {
@@ -203,6 +244,7 @@ pub async fn serve(s: CloudTasks, req: Request<Body>) -> Response<Body> {
         }
         "GetTask" => {
             unary(req, move |r: m::NameViewRequest| async move {
+                who.within(&r.name)?;
                 let view = convert::view(r.response_view);
                 Ok(convert::task(&s.get_task(&r.name, view).await?, view))
             })
@@ -210,6 +252,7 @@ pub async fn serve(s: CloudTasks, req: Request<Body>) -> Response<Body> {
         }
         "CreateTask" => {
             unary(req, move |r: m::CreateTaskRequest| async move {
+                who.within(&r.parent)?;
                 let view = convert::view(r.response_view);
                 let spec = convert::task_spec(r.task)?;
                 Ok(convert::task(&s.create_task(&r.parent, spec, view).await?, view))
@@ -218,6 +261,7 @@ pub async fn serve(s: CloudTasks, req: Request<Body>) -> Response<Body> {
         }
         "DeleteTask" => {
             unary(req, move |r: m::NameRequest| async move {
+                who.within(&r.name)?;
                 s.delete_task(&r.name).await?;
                 Ok(())
             })
@@ -225,6 +269,7 @@ pub async fn serve(s: CloudTasks, req: Request<Body>) -> Response<Body> {
         }
         "RunTask" => {
             unary(req, move |r: m::NameViewRequest| async move {
+                who.within(&r.name)?;
                 let view = convert::view(r.response_view);
                 Ok(convert::task(&s.run_task(&r.name, view).await?, view))
             })

@@ -11,7 +11,7 @@ use tasklane_store::PgStore;
 use crate::support::{CuttableProxy, PROJECT_LOCATION, TasklaneProcess, Worker, eventually};
 
 /// A URL whose connections use a fresh schema, or `None` when PostgreSQL is not configured.
-async fn fresh_database(tag: &str) -> Option<(String, PgStore, String)> {
+pub(crate) async fn fresh_database(tag: &str) -> Option<(String, PgStore, String)> {
     let Ok(url) = std::env::var("TASKLANE_TEST_DATABASE_URL") else {
         eprintln!("TASKLANE_TEST_DATABASE_URL is not set: skipping the cluster test");
         return None;

@@ -3,9 +3,11 @@
 
 mod cluster;
 mod compat;
+mod connections;
 mod examples;
 mod jobs;
 mod pull;
+mod security;
 mod support;
 mod targets;
 

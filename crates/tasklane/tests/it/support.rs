@@ -64,8 +64,10 @@ impl TasklaneProcess {
     }
 
     fn spawn(extra: &[String], data_dir: PathBuf) -> TasklaneProcess {
+        let listen: &[&str] = if extra.iter().any(|a| a == "--listen") { &[] } else { &["--listen", "127.0.0.1:0"] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_tasklane"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn,tasklane_server=info"])
+            .args(["serve", "--log-level", "warn,tasklane_server=info"])
+            .args(listen)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -80,6 +82,7 @@ impl TasklaneProcess {
         let addr = line
             .trim()
             .strip_prefix("tasklane listening on http://")
+            .or_else(|| line.trim().strip_prefix("tasklane listening on https://"))
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .expect("address");

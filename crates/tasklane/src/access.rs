@@ -1,0 +1,290 @@
+//! `tasklane tokens …` and `tasklane identities …`: API tokens and the identities tasks may
+//! use. Through the API with an admin token, or straight in the store (`--data-dir` or
+//! `--database-url`), which is how the first admin token is made.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use tasklane_core::SystemClock;
+use tasklane_core::access::{Grant, IdentityPolicy, Scope};
+use tasklane_server::access::{Access, CHANGED_NOTICE, token_json};
+use tasklane_store::{PgStore, SqliteStore, Store};
+
+use crate::client::{ClientArgs, Format};
+use crate::output;
+
+#[derive(Subcommand)]
+pub enum TokensCommand {
+    /// Make a token; its secret is printed once and stored only as a hash.
+    Create(CreateArgs),
+    /// List the tokens (never their secrets).
+    List(Target),
+    /// Revoke a token by name or id; it stops working at once.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Subcommand)]
+pub enum IdentitiesCommand {
+    /// Show which service accounts and audiences tasks may ask tokens for.
+    List(Target),
+    /// Allow a service account (exact, or `*@domain`) and/or an audience (exact, or a prefix ending in `*`).
+    Allow(IdentityArgs),
+    /// Remove a service account or audience from the allowed ones.
+    Disallow(IdentityArgs),
+}
+
+/// Where the change is made: the API (default), or straight in a store.
+#[derive(Args)]
+pub struct Target {
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Work on this embedded store directly (while its server runs, too) instead of the API.
+    #[arg(long, conflicts_with = "database_url")]
+    data_dir: Option<std::path::PathBuf>,
+    /// Work on this PostgreSQL database directly instead of the API.
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// A name to know the token by: letters, digits, '.', '_' or '-'.
+    name: String,
+    /// admin (everything), enqueue (create and read tasks and jobs), read, or worker (pull leases and acknowledgements).
+    #[arg(long)]
+    scope: String,
+    /// Limit the token to this project (repeatable).
+    #[arg(long = "project-limit", value_name = "PROJECT")]
+    projects: Vec<String>,
+    /// Limit the token to this queue: an id, or a full name (repeatable).
+    #[arg(long = "queue-limit", value_name = "QUEUE")]
+    queues: Vec<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Args)]
+pub struct RevokeArgs {
+    /// The token's name or id.
+    #[arg(value_name = "NAME_OR_ID")]
+    which: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Args)]
+pub struct IdentityArgs {
+    /// A service-account email, or `*@domain`.
+    service_account: Option<String>,
+    /// An audience OIDC tokens may carry, or a prefix ending in `*`.
+    #[arg(long)]
+    audience: Option<String>,
+    #[command(flatten)]
+    target: Target,
+}
+
+/// A store opened for a direct change, and how to tell running servers about it.
+struct Direct {
+    access: Access,
+    pg: Option<PgStore>,
+}
+
+impl Direct {
+    async fn open(t: &Target) -> anyhow::Result<Option<Direct>> {
+        let clock = Arc::new(SystemClock);
+        if let Some(dir) = &t.data_dir {
+            tasklane_server::secure_data_dir(dir)?;
+            let store = SqliteStore::open(dir.join("tasklane.db"))
+                .with_context(|| format!("open the embedded store in {}", dir.display()))?;
+            let store: Arc<dyn Store> = Arc::new(store);
+            return Ok(Some(Direct { access: Access::new(store, clock, true, Duration::ZERO), pg: None }));
+        }
+        if let Some(url) = &t.database_url {
+            let pg = PgStore::connect(url, None).await.context("connect to the database")?;
+            let store: Arc<dyn Store> = Arc::new(pg.clone());
+            return Ok(Some(Direct { access: Access::new(store, clock, true, Duration::ZERO), pg: Some(pg) }));
+        }
+        Ok(None)
+    }
+
+    /// Running nodes on PostgreSQL re-read tokens at once; an embedded server within seconds.
+    async fn announce(&self) {
+        if let Some(pg) = &self.pg {
+            let _ = pg.notify(&[CHANGED_NOTICE.to_string()]).await;
+        }
+    }
+}
+
+pub async fn run_tokens(cmd: TokensCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokensCommand::Create(a) => {
+            let grant = Grant {
+                name: a.name.clone(),
+                scope: Scope::parse(&a.scope).map_err(|e| anyhow::anyhow!(e.message))?,
+                projects: a.projects.clone(),
+                queues: a.queues.clone(),
+            };
+            let made = match Direct::open(&a.target).await? {
+                Some(d) => {
+                    let made = d.access.token_create(grant).await.map_err(|e| anyhow::anyhow!(e.message))?;
+                    d.announce().await;
+                    let mut v = token_json(&made.info);
+                    v["token"] = json!(made.secret);
+                    v
+                }
+                None => {
+                    let body = json!({ "name": a.name, "scope": a.scope, "projects": a.projects, "queues": a.queues });
+                    a.target.client.call_url(reqwest::Method::POST, "v1/tokens", Some(body)).await?
+                }
+            };
+            if a.target.client.format == Format::Json {
+                output::resource(Format::Json, &made);
+            } else {
+                eprintln!(
+                    "Created token {} ({}, scope {}). It is shown only this once; keep it secret:",
+                    output::field(&made, "/name"),
+                    output::field(&made, "/id"),
+                    output::field(&made, "/scope")
+                );
+                println!("{}", output::field(&made, "/token"));
+            }
+        }
+        TokensCommand::List(t) => {
+            let list = match Direct::open(&t).await? {
+                Some(d) => {
+                    let tokens = d.access.token_list().await.map_err(|e| anyhow::anyhow!(e.message))?;
+                    json!({ "tokens": tokens.iter().map(token_json).collect::<Vec<_>>() })
+                }
+                None => t.client.call_url(reqwest::Method::GET, "v1/tokens", None).await?,
+            };
+            if t.client.format == Format::Json {
+                output::resource(Format::Json, &list);
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = list["tokens"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|t| {
+                    let joined = |k: &str| {
+                        let v: Vec<&str> =
+                            t[k].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+                        if v.is_empty() { "-".to_string() } else { v.join(",") }
+                    };
+                    vec![
+                        output::field(t, "/name"),
+                        output::field(t, "/id"),
+                        output::field(t, "/scope"),
+                        joined("projects"),
+                        joined("queues"),
+                        output::field(t, "/createTime"),
+                    ]
+                })
+                .collect();
+            output::table(&["NAME", "ID", "SCOPE", "PROJECTS", "QUEUES", "CREATED"], &rows);
+        }
+        TokensCommand::Revoke(a) => {
+            let revoked = match Direct::open(&a.target).await? {
+                Some(d) => {
+                    let info = d.access.token_revoke(&a.which).await.map_err(|e| anyhow::anyhow!(e.message))?;
+                    d.announce().await;
+                    token_json(&info)
+                }
+                None => {
+                    a.target.client.call_url(reqwest::Method::DELETE, &format!("v1/tokens/{}", a.which), None).await?
+                }
+            };
+            if a.target.client.format == Format::Json {
+                output::resource(Format::Json, &revoked);
+            } else {
+                println!("Revoked token {} ({}).", output::field(&revoked, "/name"), output::field(&revoked, "/id"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn policy_json(p: &IdentityPolicy) -> Value {
+    json!({ "service_accounts": p.service_accounts, "audiences": p.audiences })
+}
+
+fn policy_from(v: &Value) -> IdentityPolicy {
+    let list = |k: &str| -> Vec<String> {
+        v[k].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    };
+    IdentityPolicy { service_accounts: list("service_accounts"), audiences: list("audiences") }
+}
+
+async fn policy_read(t: &Target, direct: &Option<Direct>) -> anyhow::Result<IdentityPolicy> {
+    match direct {
+        Some(d) => d.access.identities().await.map_err(|e| anyhow::anyhow!(e.message)),
+        None => Ok(policy_from(&t.client.call_url(reqwest::Method::GET, "v1/identities", None).await?)),
+    }
+}
+
+async fn policy_write(t: &Target, direct: &Option<Direct>, p: IdentityPolicy) -> anyhow::Result<IdentityPolicy> {
+    match direct {
+        Some(d) => {
+            let p = d.access.identities_set(p).await.map_err(|e| anyhow::anyhow!(e.message))?;
+            d.announce().await;
+            Ok(p)
+        }
+        None => {
+            Ok(policy_from(&t.client.call_url(reqwest::Method::PUT, "v1/identities", Some(policy_json(&p))).await?))
+        }
+    }
+}
+
+pub async fn run_identities(cmd: IdentitiesCommand) -> anyhow::Result<()> {
+    let (target, policy) = match cmd {
+        IdentitiesCommand::List(t) => {
+            let direct = Direct::open(&t).await?;
+            let p = policy_read(&t, &direct).await?;
+            (t, p)
+        }
+        IdentitiesCommand::Allow(a) | IdentitiesCommand::Disallow(a)
+            if a.service_account.is_none() && a.audience.is_none() =>
+        {
+            anyhow::bail!("name a service account, an --audience, or both");
+        }
+        IdentitiesCommand::Allow(a) => {
+            let direct = Direct::open(&a.target).await?;
+            let mut p = policy_read(&a.target, &direct).await?;
+            for (list, item) in [(&mut p.service_accounts, &a.service_account), (&mut p.audiences, &a.audience)] {
+                if let Some(item) = item
+                    && !list.contains(item)
+                {
+                    list.push(item.clone());
+                }
+            }
+            let p = policy_write(&a.target, &direct, p).await?;
+            (a.target, p)
+        }
+        IdentitiesCommand::Disallow(a) => {
+            let direct = Direct::open(&a.target).await?;
+            let mut p = policy_read(&a.target, &direct).await?;
+            for (list, item) in [(&mut p.service_accounts, &a.service_account), (&mut p.audiences, &a.audience)] {
+                if let Some(item) = item {
+                    list.retain(|x| x != item);
+                }
+            }
+            let p = policy_write(&a.target, &direct, p).await?;
+            (a.target, p)
+        }
+    };
+    if target.client.format == Format::Json {
+        output::resource(Format::Json, &policy_json(&policy));
+    } else {
+        let none = |v: &Vec<String>| if v.is_empty() { "(none)".to_string() } else { v.join(", ") };
+        println!("service accounts: {}", none(&policy.service_accounts));
+        println!(
+            "audiences:        {}",
+            if policy.audiences.is_empty() { "(any)".into() } else { policy.audiences.join(", ") }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! The API port under clients that misbehave or need more than cleartext: silent and
+//! half-open connections, TLS, and gRPC answers that Nagle's algorithm used to hold back.
+
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use serde_json::json;
+use tasklane_server::grpc::messages as m;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{PROJECT_LOCATION, TasklaneProcess, client, fresh_dir};
+
+#[tokio::test]
+async fn a_thousand_silent_connections_neither_starve_the_api_nor_stay_open() {
+    let server = TasklaneProcess::start_with(&["--header-read-timeout", "2s"]);
+    let mut held = Vec::new();
+    for i in 0..1000 {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+        // Half send the start of a request header and never finish it; half send nothing.
+        if i % 2 == 0 {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.expect("write");
+        }
+        held.push(s);
+    }
+    let started = Instant::now();
+    let health = client().get(format!("http://{}/healthz", server.addr)).timeout(Duration::from_secs(1)).send().await;
+    let health = health.expect("/healthz answers within a second beside 1,000 silent connections");
+    assert_eq!(health.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // Every silent connection is closed by the server once its header timeout passes.
+    for (i, s) in held.iter_mut().enumerate() {
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("connection {i} still open 20 s after a 2 s header timeout"));
+        // A timed-out HTTP/1.1 request may get a 408 before the close; either way it ends.
+        if let Ok(n) = read
+            && n > 0
+        {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(text.starts_with("HTTP/1.1 408"), "connection {i} got {text:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_larger_grpc_answer_is_not_held_back() {
+    let server = TasklaneProcess::start();
+    let api = server.api();
+    api.create_queue("nagle", json!({"state": "PAUSED"})).await;
+    api.queue_verb("nagle", "pause").await;
+    let http = reqwest::Client::builder().http2_prior_knowledge().build().expect("h2c client");
+    let request = m::CreateTaskRequest {
+        parent: format!("{PROJECT_LOCATION}/queues/nagle"),
+        task: Some(m::Task {
+            http_request: Some(m::HttpRequest {
+                url: "http://127.0.0.1:9/work/with/a/longer/path".into(),
+                headers: [("X-Custom".to_string(), "a value that makes the answer larger".to_string())].into(),
+                oidc_token: Some(m::OidcToken {
+                    service_account_email: "worker@project.iam.gserviceaccount.com".into(),
+                    audience: "https://worker.example/audience".into(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        response_view: 2,
+    };
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(request.encoded_len() as u32).to_be_bytes());
+    request.encode(&mut frame).expect("encode");
+    let mut took = Vec::new();
+    for _ in 0..21 {
+        let started = Instant::now();
+        let resp = http
+            .post(format!("http://{}/google.cloud.tasks.v2.CloudTasks/CreateTask", server.addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(frame.clone())
+            .send()
+            .await
+            .expect("call CreateTask");
+        assert_eq!(resp.status(), 200);
+        let body = resp.bytes().await.expect("answer");
+        took.push(started.elapsed());
+        assert!(body.len() > 250, "the answer is {} bytes; the test needs one over ~250", body.len());
+        let task = m::Task::decode(&body[5..]).expect("a task");
+        assert!(task.name.starts_with(&format!("{PROJECT_LOCATION}/queues/nagle/tasks/")));
+    }
+    took.sort();
+    // Nagle's algorithm with delayed ACKs held each such answer ~40 ms; a fix answers in ~1 ms.
+    assert!(took[10] < Duration::from_millis(20), "median CreateTask over gRPC took {:?}", took[10]);
+}
+
+/// A certificate for 127.0.0.1 and localhost: (certificate PEM file, key PEM file).
+pub fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("generate a certificate");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+    (cert_path, key_path)
+}
+
+#[tokio::test]
+async fn tls_serves_rest_over_http1_and_http2_and_refuses_cleartext() {
+    let dir = fresh_dir("tls");
+    let (cert, key) = self_signed(&dir);
+    let server = TasklaneProcess::start_with(&[
+        "--tls-cert",
+        cert.to_str().expect("path"),
+        "--tls-key",
+        key.to_str().expect("path"),
+    ]);
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&cert).expect("read cert")).expect("root");
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    for h2 in [false, true] {
+        let mut builder = reqwest::Client::builder().tls_certs_only([root.clone()]);
+        builder = if h2 { builder } else { builder.http1_only() };
+        let https = builder.build().expect("https client");
+        let resp = https
+            .post(format!("https://127.0.0.1:{}/v2/{PROJECT_LOCATION}/queues", server.addr.port()))
+            .header("content-type", "application/json")
+            .body(json!({"name": format!("{PROJECT_LOCATION}/queues/tls-{h2}")}).to_string())
+            .send()
+            .await
+            .expect("create a queue over TLS");
+        assert_eq!(resp.status(), 200);
+        let want = if h2 { reqwest::Version::HTTP_2 } else { reqwest::Version::HTTP_11 };
+        assert_eq!(resp.version(), want, "ALPN chose the protocol");
+        let discovery = https
+            .get(format!("https://127.0.0.1:{}/.well-known/openid-configuration", server.addr.port()))
+            .send()
+            .await
+            .expect("discovery")
+            .text()
+            .await
+            .expect("discovery body");
+        let discovery: serde_json::Value = serde_json::from_str(&discovery).expect("json");
+        assert_eq!(discovery["issuer"], format!("https://127.0.0.1:{}", server.addr.port()), "the issuer is https");
+    }
+    let cleartext = client().get(format!("http://{}/healthz", server.addr)).send().await;
+    assert!(cleartext.is_err() || cleartext.is_ok_and(|r| !r.status().is_success()), "cleartext is refused");
+    let _ = std::fs::remove_dir_all(dir);
+}

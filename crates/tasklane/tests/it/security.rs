@@ -1,0 +1,474 @@
+//! Safe beyond loopback: API tokens with scopes and limits on every API, the identities
+//! tasks may use, the start-up refusal of an open non-loopback server, and the modes of
+//! the store's files.
+
+use std::process::Command;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{PROJECT_LOCATION, TasklaneProcess, Worker, client, eventually, fresh_dir};
+
+/// One call with an optional bearer token: (HTTP status, body).
+async fn call(base: &str, token: Option<&str>, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = client().request(method, format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b.to_string());
+    }
+    let resp = req.send().await.expect("call tasklane");
+    let status = resp.status().as_u16();
+    (status, serde_json::from_str(&resp.text().await.unwrap_or_default()).unwrap_or(Value::Null))
+}
+
+/// Expect a refusal with this status, Google status name and words.
+async fn refused(
+    base: &str,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    want: (u16, &str, &str),
+) {
+    let (status, v) = call(base, token, method.clone(), path, body).await;
+    assert_eq!(status, want.0, "{method} {path}: {v}");
+    assert_eq!(v["error"]["status"], want.1, "{method} {path}: {v}");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains(want.2), "{method} {path}: expected {:?} in {message:?}", want.2);
+}
+
+/// `tasklane ARGS…`, expecting success; its standard output.
+fn cli(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tasklane")).args(args).output().expect("run tasklane");
+    assert!(out.status.success(), "tasklane {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A gRPC call with an empty `ListQueues` request: the `grpc-status` it ends with.
+async fn grpc_list_queues(addr: std::net::SocketAddr, token: Option<&str>) -> (String, String) {
+    use prost::Message;
+    let http = reqwest::Client::builder().http2_prior_knowledge().build().expect("h2c");
+    let msg =
+        tasklane_server::grpc::messages::ListQueuesRequest { parent: PROJECT_LOCATION.into(), ..Default::default() };
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(msg.encoded_len() as u32).to_be_bytes());
+    msg.encode(&mut frame).expect("encode");
+    let mut req = http
+        .post(format!("http://{addr}/google.cloud.tasks.v2.CloudTasks/ListQueues"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = req.body(frame).send().await.expect("gRPC call");
+    let header = |n: &str| resp.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    // A refusal is trailers-only (its status in the headers); a success has a message,
+    // then its status in trailers, which this client does not show.
+    match header("grpc-status") {
+        Some(status) => (status, header("grpc-message").unwrap_or_default()),
+        None => {
+            let body = resp.bytes().await.expect("answer");
+            let message = tasklane_server::grpc::messages::ListQueuesResponse::decode(body.get(5..).unwrap_or(&[]));
+            assert!(body.len() >= 5 && message.is_ok(), "a ListQueues answer");
+            ("0".into(), String::new())
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_server_beyond_loopback_refuses_to_start_open_and_names_both_ways_out() {
+    let dir = fresh_dir("open");
+    let out = Command::new(env!("CARGO_BIN_EXE_tasklane"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("run tasklane serve");
+    assert!(!out.status.success(), "an open server on 0.0.0.0 must not start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tasklane tokens create") && stderr.contains("--allow-unauthenticated"), "{stderr}");
+
+    // Knowingly open, it starts; with a token made first, it starts and requires it.
+    let open = TasklaneProcess::start_with(&["--listen", "0.0.0.0:0", "--allow-unauthenticated"]);
+    let (status, _) = call(
+        &format!("http://127.0.0.1:{}", open.addr.port()),
+        None,
+        Method::GET,
+        &format!("/v2/{PROJECT_LOCATION}/queues"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let token = cli(&["tokens", "create", "boot", "--scope", "admin", "--data-dir", dir.to_str().expect("dir")]);
+    let closed = Command::new(env!("CARGO_BIN_EXE_tasklane"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let mut closed = KillOnDrop(closed);
+    let line = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(closed.0.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
+        line
+    };
+    let port: u16 = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("listening line");
+    let base = format!("http://127.0.0.1:{port}");
+    refused(
+        &base,
+        None,
+        Method::GET,
+        &format!("/v2/{PROJECT_LOCATION}/queues"),
+        None,
+        (401, "UNAUTHENTICATED", "missing required authentication credential"),
+    )
+    .await;
+    let (status, _) = call(&base, Some(&token), Method::GET, &format!("/v2/{PROJECT_LOCATION}/queues"), None).await;
+    assert_eq!(status, 200);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn tokens_scope_and_limit_every_api_and_revocation_is_immediate() {
+    let server = TasklaneProcess::start();
+    let base = format!("http://{}", server.addr);
+    let v2 = format!("/v2/{PROJECT_LOCATION}");
+    // Open on loopback while no token exists.
+    let (status, _) = call(&base, None, Method::GET, &format!("{v2}/queues"), None).await;
+    assert_eq!(status, 200);
+
+    // The first admin token, made straight in the store while the server runs.
+    let dir = server.data_dir.to_str().expect("dir").to_string();
+    let admin = cli(&["tokens", "create", "boot", "--scope", "admin", "--data-dir", &dir]);
+    assert!(admin.starts_with("tlk_") && admin.len() >= 4 + 43, "{admin}");
+    eventually("the server sees the new token", Duration::from_secs(5), || {
+        let base = base.clone();
+        let v2 = v2.clone();
+        async move { call(&base, None, Method::GET, &format!("{v2}/queues"), None).await.0 == 401 }
+    })
+    .await;
+    refused(
+        &base,
+        None,
+        Method::GET,
+        &format!("{v2}/queues"),
+        None,
+        (401, "UNAUTHENTICATED", "tasklane tokens create"),
+    )
+    .await;
+    refused(
+        &base,
+        Some("tlk_not-a-token"),
+        Method::GET,
+        &format!("{v2}/queues"),
+        None,
+        (401, "UNAUTHENTICATED", "invalid authentication credentials"),
+    )
+    .await;
+    for open in
+        ["/healthz", "/readyz", "/.well-known/jwks.json", "/.well-known/openid-configuration", "/v1/openapi.json"]
+    {
+        assert_eq!(call(&base, None, Method::GET, open, None).await.0, 200, "{open} stays public");
+    }
+    assert_eq!(grpc_list_queues(server.addr, None).await.0, "16", "gRPC without a token: UNAUTHENTICATED");
+    assert_eq!(grpc_list_queues(server.addr, Some("tlk_bogus")).await.0, "16");
+    assert_eq!(grpc_list_queues(server.addr, Some(&admin)).await.0, "0", "gRPC with the admin token");
+
+    // Admin makes the others through the API; the secret is shown once and never listed.
+    let mut tokens = std::collections::HashMap::new();
+    for (name, scope, queues) in [("w", "worker", json!([])), ("e", "enqueue", json!(["a"])), ("r", "read", json!([]))]
+    {
+        let (status, v) = call(
+            &base,
+            Some(&admin),
+            Method::POST,
+            "/v1/tokens",
+            Some(json!({"name": name, "scope": scope, "queues": queues})),
+        )
+        .await;
+        assert_eq!(status, 201, "{v}");
+        tokens.insert(name, v["token"].as_str().expect("secret").to_string());
+    }
+    let (_, listed) = call(&base, Some(&admin), Method::GET, "/v1/tokens", None).await;
+    let listed_text = listed.to_string();
+    assert_eq!(listed["tokens"].as_array().map(Vec::len), Some(4), "{listed}");
+    assert!(tokens.values().chain([&admin]).all(|t| !listed_text.contains(t.as_str())), "no secret is listed");
+    let (w, e, r) = (tokens["w"].as_str(), tokens["e"].as_str(), tokens["r"].as_str());
+
+    for q in ["a", "b"] {
+        let (status, v) = call(
+            &base,
+            Some(&admin),
+            Method::POST,
+            &format!("{v2}/queues"),
+            Some(json!({"name": format!("{PROJECT_LOCATION}/queues/{q}"), "state": "PAUSED"})),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        call(&base, Some(&admin), Method::POST, &format!("{v2}/queues/{q}:pause"), Some(json!({}))).await;
+    }
+    let (status, _) =
+        call(&base, Some(&admin), Method::POST, "/v1/queues", Some(json!({"name": "pulled", "type": "pull"}))).await;
+    assert_eq!(status, 201);
+    let task = json!({"task": {"httpRequest": {"url": "http://127.0.0.1:9/"}}});
+
+    // worker: leases and acknowledges, nothing else.
+    refused(
+        &base,
+        Some(w),
+        Method::POST,
+        &format!("{v2}/queues"),
+        Some(json!({"name": format!("{PROJECT_LOCATION}/queues/c")})),
+        (403, "PERMISSION_DENIED", "scope worker"),
+    )
+    .await;
+    refused(
+        &base,
+        Some(w),
+        Method::POST,
+        &format!("{v2}/queues/a/tasks"),
+        Some(task.clone()),
+        (403, "PERMISSION_DENIED", "needs scope enqueue or admin"),
+    )
+    .await;
+    let (status, v) = call(
+        &base,
+        Some(w),
+        Method::POST,
+        "/v1/queues/pulled/tasks:lease",
+        Some(json!({"max_tasks": 1, "lease_duration": "10s"})),
+    )
+    .await;
+    assert_eq!(status, 200, "a worker token leases: {v}");
+    // enqueue limited to queue a.
+    assert_eq!(call(&base, Some(e), Method::POST, &format!("{v2}/queues/a/tasks"), Some(task.clone())).await.0, 200);
+    refused(
+        &base,
+        Some(e),
+        Method::POST,
+        &format!("{v2}/queues/b/tasks"),
+        Some(task.clone()),
+        (403, "PERMISSION_DENIED", "limited to the queues a"),
+    )
+    .await;
+    refused(
+        &base,
+        Some(e),
+        Method::GET,
+        &format!("{v2}/queues"),
+        None,
+        (403, "PERMISSION_DENIED", "spans the whole project"),
+    )
+    .await;
+    refused(
+        &base,
+        Some(e),
+        Method::POST,
+        &format!("{v2}/queues/a:purge"),
+        Some(json!({})),
+        (403, "PERMISSION_DENIED", "scope enqueue"),
+    )
+    .await;
+    refused(
+        &base,
+        Some(e),
+        Method::POST,
+        "/v1/jobs",
+        Some(json!({"queue": format!("{PROJECT_LOCATION}/queues/b"), "tasks": [{"url": "http://127.0.0.1:9/"}]})),
+        (403, "PERMISSION_DENIED", "limited to the queues a"),
+    )
+    .await;
+    let (status, job) = call(
+        &base,
+        Some(e),
+        Method::POST,
+        "/v1/jobs",
+        Some(json!({"queue": format!("{PROJECT_LOCATION}/queues/a"), "tasks": [{"url": "http://127.0.0.1:9/"}]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{job}");
+    let job_id = job["id"].as_str().expect("job id");
+    assert_eq!(call(&base, Some(e), Method::GET, &format!("/v1/jobs/{job_id}"), None).await.0, 200);
+    refused(&base, Some(e), Method::GET, "/v1/jobs", None, (403, "PERMISSION_DENIED", "?queue=")).await;
+    // read: reads only, and follows event streams with the token in the query.
+    assert_eq!(call(&base, Some(r), Method::GET, &format!("{v2}/queues/a"), None).await.0, 200);
+    refused(
+        &base,
+        Some(r),
+        Method::POST,
+        &format!("{v2}/queues/a/tasks"),
+        Some(task.clone()),
+        (403, "PERMISSION_DENIED", "scope read"),
+    )
+    .await;
+    refused(&base, Some(r), Method::GET, "/v1/tokens", None, (403, "PERMISSION_DENIED", "needs scope admin")).await;
+    let events = client().get(format!("{base}/v1/jobs/{job_id}/events?access_token={r}")).send().await.expect("stream");
+    assert_eq!(events.status(), 200, "an event stream takes the token in the query");
+    drop(events);
+    refused(
+        &base,
+        None,
+        Method::GET,
+        &format!("/v1/jobs/{job_id}/events"),
+        None,
+        (401, "UNAUTHENTICATED", "credential"),
+    )
+    .await;
+
+    // The CLI, through the API with the admin token: revoke, and the token fails at once.
+    let endpoint = format!("--endpoint={base}");
+    let token_flag = format!("--token={admin}");
+    cli(&["tokens", "revoke", "e", &endpoint, &token_flag]);
+    refused(
+        &base,
+        Some(e),
+        Method::POST,
+        &format!("{v2}/queues/a/tasks"),
+        Some(task),
+        (401, "UNAUTHENTICATED", "revoked"),
+    )
+    .await;
+    let listed = cli(&["tokens", "list", &endpoint, &token_flag]);
+    assert!(listed.contains("boot") && !listed.contains("\ne "), "{listed}");
+}
+
+#[tokio::test]
+async fn tasks_may_act_only_as_allowed_identities_once_authentication_is_on() {
+    let worker = Worker::ok().await;
+    let server = TasklaneProcess::start();
+    let base = format!("http://{}", server.addr);
+    let v2 = format!("/v2/{PROJECT_LOCATION}");
+    let oidc = |email: &str| json!({"task": {"httpRequest": {"url": worker.url("/run"), "oidcToken": {"serviceAccountEmail": email, "audience": "https://worker.example/run"}}}});
+    let api = server.api();
+    api.create_queue("ids", json!({})).await;
+    // Open loopback mode: any identity, as before.
+    assert_eq!(
+        call(&base, None, Method::POST, &format!("{v2}/queues/ids/tasks"), Some(oidc("anyone@p.example"))).await.0,
+        200
+    );
+
+    let dir = server.data_dir.to_str().expect("dir").to_string();
+    let admin = cli(&["tokens", "create", "boot", "--scope", "admin", "--data-dir", &dir]);
+    eventually("the server sees the token", Duration::from_secs(5), || {
+        let base = base.clone();
+        async move { call(&base, None, Method::GET, "/v1/tokens", None).await.0 == 401 }
+    })
+    .await;
+    let invoker = "invoker@prod.iam.gserviceaccount.com";
+    refused(
+        &base,
+        Some(&admin),
+        Method::POST,
+        &format!("{v2}/queues/ids/tasks"),
+        Some(oidc(invoker)),
+        (403, "PERMISSION_DENIED", invoker),
+    )
+    .await;
+    refused(&base, Some(&admin), Method::POST, "/v1/jobs", Some(json!({"queue": format!("{PROJECT_LOCATION}/queues/ids"), "tasks": [{"url": worker.url("/j"), "oidc_token": {"service_account_email": invoker}}]})), (403, "PERMISSION_DENIED", invoker)).await;
+    refused(
+        &base,
+        Some(&admin),
+        Method::PATCH,
+        &format!("{v2}/queues/ids"),
+        Some(json!({"httpTarget": {"oauthToken": {"serviceAccountEmail": invoker, "scope": "s"}}})),
+        (403, "PERMISSION_DENIED", invoker),
+    )
+    .await;
+
+    let endpoint = format!("--endpoint={base}");
+    let token_flag = format!("--token={admin}");
+    let shown =
+        cli(&["identities", "allow", invoker, "--audience", "https://worker.example/*", &endpoint, &token_flag]);
+    assert!(shown.contains(invoker), "{shown}");
+    let (status, v) =
+        call(&base, Some(&admin), Method::POST, &format!("{v2}/queues/ids/tasks"), Some(oidc(invoker))).await;
+    assert_eq!(status, 200, "{v}");
+    let wrong_audience = json!({"task": {"httpRequest": {"url": worker.url("/run"), "oidcToken": {"serviceAccountEmail": invoker, "audience": "https://elsewhere.example/"}}}});
+    refused(
+        &base,
+        Some(&admin),
+        Method::POST,
+        &format!("{v2}/queues/ids/tasks"),
+        Some(wrong_audience),
+        (403, "PERMISSION_DENIED", "audience \"https://elsewhere.example/\""),
+    )
+    .await;
+
+    // The allowed one is delivered with a token that verifies against the JWKS.
+    let got = worker.wait_for(2, Duration::from_secs(20)).await;
+    let allowed = got.iter().find_map(|r| {
+        let bearer = r.header("authorization")?.strip_prefix("Bearer ")?.to_string();
+        Some(bearer)
+    });
+    let jwks = crate::targets::get_json(&format!("{base}/.well-known/jwks.json")).await;
+    let claims: Vec<Value> = got
+        .iter()
+        .filter_map(|r| r.header("authorization")?.strip_prefix("Bearer ").map(|t| crate::targets::verify(t, &jwks)))
+        .collect();
+    assert!(allowed.is_some());
+    assert!(claims.iter().any(|c| c["email"] == invoker && c["aud"] == "https://worker.example/run"), "{claims:?}");
+}
+
+#[test]
+fn the_store_s_directory_and_files_are_its_owner_s_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let loose = fresh_dir("modes");
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let server = TasklaneProcess::start_in(loose.clone());
+    let mode = |p: &std::path::Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(server.api().create_queue("m", json!({})));
+    assert_eq!(mode(&loose), 0o700, "a looser data directory is tightened at start");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&loose).expect("list") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
+        if name.starts_with("tasklane.db") {
+            assert_eq!(mode(&path), 0o600, "{name}");
+            files += 1;
+        }
+    }
+    assert!(files >= 3, "the database, its WAL and shared memory: {files}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(loose);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_on_one_node_stops_working_on_every_node_at_once() {
+    let Some((url, _store, _schema)) = crate::cluster::fresh_database("tokens").await else { return };
+    let admin = cli(&["tokens", "create", "boot", "--scope", "admin", "--database-url", &url]);
+    let a = TasklaneProcess::start_node(&url);
+    let base_a = format!("http://{}", a.addr);
+    let v2 = format!("/v2/{PROJECT_LOCATION}/queues");
+    refused(&base_a, None, Method::GET, &v2, None, (401, "UNAUTHENTICATED", "credential")).await;
+    let (status, made) =
+        call(&base_a, Some(&admin), Method::POST, "/v1/tokens", Some(json!({"name": "tmp", "scope": "read"}))).await;
+    assert_eq!(status, 201, "{made}");
+    let tmp = made["token"].as_str().expect("secret").to_string();
+    // Node B starts with the token in the snapshot it keeps for a minute: from then on only
+    // node A's announcement can make B forget it.
+    let b = TasklaneProcess::start_node(&url);
+    let base_b = format!("http://{}", b.addr);
+    assert_eq!(call(&base_b, Some(&tmp), Method::GET, &v2, None).await.0, 200);
+    assert_eq!(call(&base_b, Some(&admin), Method::GET, &v2, None).await.0, 200);
+    let (status, _) = call(&base_a, Some(&admin), Method::DELETE, "/v1/tokens/tmp", None).await;
+    assert_eq!(status, 200);
+    eventually("node B to refuse the revoked token", Duration::from_millis(500), || {
+        let (base_b, v2, tmp) = (base_b.clone(), v2.clone(), tmp.clone());
+        async move { call(&base_b, Some(&tmp), Method::GET, &v2, None).await.0 == 401 }
+    })
+    .await;
+    refused(&base_a, Some(&tmp), Method::GET, &v2, None, (401, "UNAUTHENTICATED", "revoked")).await;
+}
