@@ -1,7 +1,10 @@
-//! The checks every request passes before its handler: who is calling (`Access`), whether
-//! the token's scope allows what the route does, and whether a resource named in the path
-//! is within the token's limits. Resources named only in a body (gRPC messages, a job's
-//! queue) are checked by their handlers against the `Principal` left in the request.
+//! The checks every request passes before its handler. First the browser guard
+//! (`browser`): a web page the user visits must not drive tasklane, so a foreign `Host`
+//! (DNS rebinding), a foreign `Origin`, and a state change sent as a form or plain text
+//! are refused. Then `check`: who is calling (`Access`), whether the token's scope allows
+//! what the route does, and whether a resource named in the path is within the token's
+//! limits. Resources named only in a body (gRPC messages, a job's queue) are checked by
+//! their handlers against the `Principal` left in the request.
 
 use std::sync::Arc;
 
@@ -93,6 +96,164 @@ fn refuse(status: Status, is_grpc: bool) -> Response {
     response
 }
 
+/// Who may reach tasklane from a browser, and by which names.
+#[derive(Debug, Clone, Default)]
+pub struct BrowserPolicy {
+    /// Origins (`https://console.example`) whose pages may call the API, with CORS.
+    pub allowed_origins: Vec<String>,
+    /// Host names besides IP addresses, `localhost` and the public URL's host that requests
+    /// may name (`tasks.internal`, `*.example.com`, or `*` for any).
+    pub allowed_hosts: Vec<String>,
+    /// The host of `--public-url`, always allowed.
+    pub public_host: Option<String>,
+}
+
+impl BrowserPolicy {
+    /// Whether a `Host` (without its port) is one tasklane serves. IP literals cannot be
+    /// rebound, so only DNS names need to be known.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        host.parse::<std::net::IpAddr>().is_ok()
+            || (host.starts_with('[') && host.ends_with(']'))
+            || host == "localhost"
+            || host.ends_with(".localhost")
+            || self.public_host.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(&host))
+            || self.allowed_hosts.iter().any(|pattern| {
+                let pattern = pattern.to_ascii_lowercase();
+                pattern == "*"
+                    || pattern == host
+                    || pattern.strip_prefix("*.").is_some_and(|suffix| host.ends_with(&format!(".{suffix}")))
+            })
+    }
+
+    fn origin_allowed(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    }
+}
+
+/// `host[:port]` without its port, IPv6 brackets kept.
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split_once(']').map_or(authority, |(h, _)| &authority[..h.len() + 1]);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+fn guard_refusal(http: u16, message: String, is_grpc: bool) -> Response {
+    if is_grpc {
+        return grpc::to_tonic(Status::new(tasklane_core::Code::PermissionDenied, message)).into_http::<Body>();
+    }
+    let code = axum::http::StatusCode::from_u16(http).unwrap_or(axum::http::StatusCode::FORBIDDEN);
+    let status = if http == 415 { "INVALID_ARGUMENT" } else { "PERMISSION_DENIED" };
+    let body = serde_json::json!({ "error": { "code": http, "message": message, "status": status } });
+    (code, axum::Json(body)).into_response()
+}
+
+/// Whether a request changes state with a body a browser form or `text/plain` can send.
+fn form_like(req: &Request) -> Option<String> {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return None;
+    }
+    match req.headers().get(header::CONTENT_TYPE) {
+        Some(v) => {
+            let v = v.to_str().unwrap_or("").trim().to_ascii_lowercase();
+            let essence = v.split(';').next().unwrap_or("").trim();
+            let json =
+                essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"));
+            (!json && !essence.starts_with("application/grpc")).then(|| essence.to_string())
+        }
+        None => {
+            let empty = req.headers().get(header::CONTENT_LENGTH).is_none_or(|l| l.as_bytes() == b"0")
+                && req.headers().get(header::TRANSFER_ENCODING).is_none();
+            (!empty).then(String::new)
+        }
+    }
+}
+
+const CORS_METHODS: &str = "GET, POST, PUT, PATCH, DELETE";
+const CORS_HEADERS: &str = "authorization, content-type, last-event-id, x-tasklane-job-token";
+
+/// The browser guard middleware.
+pub async fn browser(State(policy): State<Arc<BrowserPolicy>>, req: Request, next: Next) -> Response {
+    let is_grpc = grpc::is_grpc(&req);
+    let authority = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    if let Some(authority) = &authority
+        && !policy.host_allowed(strip_port(authority))
+    {
+        return guard_refusal(
+            403,
+            format!(
+                "Host \"{}\" is not a name tasklane serves. If it is yours, add it with --allowed-hosts (or set \
+                 --public-url); a foreign Host is how DNS rebinding lets a web page reach a local server.",
+                strip_port(authority)
+            ),
+            is_grpc,
+        );
+    }
+    let public =
+        action_of(req.method(), req.uri().path(), is_grpc).is_none() && !req.uri().path().starts_with("/v1/jobs/");
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let mut cors = None;
+    if let Some(origin) = origin {
+        // A page tasklane serves itself may call it (a console, later).
+        let same_origin = authority.as_ref().is_some_and(|a| {
+            origin.eq_ignore_ascii_case(&format!("http://{a}")) || origin.eq_ignore_ascii_case(&format!("https://{a}"))
+        });
+        if policy.origin_allowed(&origin) {
+            cors = Some(origin);
+        } else if !same_origin && !public {
+            return guard_refusal(
+                403,
+                format!(
+                    "Requests from web pages at {origin} are not allowed. If that page is yours, add its origin \
+                     with --allowed-origins."
+                ),
+                is_grpc,
+            );
+        }
+    }
+    if let Some(origin) = &cors
+        && req.method() == Method::OPTIONS
+        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        let mut r = axum::http::StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(origin) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        }
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(CORS_METHODS));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(CORS_HEADERS));
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+        return r;
+    }
+    if let Some(kind) = form_like(&req) {
+        let shown =
+            if kind.is_empty() { "a body without a Content-Type".to_string() } else { format!("Content-Type {kind}") };
+        return guard_refusal(
+            415,
+            format!(
+                "This request changes state and carries {shown}; send its body as JSON with \
+                 \"Content-Type: application/json\" (gRPC: application/grpc)."
+            ),
+            is_grpc,
+        );
+    }
+    let mut response = next.run(req).await;
+    if let Some(origin) = cors
+        && let Ok(v) = HeaderValue::from_str(&origin)
+    {
+        response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        response.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
 /// The middleware: authenticate, check the scope and the path's resource, and leave the
 /// `Principal` for the handler.
 pub async fn check(State(access): State<Arc<Access>>, mut req: Request, next: Next) -> Response {
@@ -168,6 +329,67 @@ mod tests {
         assert_eq!(g("CreateTask"), Some(Action::Enqueue));
         assert_eq!(g("PurgeQueue"), Some(Action::Manage));
         assert_eq!(g("SetIamPolicy"), Some(Action::Manage));
+    }
+
+    #[test]
+    fn hosts_are_ip_addresses_localhost_or_named() {
+        let policy = BrowserPolicy {
+            allowed_origins: vec![],
+            allowed_hosts: vec!["tasks.internal".into(), "*.example.com".into()],
+            public_host: Some("tasklane.example.org".into()),
+        };
+        for ok in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "[::1]",
+            "localhost",
+            "app.localhost",
+            "tasks.internal",
+            "a.example.com",
+            "TASKLANE.example.org",
+        ] {
+            assert!(policy.host_allowed(ok), "{ok}");
+        }
+        for refused in ["evil.example", "example.com", "localhost.evil.example", "tasks.internal.evil"] {
+            assert!(!policy.host_allowed(refused), "{refused}");
+        }
+        assert!(
+            BrowserPolicy { allowed_hosts: vec!["*".into()], ..Default::default() }.host_allowed("anything.example")
+        );
+        assert_eq!(strip_port("127.0.0.1:8790"), "127.0.0.1");
+        assert_eq!(strip_port("[::1]:8790"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("localhost"), "localhost");
+    }
+
+    #[test]
+    fn state_changes_must_be_json_or_grpc() {
+        let req = |method: Method, ct: Option<&str>, len: Option<&str>| {
+            let mut b = axum::http::Request::builder().method(method).uri("/v1/jobs");
+            if let Some(ct) = ct {
+                b = b.header(header::CONTENT_TYPE, ct);
+            }
+            if let Some(len) = len {
+                b = b.header(header::CONTENT_LENGTH, len);
+            }
+            b.body(Body::empty()).unwrap()
+        };
+        assert_eq!(form_like(&req(Method::POST, Some("application/json"), None)), None);
+        assert_eq!(form_like(&req(Method::POST, Some("application/json; charset=utf-8"), None)), None);
+        assert_eq!(form_like(&req(Method::POST, Some("application/grpc+proto"), None)), None);
+        assert_eq!(form_like(&req(Method::POST, None, Some("0"))), None, "an empty POST (:pause)");
+        assert_eq!(form_like(&req(Method::DELETE, None, None)), None);
+        assert_eq!(form_like(&req(Method::GET, Some("text/plain"), None)), None, "reads are not state changes");
+        assert_eq!(form_like(&req(Method::POST, Some("text/plain"), None)).as_deref(), Some("text/plain"));
+        assert_eq!(
+            form_like(&req(Method::POST, Some("application/x-www-form-urlencoded"), None)).as_deref(),
+            Some("application/x-www-form-urlencoded")
+        );
+        assert_eq!(
+            form_like(&req(Method::POST, Some("multipart/form-data; boundary=x"), None)).as_deref(),
+            Some("multipart/form-data")
+        );
+        assert_eq!(form_like(&req(Method::POST, None, Some("12"))).as_deref(), Some(""));
     }
 
     #[test]

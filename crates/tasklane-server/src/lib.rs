@@ -75,6 +75,10 @@ pub struct ServerConfig {
     /// Serve requests without a token while no token exists, on a listen address that is
     /// not loopback (loopback is open that way by default).
     pub allow_unauthenticated: bool,
+    /// Origins whose web pages may call the API (with CORS); all others are refused.
+    pub allowed_origins: Vec<String>,
+    /// Host names requests may name besides IP addresses, `localhost` and the public URL's.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `http://ADDR` (or `https://`), with a wildcard address replaced by loopback.
@@ -99,6 +103,8 @@ impl Default for ServerConfig {
             connections: ConnectionLimits::default(),
             tls: None,
             allow_unauthenticated: false,
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -238,6 +244,15 @@ impl Server {
                 (store, dispatcher, Backend::Cluster { node_id: node_id.clone(), keeper }, Some(node_id))
             }
         };
+        let browser = guard::BrowserPolicy {
+            allowed_origins: config.allowed_origins.clone(),
+            allowed_hosts: config.allowed_hosts.clone(),
+            public_host: config
+                .public_url
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok())
+                .and_then(|u| u.host_str().map(str::to_string)),
+        };
         let open = local_addr.ip().is_loopback() || config.allow_unauthenticated;
         let refresh = if relay.is_some() { access::REFRESH_CLUSTER } else { access::REFRESH_EMBEDDED };
         let access = Arc::new(access::Access::new(store.clone(), clock.clone(), open, refresh));
@@ -265,7 +280,8 @@ impl Server {
             }))
             .merge(api(service))
             .merge(v1_access::router(access.clone()))
-            .layer(axum::middleware::from_fn_with_state(access, guard::check));
+            .layer(axum::middleware::from_fn_with_state(access, guard::check))
+            .layer(axum::middleware::from_fn_with_state(Arc::new(browser), guard::browser));
 
         let http = tokio::spawn(connections::serve(listener, app, config.connections.clone(), tls, stop_rx.clone()));
         let sender = callbacks::CallbackSender {

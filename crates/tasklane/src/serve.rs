@@ -62,6 +62,15 @@ pub struct ServeArgs {
     /// port can then create tasks and have tasklane sign tokens for any identity.
     #[arg(long, env = "TASKLANE_ALLOW_UNAUTHENTICATED")]
     allow_unauthenticated: bool,
+    /// Origins whose web pages may call the API, with CORS (comma-separated,
+    /// `https://console.example`). Requests from any other page are refused.
+    #[arg(long, env = "TASKLANE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Host names requests may be sent to besides IP addresses, `localhost` and the
+    /// `--public-url` host (comma-separated; `*.example.com`, or `*` for any). Other names
+    /// are refused, which stops DNS rebinding.
+    #[arg(long, env = "TASKLANE_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
     /// How long shutdown waits for deliveries in flight.
     #[arg(long, env = "TASKLANE_SHUTDOWN_GRACE", default_value = "10s", value_parser = crate::client::parse_cli_duration)]
     shutdown_grace: std::time::Duration,
@@ -99,6 +108,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         tls: args.tls_cert.zip(args.tls_key),
         allow_unauthenticated: args.allow_unauthenticated,
+        allowed_origins: args.allowed_origins,
+        allowed_hosts: args.allowed_hosts,
         ..ServerConfig::default()
     };
     let server = Server::start(config).await.context("start tasklane")?;

@@ -472,3 +472,89 @@ async fn a_token_revoked_on_one_node_stops_working_on_every_node_at_once() {
     .await;
     refused(&base_a, Some(&tmp), Method::GET, &v2, None, (401, "UNAUTHENTICATED", "revoked")).await;
 }
+
+#[tokio::test]
+async fn a_web_page_cannot_drive_a_local_tasklane() {
+    let worker = Worker::ok().await;
+    let server = TasklaneProcess::start_with(&[
+        "--allowed-origins",
+        "https://console.example",
+        "--allowed-hosts",
+        "tasks.internal",
+    ]);
+    let base = format!("http://{}", server.addr);
+    server.api().create_queue("web", json!({})).await;
+    let job =
+        json!({"queue": format!("{PROJECT_LOCATION}/queues/web"), "tasks": [{"url": worker.url("/x")}]}).to_string();
+    let send = |method: Method, path: &str, headers: &[(&str, &str)], body: Option<String>| {
+        let mut req = client().request(method, format!("{base}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        async move {
+            let resp = req.send().await.expect("send");
+            let status = resp.status().as_u16();
+            (status, serde_json::from_str::<Value>(&resp.text().await.unwrap_or_default()).unwrap_or(Value::Null))
+        }
+    };
+    let purge = format!("/v2/{PROJECT_LOCATION}/queues/web:purge");
+    // A simple cross-site POST: text/plain or a form, from a foreign page or none.
+    let (status, v) = send(
+        Method::POST,
+        "/v1/jobs",
+        &[("content-type", "text/plain"), ("origin", "https://evil.example")],
+        Some(job.clone()),
+    )
+    .await;
+    assert_eq!(status, 403, "foreign origin: {v}");
+    assert!(v["error"]["message"].as_str().unwrap_or("").contains("--allowed-origins"), "{v}");
+    let (status, v) = send(Method::POST, "/v1/jobs", &[("content-type", "text/plain")], Some(job.clone())).await;
+    assert_eq!(status, 415, "text/plain: {v}");
+    assert!(v["error"]["message"].as_str().unwrap_or("").contains("application/json"), "{v}");
+    let (status, _) =
+        send(Method::POST, &purge, &[("content-type", "application/x-www-form-urlencoded")], Some("a=1".into())).await;
+    assert_eq!(status, 415, "a form-encoded purge");
+    // DNS rebinding: a name that resolves to loopback but is not ours.
+    let (status, v) =
+        send(Method::GET, &format!("/v2/{PROJECT_LOCATION}/queues"), &[("host", "rebind.evil.example")], None).await;
+    assert_eq!(status, 403, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap_or("").contains("--allowed-hosts"), "{v}");
+    let (status, _) =
+        send(Method::GET, &format!("/v2/{PROJECT_LOCATION}/queues"), &[("host", "tasks.internal:8790")], None).await;
+    assert_eq!(status, 200, "an allowed host name");
+    assert_eq!(worker.received().len(), 0, "nothing refused was delivered");
+    assert_eq!(server.api().task_count("web").await, 0);
+
+    // The allowed origin gets CORS, a preflight included; JSON without an Origin still works.
+    let (status, _) = send(
+        Method::OPTIONS,
+        "/v1/jobs",
+        &[
+            ("origin", "https://console.example"),
+            ("access-control-request-method", "POST"),
+            ("access-control-request-headers", "content-type"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let resp = client()
+        .post(format!("{base}/v1/jobs"))
+        .header("origin", "https://console.example")
+        .header("content-type", "application/json")
+        .body(job.clone())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 201);
+    assert_eq!(
+        resp.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()),
+        Some("https://console.example")
+    );
+    let (status, _) = send(Method::POST, "/v1/jobs", &[("content-type", "application/json")], Some(job)).await;
+    assert_eq!(status, 201);
+    worker.wait_for(2, Duration::from_secs(20)).await;
+}
