@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod clock;
+pub mod egress;
 pub mod header;
 pub mod job;
 pub mod name;

@@ -16,6 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tasklane_core::access::{Action, Grant, INVALID_CREDENTIAL, IdentityPolicy, MISSING_CREDENTIAL, Scope};
+use tasklane_core::egress::EgressPolicy;
 use tasklane_core::{AuthToken, Clock, Code, Status, Timestamp};
 use tasklane_store::{RecordCondition, RecordPut, Store};
 use tokio::sync::mpsc;
@@ -89,6 +90,8 @@ pub struct Access {
     refresh: Duration,
     snapshot: RwLock<Snapshot>,
     reload: tokio::sync::Mutex<()>,
+    /// Where tasks and callbacks may be sent.
+    egress: Arc<EgressPolicy>,
     notifier: Mutex<Option<mpsc::UnboundedSender<String>>>,
 }
 
@@ -149,7 +152,26 @@ impl Access {
             }),
             reload: tokio::sync::Mutex::new(()),
             notifier: Mutex::new(None),
+            egress: Arc::new(EgressPolicy::open()),
         }
+    }
+
+    /// Check the targets of new tasks, queues and callbacks against `egress`.
+    pub fn with_egress(mut self, egress: Arc<EgressPolicy>) -> Self {
+        self.egress = egress;
+        self
+    }
+
+    /// Whether `url` (the field `field` of a request) may be a target, before any lookup.
+    pub fn check_target(&self, field: &str, url: &str) -> Result<(), Status> {
+        crate::egress::check_url(&self.egress, field, url)
+    }
+
+    /// Whether a host name an override sets may be a target.
+    pub fn check_target_host(&self, field: &str, host: &str) -> Result<(), Status> {
+        self.egress.check_host(host).map_err(|why| {
+            Status::new(Code::PermissionDenied, format!("{field} \"{host}\" is not an allowed target: {why}"))
+        })
     }
 
     /// Announce changes to other nodes through this channel (the cluster's wake-up relay).

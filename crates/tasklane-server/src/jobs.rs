@@ -123,7 +123,11 @@ impl Jobs {
             for t in &spec.tasks {
                 if let JobTask::Push(t) = t {
                     access.check_identity(t.auth.as_ref(), &t.url).await?;
+                    access.check_target("url", &t.url)?;
                 }
+            }
+            if let Some(url) = &spec.callback_url {
+                access.check_target("callback_url", url)?;
             }
         }
         if let Some(key) = &spec.idempotency_key

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod connections;
 pub mod dead_letters;
 pub mod dispatch;
+pub mod egress;
 pub mod grpc;
 pub mod guard;
 pub mod jobs;
@@ -79,6 +80,11 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Host names requests may name besides IP addresses, `localhost` and the public URL's.
     pub allowed_hosts: Vec<String>,
+    /// Targets pushes and callbacks may reach beyond the default (address ranges or host
+    /// names); ignored when serving only on loopback, where every target is allowed.
+    pub egress_allow: Vec<String>,
+    /// Targets pushes and callbacks may never reach; wins over `egress_allow`.
+    pub egress_deny: Vec<String>,
 }
 
 /// `http://ADDR` (or `https://`), with a wildcard address replaced by loopback.
@@ -105,8 +111,30 @@ impl Default for ServerConfig {
             allow_unauthenticated: false,
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
+            egress_allow: Vec::new(),
+            egress_deny: Vec::new(),
         }
     }
+}
+
+/// Where pushes and callbacks may go: anywhere for a server reachable only on loopback
+/// (local workers are the point); otherwise the default rules with the configured ones.
+fn egress_policy(
+    config: &ServerConfig,
+    local_addr: SocketAddr,
+) -> Result<tasklane_core::egress::EgressPolicy, StartError> {
+    use tasklane_core::egress::{EgressPolicy, Rule};
+    if local_addr.ip().is_loopback() {
+        return Ok(EgressPolicy::open());
+    }
+    let rules = |list: &[String], flag: &str| -> Result<Vec<Rule>, StartError> {
+        list.iter().map(|r| Rule::parse(r).map_err(|e| StartError::Egress(format!("{flag}: {e}")))).collect()
+    };
+    Ok(EgressPolicy {
+        open: false,
+        allow: rules(&config.egress_allow, "--egress-allow")?,
+        deny: rules(&config.egress_deny, "--egress-deny")?,
+    })
 }
 
 /// tasklane's default port: clear of PostgreSQL, Redis and the usual development ports.
@@ -135,6 +163,8 @@ pub enum StartError {
          network itself is trusted"
     )]
     Unauthenticated(SocketAddr),
+    #[error("{0}")]
+    Egress(String),
     #[error("read the API tokens: {0}")]
     Access(String),
 }
@@ -193,8 +223,10 @@ impl Server {
             .await
             .map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
-        let client = dispatch::http_client().map_err(StartError::Http)?;
+        let egress = Arc::new(egress_policy(&config, local_addr)?);
+        let client = egress::http_client(egress.clone()).map_err(StartError::Http)?;
         let dispatch_config = DispatchConfig {
+            egress: egress.clone(),
             lease_grace: config.lease_grace,
             tombstone_window: config.tombstone_window,
             token_issuer: config
@@ -255,7 +287,8 @@ impl Server {
         };
         let open = local_addr.ip().is_loopback() || config.allow_unauthenticated;
         let refresh = if relay.is_some() { access::REFRESH_CLUSTER } else { access::REFRESH_EMBEDDED };
-        let access = Arc::new(access::Access::new(store.clone(), clock.clone(), open, refresh));
+        let access =
+            Arc::new(access::Access::new(store.clone(), clock.clone(), open, refresh).with_egress(egress.clone()));
         if access.required().await.map_err(|e| StartError::Access(e.message))?
             && access.token_list().await.map_err(|e| StartError::Access(e.message))?.is_empty()
         {
@@ -288,7 +321,7 @@ impl Server {
             store: store.clone(),
             clock: clock.clone(),
             signer: dispatcher.signer(),
-            client: dispatch::http_client().map_err(StartError::Http)?,
+            client: egress::http_client(egress.clone()).map_err(StartError::Http)?,
             job_changes: dispatcher.job_changes(),
         };
         tokio::spawn(sender.run(stop_rx.clone()));

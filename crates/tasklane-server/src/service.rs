@@ -93,6 +93,16 @@ impl CloudTasks {
         self
     }
 
+    /// Whether a queue's `http_target` names an allowed identity and host.
+    async fn check_queue_target(&self, queue: &Queue) -> Result<(), Status> {
+        let Some(target) = &queue.http_target else { return Ok(()) };
+        self.check_identity(target.auth.as_ref(), "").await?;
+        if let (Some(a), Some(host)) = (&self.access, target.uri_override.as_ref().and_then(|o| o.host.as_deref())) {
+            a.check_target_host("http_target.uri_override.host", host)?;
+        }
+        Ok(())
+    }
+
     /// Whether a task (or a queue's target) may carry `auth` to `url`.
     pub async fn check_identity(&self, auth: Option<&tasklane_core::AuthToken>, url: &str) -> Result<(), Status> {
         match &self.access {
@@ -145,7 +155,7 @@ impl CloudTasks {
             )));
         }
         let mut queue = spec.resolve(queue_name, QueueState::Running, None)?;
-        self.check_identity(queue.http_target.as_ref().and_then(|t| t.auth.as_ref()), "").await?;
+        self.check_queue_target(&queue).await?;
         queue.kind = kind;
         let queue = self.store.queue_create(QueueCreate { queue, now: self.now() }).await.map_err(store_status)?;
         self.dispatcher.queue_changed(queue.clone());
@@ -212,7 +222,7 @@ impl CloudTasks {
         let merged = QueueSpec::apply_mask(base, patch, mask.as_deref())?;
         let (state, purge_time) = existing.map_or((QueueState::Running, None), |q| (q.state, q.purge_time));
         let queue = merged.resolve(queue_name, state, purge_time)?;
-        self.check_identity(queue.http_target.as_ref().and_then(|t| t.auth.as_ref()), "").await?;
+        self.check_queue_target(&queue).await?;
         let queue = self
             .store
             .queue_settings_put(QueueSettingsPut { queue, create_if_missing: true, now: self.now() })
@@ -262,6 +272,9 @@ impl CloudTasks {
         let now = self.now();
         let task = spec.validate(&queue_name, now, || self.generate_id())?;
         self.check_identity(task.http_request.auth.as_ref(), &task.http_request.url).await?;
+        if let Some(a) = &self.access {
+            a.check_target("http_request.url", &task.http_request.url)?;
+        }
         let task = self.store.task_create(TaskCreate { task, now }).await.map_err(|e| match e {
             StoreError::QueueNotFound => Status::failed_precondition("Queue does not exist."),
             StoreError::TaskTombstoned => Status::already_exists(TASK_TOO_RECENT),

@@ -71,6 +71,16 @@ pub struct ServeArgs {
     /// are refused, which stops DNS rebinding.
     #[arg(long, env = "TASKLANE_ALLOWED_HOSTS", value_delimiter = ',')]
     allowed_hosts: Vec<String>,
+    /// Targets pushes and callbacks may reach although private or loopback (comma-separated
+    /// address ranges or host names: `10.0.0.0/8`, `worker.internal`, `*.svc`). Only for a
+    /// server listening beyond loopback: one on loopback may reach anything.
+    #[arg(long, env = "TASKLANE_EGRESS_ALLOW", value_delimiter = ',')]
+    egress_allow: Vec<String>,
+    /// Targets pushes and callbacks may never reach (comma-separated ranges or host names);
+    /// wins over --egress-allow. Link-local and cloud metadata addresses are always denied
+    /// beyond loopback.
+    #[arg(long, env = "TASKLANE_EGRESS_DENY", value_delimiter = ',')]
+    egress_deny: Vec<String>,
     /// How long shutdown waits for deliveries in flight.
     #[arg(long, env = "TASKLANE_SHUTDOWN_GRACE", default_value = "10s", value_parser = crate::client::parse_cli_duration)]
     shutdown_grace: std::time::Duration,
@@ -110,6 +120,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         allow_unauthenticated: args.allow_unauthenticated,
         allowed_origins: args.allowed_origins,
         allowed_hosts: args.allowed_hosts,
+        egress_allow: args.egress_allow,
+        egress_deny: args.egress_deny,
         ..ServerConfig::default()
     };
     let server = Server::start(config).await.context("start tasklane")?;

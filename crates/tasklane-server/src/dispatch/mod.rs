@@ -62,6 +62,9 @@ pub struct DispatchConfig {
     pub token_issuer: String,
     /// Most requests in flight to one destination (scheme, host, port); 0: no cap.
     pub max_connections_per_host: usize,
+    /// Where pushes may go. The client's resolver checks names; this checks a URL whose
+    /// host is an address, which no resolver sees.
+    pub egress: Arc<tasklane_core::egress::EgressPolicy>,
 }
 
 /// Enough to keep a local worker busy without overflowing a default listen backlog.
@@ -74,6 +77,7 @@ impl Default for DispatchConfig {
             tombstone_window: Duration::from_secs(3600),
             token_issuer: "http://127.0.0.1:8790".into(),
             max_connections_per_host: DEFAULT_MAX_CONNECTIONS_PER_HOST,
+            egress: Arc::new(tasklane_core::egress::EgressPolicy::open()),
         }
     }
 }
@@ -120,17 +124,9 @@ struct QueueHandle {
     wake: Arc<Notify>,
 }
 
-/// Build the one pooled HTTP client all deliveries share.
+/// A pooled HTTP client with no egress limits: a loopback server's, and tools' and tests'.
 pub fn http_client() -> Result<reqwest::Client, String> {
-    // One TLS stack: rustls on ring. Installing twice is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::limited(10))
-        .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| format!("build HTTP client: {e}"))
+    crate::egress::http_client(Arc::new(tasklane_core::egress::EgressPolicy::open()))
 }
 
 impl Dispatcher {
@@ -632,6 +628,7 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
                     bearer: bearer.as_deref(),
                     extra: &job_headers,
                     url: shared.urls.get(&request.url),
+                    egress: &shared.config.egress,
                 };
                 push::push(&shared.client, attempt, timeout, move || clock.now()).await
             }

@@ -144,6 +144,7 @@ pub struct Attempt<'a> {
     pub extra: &'a [(String, String)],
     /// `request.url` parsed, when it parses.
     pub url: Option<reqwest::Url>,
+    pub egress: &'a tasklane_core::egress::EgressPolicy,
 }
 
 /// Send one attempt. `timeout` is the task's deadline, or less when its lease ends sooner.
@@ -154,6 +155,18 @@ pub async fn push(
     now: impl Fn() -> Timestamp,
 ) -> PushResult {
     let r = attempt.request;
+    if !attempt.egress.open {
+        let host = attempt.url.as_ref().and_then(|u| u.host_str().map(str::to_string));
+        if let Some(Err(why)) = host.map(|h| attempt.egress.check_host(&h)) {
+            return PushResult {
+                http_status: 0,
+                responded: false,
+                retry_after: None,
+                message: format!("not sent: egress policy: {why}"),
+                excerpt: String::new(),
+            };
+        }
+    }
     let method = reqwest::Method::from_bytes(r.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
     let headers = dispatch_headers(attempt.task, r, attempt.bearer, attempt.extra);
     let request = match attempt.url {
@@ -216,7 +229,7 @@ fn failure(e: &reqwest::Error) -> PushResult {
         };
     }
     let what = if e.is_redirect() {
-        "too many redirects".to_string()
+        "a redirect was not followed".to_string()
     } else if e.is_connect() {
         "could not connect to the worker".to_string()
     } else {

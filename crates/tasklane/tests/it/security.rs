@@ -558,3 +558,133 @@ async fn a_web_page_cannot_drive_a_local_tasklane() {
     assert_eq!(status, 201);
     worker.wait_for(2, Duration::from_secs(20)).await;
 }
+
+/// The last attempt's status message of a task, once it has one.
+async fn last_attempt_message(base: &str, queue: &str, task: &str) -> String {
+    let path = format!("/v2/{PROJECT_LOCATION}/queues/{queue}/tasks/{task}");
+    let found = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    eventually("the task's first attempt", Duration::from_secs(20), || {
+        let (path, found) = (path.clone(), found.clone());
+        async move {
+            let (_, t) = call(base, None, Method::GET, &path, None).await;
+            let message = t.pointer("/lastAttempt/responseStatus/message").and_then(Value::as_str);
+            if let Some(m) = message {
+                *found.lock().expect("lock") = m.to_string();
+            }
+            message.is_some()
+        }
+    })
+    .await;
+    found.lock().expect("lock").clone()
+}
+
+#[tokio::test]
+async fn beyond_loopback_pushes_reach_only_allowed_targets() {
+    let worker = Worker::ok().await;
+    // A worker that redirects every request to the cloud metadata address.
+    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let redirect_addr = redirector.local_addr().expect("addr");
+    let app = axum::Router::new().fallback(|| async {
+        (axum::http::StatusCode::FOUND, [("location", "http://169.254.169.254/computeMetadata/v1/")])
+    });
+    let redirect_task = tokio::spawn(async move {
+        let _ = axum::serve(redirector, app).await;
+    });
+
+    // Strict: listening on every interface, nothing private allowed.
+    let strict = TasklaneProcess::start_with(&["--listen", "0.0.0.0:0", "--allow-unauthenticated"]);
+    let base = format!("http://127.0.0.1:{}", strict.addr.port());
+    let v2 = format!("/v2/{PROJECT_LOCATION}");
+    call(
+        &base,
+        None,
+        Method::POST,
+        &format!("{v2}/queues"),
+        Some(json!({"name": format!("{PROJECT_LOCATION}/queues/out")})),
+    )
+    .await;
+    let task = |name: &str, url: &str| json!({"task": {"name": format!("{PROJECT_LOCATION}/queues/out/tasks/{name}"), "httpRequest": {"url": url}}});
+    refused(
+        &base,
+        None,
+        Method::POST,
+        &format!("{v2}/queues/out/tasks"),
+        Some(task("a", &worker.url("/"))),
+        (403, "PERMISSION_DENIED", "--egress-allow 127.0.0.0/8"),
+    )
+    .await;
+    refused(
+        &base,
+        None,
+        Method::POST,
+        &format!("{v2}/queues/out/tasks"),
+        Some(task("b", "http://169.254.169.254/computeMetadata/v1/")),
+        (403, "PERMISSION_DENIED", "never a task's target"),
+    )
+    .await;
+    refused(
+        &base,
+        None,
+        Method::POST,
+        &format!("{v2}/queues/out/tasks"),
+        Some(task("c", "http://metadata.google.internal/")),
+        (403, "PERMISSION_DENIED", "metadata"),
+    )
+    .await;
+    refused(
+        &base,
+        None,
+        Method::POST,
+        "/v1/jobs",
+        Some(json!({"queue": format!("{PROJECT_LOCATION}/queues/out"), "tasks": [{"url": "http://10.0.0.1/"}]})),
+        (403, "PERMISSION_DENIED", "private"),
+    )
+    .await;
+    // A name is resolved at dispatch: localhost resolves to loopback, and the attempt fails naming the policy.
+    let (status, v) = call(
+        &base,
+        None,
+        Method::POST,
+        &format!("{v2}/queues/out/tasks"),
+        Some(task("d", &format!("http://localhost:{}/", worker.addr.port()))),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let message = last_attempt_message(&base, "out", "d").await;
+    assert!(message.contains("egress policy") && message.contains("127.0.0.1"), "{message}");
+    assert!(worker.received().is_empty(), "nothing reached the loopback worker");
+
+    // Loopback allowed: the worker is reached, but a redirect to link-local is not followed.
+    let allowed = TasklaneProcess::start_with(&[
+        "--listen",
+        "0.0.0.0:0",
+        "--allow-unauthenticated",
+        "--egress-allow",
+        "127.0.0.0/8",
+    ]);
+    let base = format!("http://127.0.0.1:{}", allowed.addr.port());
+    call(
+        &base,
+        None,
+        Method::POST,
+        &format!("{v2}/queues"),
+        Some(json!({"name": format!("{PROJECT_LOCATION}/queues/out")})),
+    )
+    .await;
+    let (status, v) =
+        call(&base, None, Method::POST, &format!("{v2}/queues/out/tasks"), Some(task("e", &worker.url("/ok")))).await;
+    assert_eq!(status, 200, "{v}");
+    worker.wait_for(1, Duration::from_secs(20)).await;
+    let (status, v) = call(
+        &base,
+        None,
+        Method::POST,
+        &format!("{v2}/queues/out/tasks"),
+        Some(task("f", &format!("http://{redirect_addr}/go"))),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let message = last_attempt_message(&base, "out", "f").await;
+    assert!(message.contains("redirect") && message.contains("169.254.169.254"), "{message}");
+    redirect_task.abort();
+}
