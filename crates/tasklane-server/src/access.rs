@@ -188,7 +188,8 @@ impl Access {
         }
     }
 
-    fn changed(&self) {
+    /// Forget the snapshot here and tell the other nodes (tokens, identities or keys changed).
+    pub fn changed(&self) {
         self.invalidate();
         if let Ok(n) = self.notifier.lock()
             && let Some(n) = n.as_ref()

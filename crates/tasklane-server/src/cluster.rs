@@ -181,18 +181,18 @@ pub fn wake_relay(store: PgStore, stop: watch::Receiver<bool>) -> mpsc::Unbounde
 }
 
 /// Deliver notifications from other nodes: wake-ups to this node's dispatcher, changes of
-/// tokens or identities to its `Access`. An empty notice (the listener reconnected, and
+/// tokens, identities or keys to its `Access` and token signer. An empty notice (the listener reconnected, and
 /// may have missed some) goes to both.
 pub fn listen(store: &PgStore, dispatcher: Dispatcher, access: Arc<crate::access::Access>) {
     let mut rx = store.listen();
     tokio::spawn(async move {
         while let Some(notice) = rx.recv().await {
-            if notice == crate::access::CHANGED_NOTICE {
+            if notice == crate::access::CHANGED_NOTICE || notice.is_empty() {
                 access.invalidate();
-                continue;
+                dispatcher.signer().invalidate().await;
             }
-            if notice.is_empty() {
-                access.invalidate();
+            if notice == crate::access::CHANGED_NOTICE {
+                continue;
             }
             dispatcher.woken(&notice);
         }

@@ -18,6 +18,7 @@ mod page_token;
 pub mod policy;
 pub mod pull;
 pub mod rest;
+pub mod sealing;
 pub mod service;
 pub mod v1;
 pub mod v1_access;
@@ -85,6 +86,8 @@ pub struct ServerConfig {
     pub egress_allow: Vec<String>,
     /// Targets pushes and callbacks may never reach; wins over `egress_allow`.
     pub egress_deny: Vec<String>,
+    /// A file holding the master key that seals the signing keys in the store.
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// `http://ADDR` (or `https://`), with a wildcard address replaced by loopback.
@@ -113,6 +116,7 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             egress_allow: Vec::new(),
             egress_deny: Vec::new(),
+            secret_key_file: None,
         }
     }
 }
@@ -165,6 +169,8 @@ pub enum StartError {
     Unauthenticated(SocketAddr),
     #[error("{0}")]
     Egress(String),
+    #[error("{0}")]
+    SecretKey(String),
     #[error("read the API tokens: {0}")]
     Access(String),
 }
@@ -225,7 +231,12 @@ impl Server {
         let local_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let egress = Arc::new(egress_policy(&config, local_addr)?);
         let client = egress::http_client(egress.clone()).map_err(StartError::Http)?;
+        let sealer = match &config.secret_key_file {
+            Some(path) => Some(Arc::new(sealing::Sealer::from_file(path).map_err(StartError::SecretKey)?)),
+            None => None,
+        };
         let dispatch_config = DispatchConfig {
+            sealer,
             egress: egress.clone(),
             lease_grace: config.lease_grace,
             tombstone_window: config.tombstone_window,
@@ -300,6 +311,7 @@ impl Server {
         if let Some(pg) = &pg_listen {
             cluster::listen(pg, dispatcher.clone(), access.clone());
         }
+        dispatcher.signer().check_stored().await.map_err(|e| StartError::SecretKey(e.message))?;
         let service = CloudTasks::new(store.clone(), clock.clone(), dispatcher.clone(), config.tombstone_window)
             .with_access(access.clone());
         let app = Router::new()
@@ -312,7 +324,7 @@ impl Server {
                 tasks: service.clone(),
             }))
             .merge(api(service))
-            .merge(v1_access::router(access.clone()))
+            .merge(v1_access::router(access.clone(), dispatcher.signer()))
             .layer(axum::middleware::from_fn_with_state(access, guard::check))
             .layer(axum::middleware::from_fn_with_state(Arc::new(browser), guard::browser));
 

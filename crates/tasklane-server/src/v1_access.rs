@@ -1,5 +1,6 @@
-//! `/v1/tokens` and `/v1/identities`: API tokens and the identities tasks may use, over
-//! HTTP for an admin token (the guard allows nothing less). JSON in snake_case.
+//! `/v1/tokens`, `/v1/identities` and `/v1/keys:rotate`: API tokens, the identities tasks
+//! may use, and the signing keys, over HTTP for an admin token (the guard allows nothing
+//! less). JSON in snake_case.
 
 use std::sync::Arc;
 
@@ -9,22 +10,31 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
 use tasklane_core::Status;
 use tasklane_core::access::{Grant, IdentityPolicy, Scope};
 
 use crate::access::{Access, token_json};
+use crate::oidc::TokenSigner;
 use crate::rest::ApiError;
 
 type ApiResult = Result<Response, ApiError>;
 
-pub fn router(access: Arc<Access>) -> Router {
+pub fn router(access: Arc<Access>, signer: Arc<TokenSigner>) -> Router {
     Router::new()
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{token}", delete(revoke_token))
         .route("/v1/identities", get(get_identities).put(put_identities))
-        .with_state(access)
+        .with_state(access.clone())
+        .route("/v1/keys:rotate", post(move || rotate_keys(access, signer)))
+}
+
+/// Replace the signing and job-token keys; every node reads the new ones at once.
+async fn rotate_keys(access: Arc<Access>, signer: Arc<TokenSigner>) -> ApiResult {
+    let kid = signer.rotate().await?;
+    access.changed();
+    Ok(axum::Json(json!({ "kid": kid, "previous_kept_for": "2h", "previous_job_key_kept_for": "24h" })).into_response())
 }
 
 fn body_object(body: Result<Bytes, BytesRejection>) -> Result<serde_json::Map<String, Value>, Status> {

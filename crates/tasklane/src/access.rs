@@ -27,6 +27,22 @@ pub enum TokensCommand {
 }
 
 #[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Replace the token signing key and the job-token key. The old signing key stays in the
+    /// JWKS for 2 hours and old job tokens keep verifying for 24 hours.
+    Rotate(RotateArgs),
+}
+
+#[derive(Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    target: Target,
+    /// With --data-dir or --database-url: the master key file the server seals keys with.
+    #[arg(long)]
+    secret_key_file: Option<std::path::PathBuf>,
+}
+
+#[derive(Subcommand)]
 pub enum IdentitiesCommand {
     /// Show which service accounts and audiences tasks may ask tokens for.
     List(Target),
@@ -89,6 +105,7 @@ pub struct IdentityArgs {
 /// A store opened for a direct change, and how to tell running servers about it.
 struct Direct {
     access: Access,
+    store: Arc<dyn Store>,
     pg: Option<PgStore>,
 }
 
@@ -100,12 +117,14 @@ impl Direct {
             let store = SqliteStore::open(dir.join("tasklane.db"))
                 .with_context(|| format!("open the embedded store in {}", dir.display()))?;
             let store: Arc<dyn Store> = Arc::new(store);
-            return Ok(Some(Direct { access: Access::new(store, clock, true, Duration::ZERO), pg: None }));
+            let access = Access::new(store.clone(), clock, true, Duration::ZERO);
+            return Ok(Some(Direct { access, store, pg: None }));
         }
         if let Some(url) = &t.database_url {
             let pg = PgStore::connect(url, None).await.context("connect to the database")?;
             let store: Arc<dyn Store> = Arc::new(pg.clone());
-            return Ok(Some(Direct { access: Access::new(store, clock, true, Duration::ZERO), pg: Some(pg) }));
+            let access = Access::new(store.clone(), clock, true, Duration::ZERO);
+            return Ok(Some(Direct { access, store, pg: Some(pg) }));
         }
         Ok(None)
     }
@@ -116,6 +135,34 @@ impl Direct {
             let _ = pg.notify(&[CHANGED_NOTICE.to_string()]).await;
         }
     }
+}
+
+pub async fn run_keys(cmd: KeysCommand) -> anyhow::Result<()> {
+    let KeysCommand::Rotate(a) = cmd;
+    let rotated = match Direct::open(&a.target).await? {
+        Some(d) => {
+            let sealer = match &a.secret_key_file {
+                Some(p) => Some(Arc::new(tasklane_server::sealing::Sealer::from_file(p).map_err(anyhow::Error::msg)?)),
+                None => None,
+            };
+            // The issuer is not part of a key; any value serves for rotating.
+            let signer = tasklane_server::oidc::TokenSigner::new(d.store.clone(), Arc::new(SystemClock), String::new())
+                .sealed_with(sealer);
+            let kid = signer.rotate().await.map_err(|e| anyhow::anyhow!(e.message))?;
+            d.announce().await;
+            json!({ "kid": kid })
+        }
+        None => a.target.client.call_url(reqwest::Method::POST, "v1/keys:rotate", Some(json!({}))).await?,
+    };
+    if a.target.client.format == Format::Json {
+        output::resource(Format::Json, &rotated);
+    } else {
+        println!(
+            "Rotated the signing keys; tokens are now signed with key {}. The old key stays published for 2 hours.",
+            output::field(&rotated, "/kid")
+        );
+    }
+    Ok(())
 }
 
 pub async fn run_tokens(cmd: TokensCommand) -> anyhow::Result<()> {

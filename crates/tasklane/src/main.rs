@@ -44,6 +44,9 @@ enum Command {
     /// Make, list and revoke API tokens.
     #[command(subcommand)]
     Tokens(access::TokensCommand),
+    /// Rotate the keys tasklane signs tokens with.
+    #[command(subcommand)]
+    Keys(access::KeysCommand),
     /// Choose which service accounts and audiences tasks may ask tokens for.
     #[command(subcommand)]
     Identities(access::IdentitiesCommand),
@@ -77,6 +80,7 @@ fn main() -> std::process::ExitCode {
             Command::DeadLetters(cmd) => jobs::run_dead_letters(cmd).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Tokens(cmd) => access::run_tokens(cmd).await,
+            Command::Keys(cmd) => access::run_keys(cmd).await,
             Command::Identities(cmd) => access::run_identities(cmd).await,
         }
     });

@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// beyond loopback.
     #[arg(long, env = "TASKLANE_EGRESS_DENY", value_delimiter = ',')]
     egress_deny: Vec<String>,
+    /// A file (mode 0600, at least 32 random bytes) holding the master key that seals the
+    /// token signing keys in the store. Keys already stored in plain text are sealed at start.
+    #[arg(long, env = "TASKLANE_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
     /// How long shutdown waits for deliveries in flight.
     #[arg(long, env = "TASKLANE_SHUTDOWN_GRACE", default_value = "10s", value_parser = crate::client::parse_cli_duration)]
     shutdown_grace: std::time::Duration,
@@ -122,6 +126,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         allowed_hosts: args.allowed_hosts,
         egress_allow: args.egress_allow,
         egress_deny: args.egress_deny,
+        secret_key_file: args.secret_key_file,
         ..ServerConfig::default()
     };
     let server = Server::start(config).await.context("start tasklane")?;

@@ -65,6 +65,8 @@ pub struct DispatchConfig {
     /// Where pushes may go. The client's resolver checks names; this checks a URL whose
     /// host is an address, which no resolver sees.
     pub egress: Arc<tasklane_core::egress::EgressPolicy>,
+    /// Seals the signing keys in the store (`--secret-key-file`).
+    pub sealer: Option<Arc<crate::sealing::Sealer>>,
 }
 
 /// Enough to keep a local worker busy without overflowing a default listen backlog.
@@ -78,6 +80,7 @@ impl Default for DispatchConfig {
             token_issuer: "http://127.0.0.1:8790".into(),
             max_connections_per_host: DEFAULT_MAX_CONNECTIONS_PER_HOST,
             egress: Arc::new(tasklane_core::egress::EgressPolicy::open()),
+            sealer: None,
         }
     }
 }
@@ -142,7 +145,10 @@ impl Dispatcher {
         notifier: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Self {
         let (stop, _) = watch::channel(false);
-        let signer = Arc::new(TokenSigner::new(store.clone(), clock.clone(), config.token_issuer.clone()));
+        let signer = Arc::new(
+            TokenSigner::new(store.clone(), clock.clone(), config.token_issuer.clone())
+                .sealed_with(config.sealer.clone()),
+        );
         Dispatcher {
             shared: Arc::new(Shared {
                 notifier,

@@ -688,3 +688,92 @@ async fn beyond_loopback_pushes_reach_only_allowed_targets() {
     assert!(message.contains("redirect") && message.contains("169.254.169.254"), "{message}");
     redirect_task.abort();
 }
+
+#[tokio::test]
+async fn keys_are_sealed_with_the_secret_key_file_and_rotate_without_breaking_tokens() {
+    use std::os::unix::fs::PermissionsExt;
+    let files = fresh_dir("keys");
+    let (key, other) = (files.join("master.key"), files.join("other.key"));
+    for (path, byte) in [(&key, b'k'), (&other, b'o')] {
+        std::fs::write(path, vec![byte; 48]).expect("write key");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let worker = Worker::ok().await;
+    let server = TasklaneProcess::start_with(&["--secret-key-file", key.to_str().expect("path")]);
+    let base = format!("http://{}", server.addr);
+    let jwks = crate::targets::get_json(&format!("{base}/.well-known/jwks.json")).await;
+    let first_kid = jwks["keys"][0]["kid"].as_str().expect("kid").to_string();
+    server.api().create_queue("signed", json!({})).await;
+    server
+        .api()
+        .create_task(
+            "signed",
+            json!({"httpRequest": {"url": worker.url("/a"), "oidcToken": {"serviceAccountEmail": "a@p.example"}}}),
+        )
+        .await;
+    let before = worker.wait_for(1, Duration::from_secs(20)).await;
+    let old_token =
+        before[0].header("authorization").and_then(|h| h.strip_prefix("Bearer ")).expect("a token").to_string();
+
+    // The CLI rotates through the API; the old key stays published, so the token from
+    // before still verifies, and new tokens use the new key.
+    let out = cli(&["keys", "rotate", &format!("--endpoint={base}")]);
+    assert!(out.contains("Rotated"), "{out}");
+    let jwks = crate::targets::get_json(&format!("{base}/.well-known/jwks.json")).await;
+    let kids: Vec<&str> = jwks["keys"].as_array().expect("keys").iter().filter_map(|k| k["kid"].as_str()).collect();
+    assert_eq!(kids.len(), 2, "{jwks}");
+    assert_eq!(kids[1], first_kid, "the replaced key is still published");
+    let claims = crate::targets::verify(&old_token, &jwks);
+    assert_eq!(claims["email"], "a@p.example");
+    assert!(claims["jti"].is_string(), "tokens carry a jti");
+    server
+        .api()
+        .create_task(
+            "signed",
+            json!({"httpRequest": {"url": worker.url("/b"), "oidcToken": {"serviceAccountEmail": "a@p.example"}}}),
+        )
+        .await;
+    let after = worker.wait_for(2, Duration::from_secs(20)).await;
+    let new_token = after[1].header("authorization").and_then(|h| h.strip_prefix("Bearer ")).expect("a token");
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            new_token.split('.').next().expect("header"),
+        )
+        .expect("base64"),
+    )
+    .expect("json");
+    assert_eq!(header["kid"], kids[0]);
+
+    // At rest the keys are sealed: without the file, or with another, the server will not start.
+    let dir = server.kill_hard();
+    let db = tasklane_store::SqliteStore::open(dir.join("tasklane.db")).expect("open the store");
+    let stored =
+        tasklane_store::Store::record_get(&db, "oidc:signing-key", tasklane_core::Timestamp::from_secs(0)).await;
+    assert!(stored.expect("read").expect("a key").value.starts_with(b"tlenc1:"), "the signing key is sealed");
+    db.close();
+    for (flags, needle) in
+        [(vec![], "--secret-key-file"), (vec!["--secret-key-file", other.to_str().expect("path")], "does not open")]
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_tasklane"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&dir)
+            .args(&flags)
+            .output()
+            .expect("run serve");
+        assert!(!out.status.success(), "serve {flags:?} must refuse sealed keys it cannot open");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{stderr}");
+    }
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = Command::new(env!("CARGO_BIN_EXE_tasklane"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--secret-key-file"])
+        .arg(&key)
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .expect("run serve");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"), "a readable key file is refused");
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(files);
+}
