@@ -10,7 +10,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tasklane_core::{Queue, QueueName, Task, TaskName, Timestamp};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+mod tls;
 
 use crate::columns::{self, Columns, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::jobs;
@@ -42,6 +45,8 @@ pub struct PgStore {
     /// every API change use `pool` and wait for the flush.
     bookkeeping: Pool,
     config: tokio_postgres::Config,
+    /// TLS as the URL's `sslmode` asks (cleartext by default).
+    tls: MakeRustlsConnect,
     finisher: tokio::sync::mpsc::UnboundedSender<Finished>,
 }
 
@@ -142,8 +147,10 @@ fn queue_name_of(name: &TaskName) -> String {
 impl PgStore {
     /// Connect, in `schema` when given (created if missing), and create the tables.
     pub async fn connect(url: &str, schema: Option<&str>) -> StoreResult<PgStore> {
-        let mut config = tokio_postgres::Config::from_str(url)
+        let tls::PgTls { url, ssl_mode, connector: tls } = tls::from_url(url)?;
+        let mut config = tokio_postgres::Config::from_str(&url)
             .map_err(|e| StoreError::Unavailable(format!("invalid database URL: {e}")))?;
+        config.ssl_mode(ssl_mode);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
@@ -151,7 +158,7 @@ impl PgStore {
             if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(StoreError::Backend(format!("invalid schema name {schema:?}")));
             }
-            let (client, connection) = config.connect(NoTls).await.map_err(backend)?;
+            let (client, connection) = config.connect(tls.clone()).await.map_err(backend)?;
             let task = tokio::spawn(connection);
             client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(backend)?;
             drop(client);
@@ -160,7 +167,7 @@ impl PgStore {
         }
         let build = |config: tokio_postgres::Config, size: usize| {
             let manager =
-                Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+                Manager::from_config(config, tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
             Pool::builder(manager)
                 .max_size(size)
                 .build()
@@ -171,7 +178,7 @@ impl PgStore {
         relaxed.options(format!("{} -c synchronous_commit=off", config.get_options().unwrap_or("")).trim_start());
         let bookkeeping = build(relaxed, BOOKKEEPING_POOL_SIZE)?;
         let finisher = spawn_finisher(bookkeeping.clone());
-        let store = PgStore { pool, bookkeeping, config, finisher };
+        let store = PgStore { pool, bookkeeping, config, tls, finisher };
         store.migrate().await?;
         Ok(store)
     }
@@ -182,6 +189,21 @@ impl PgStore {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(backend)?;
         tx.batch_execute(SCHEMA).await.map_err(backend)?;
         tx.commit().await.map_err(backend)
+    }
+
+    /// Whether this store's connections to PostgreSQL are encrypted, and the server's
+    /// TLS settings as it reports them: (encrypted, `ssl`, `ssl_cert_file`).
+    pub async fn tls_status(&self) -> StoreResult<(bool, String, String)> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false), \
+                 current_setting('ssl'), current_setting('ssl_cert_file')",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        Ok((row.get(0), row.get(1), row.get(2)))
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
@@ -206,10 +228,11 @@ impl PgStore {
     pub fn listen(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let config = self.config.clone();
+        let tls = self.tls.clone();
         tokio::spawn(async move {
             let mut failures: u32 = 0;
             while !tx.is_closed() {
-                match listen_once(&config, &tx).await {
+                match listen_once(&config, tls.clone(), &tx).await {
                     Ok(()) => failures = 0,
                     Err(e) => {
                         failures = failures.saturating_add(1);
@@ -519,9 +542,10 @@ async fn job_refusal(c: &impl GenericClient, id: &str, now: Timestamp) -> StoreE
 
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     tx: &tokio::sync::mpsc::UnboundedSender<String>,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls).await?;
     let forward = tx.clone();
     let pump = tokio::spawn(async move {
         loop {

@@ -145,3 +145,49 @@ async fn postgres_churn_does_not_grow_the_hot_table() {
     assert!(sizes[7] <= sizes[2] + sizes[2] / 2, "the hot table kept growing under churn: {sizes:?}");
     fixture.cleanup().await;
 }
+
+/// `sslmode` as libpq reads it, against the local server's own certificate: `require`
+/// encrypts, `verify-full` checks chain and name, `verify-ca` the chain only, and a wrong
+/// root or name is refused.
+#[tokio::test]
+async fn postgres_connections_use_tls_as_sslmode_asks() {
+    let Ok(url) = std::env::var("TASKLANE_TEST_DATABASE_URL") else {
+        eprintln!("TASKLANE_TEST_DATABASE_URL is not set: skipping the PostgreSQL TLS test");
+        return;
+    };
+    let plain = PgStore::connect(&url, None).await.expect("connect");
+    let (encrypted, ssl, cert_file) = plain.tls_status().await.expect("read the TLS status");
+    assert!(!encrypted, "no sslmode: cleartext, as before");
+    if ssl != "on" {
+        eprintln!("this PostgreSQL server has ssl = {ssl}: skipping the TLS cases");
+        return;
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let required = PgStore::connect(&format!("{url}{sep}sslmode=require"), None).await.expect("sslmode=require");
+    assert!(required.tls_status().await.unwrap().0, "sslmode=require encrypts");
+
+    // The local server's certificate is self-signed for localhost: it is its own root.
+    let root = std::fs::read(&cert_file).map(|_| cert_file.clone());
+    let Ok(root) = root else {
+        eprintln!("cannot read the server's certificate {cert_file}: skipping the verify cases");
+        return;
+    };
+    let on_localhost = url.replacen("@127.0.0.1", "@localhost", 1);
+    let full = format!("{on_localhost}{sep}sslmode=verify-full&sslrootcert={root}");
+    let store = PgStore::connect(&full, None).await.expect("verify-full with the server's root and name");
+    assert!(store.tls_status().await.unwrap().0);
+    let wrong_name = format!("{url}{sep}sslmode=verify-full&sslrootcert={root}");
+    if url.contains("@127.0.0.1") {
+        let Err(err) = PgStore::connect(&wrong_name, None).await else {
+            panic!("127.0.0.1 is not the certificate's name: verify-full must refuse it");
+        };
+        assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+        let ca = format!("{url}{sep}sslmode=verify-ca&sslrootcert={root}");
+        assert!(PgStore::connect(&ca, None).await.expect("verify-ca ignores the name").tls_status().await.unwrap().0);
+    }
+    let other_root = fresh_dir("tls").join("other.pem");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(&other_root, other.cert.pem()).unwrap();
+    let wrong_root = format!("{on_localhost}{sep}sslmode=verify-full&sslrootcert={}", other_root.display());
+    assert!(PgStore::connect(&wrong_root, None).await.is_err(), "a certificate from another root is refused");
+}
