@@ -231,6 +231,23 @@ fn job_spec(body: &Value) -> Result<JobSpec, Status> {
     Ok(spec)
 }
 
+/// Every `/v1` body reader on one value, for the fuzz targets in `fuzz/`: whatever the
+/// input, each must answer with a value or an error, never panic.
+pub fn read_any_body(body: &Value) {
+    if let Ok(spec) = job_spec(body) {
+        for t in spec.tasks {
+            if let JobTask::Push(t) = t
+                && let Ok(q) = tasklane_core::QueueName::parse("projects/p/locations/l/queues/q")
+            {
+                let _ = t.validate(&q, Timestamp::from_secs(1_800_000_000), || "1".into());
+            }
+        }
+    }
+    let _ = pull_spec("task", body);
+    let _ = lease_refs(body, &["error"]);
+    let _ = selection(body);
+}
+
 fn time(t: Option<Timestamp>) -> Value {
     t.map_or(Value::Null, |t| json!(format_timestamp(t)))
 }
@@ -1023,7 +1040,7 @@ mod tests {
     use super::*;
 
     /// Every route `router` serves, as OpenAPI writes it.
-    const ROUTES: [&str; 20] = [
+    const ROUTES: [&str; 24] = [
         "/v1/queues",
         "/v1/queues/{queue}/tasks",
         "/v1/queues/{queue}/tasks:lease",
@@ -1044,6 +1061,10 @@ mod tests {
         "/v1/queues/{queue}/dead-letters/{id}",
         "/v1/queues/{queue}/dead-letters:redrive",
         "/v1/queues/{queue}/dead-letters:purge",
+        "/v1/tokens",
+        "/v1/tokens/{token}",
+        "/v1/identities",
+        "/v1/keys:rotate",
     ];
 
     #[test]
