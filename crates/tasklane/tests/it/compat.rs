@@ -72,3 +72,86 @@ fn node_client_works_over_grpc() {
     let steps = record["passed"].as_array().expect("passed steps");
     assert!(steps.len() >= 20, "the scenario passed only {} steps", steps.len());
 }
+
+/// An admin token made straight in a fresh store, and that store's directory.
+fn store_with_token() -> (std::path::PathBuf, String) {
+    let dir = crate::support::fresh_dir("secure");
+    let out = Command::new(env!("CARGO_BIN_EXE_tasklane"))
+        .args(["tokens", "create", "compat", "--scope", "admin", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("run tasklane tokens create");
+    let token = passed("tasklane tokens create", &out).trim().to_string();
+    (dir, token)
+}
+
+fn python_secure(server: &TasklaneProcess, transport: &str, token: &str, root: Option<&std::path::Path>) {
+    let dir = compat_dir().join("python");
+    let mut cmd = Command::new(dir.join(".venv/bin/python"));
+    cmd.arg(dir.join("secure.py"))
+        .args(["--endpoint", &server.addr.to_string(), "--transport", transport, "--token", token])
+        .args(["--project", &format!("secure-{transport}-{}", root.is_some())])
+        .env("NO_GCE_CHECK", "true");
+    if let Some(root) = root {
+        cmd.arg("--root").arg(root);
+    }
+    let out = cmd.output().expect("run the Python secure scenario");
+    let record: Value =
+        serde_json::from_str(&passed(&format!("the Python client with a token over {transport}"), &out))
+            .expect("the scenario's record");
+    let steps = record["passed"].as_array().expect("passed steps");
+    assert_eq!(steps.len(), 6, "{record}");
+}
+
+#[test]
+fn python_client_authenticates_with_a_token_over_grpc_and_rest_in_cleartext_and_tls() {
+    setup("python");
+    let (dir, token) = store_with_token();
+    let server = TasklaneProcess::start_in(dir);
+    for transport in ["grpc", "rest"] {
+        python_secure(&server, transport, &token, None);
+    }
+    drop(server);
+    let (dir, token) = store_with_token();
+    let (cert, key) = crate::connections::self_signed(&dir);
+    let server = TasklaneProcess::start_in_with(
+        dir,
+        &["--tls-cert", cert.to_str().expect("path"), "--tls-key", key.to_str().expect("path")],
+    );
+    for transport in ["grpc", "rest"] {
+        python_secure(&server, transport, &token, Some(&cert));
+    }
+}
+
+fn node_secure(server: &TasklaneProcess, token: &str, root: Option<&std::path::Path>) {
+    let dir = compat_dir().join("node");
+    let mut cmd = Command::new("node");
+    cmd.arg(dir.join("secure.js"))
+        .args(["--endpoint", &server.addr.to_string(), "--token", token])
+        .args(["--project", &format!("secure-node-{}", root.is_some())])
+        .current_dir(&dir)
+        .env("NO_GCE_CHECK", "true");
+    if let Some(root) = root {
+        cmd.arg("--root").arg(root);
+    }
+    let out = cmd.output().expect("run the Node secure scenario (is node installed?)");
+    let record: Value =
+        serde_json::from_str(&passed("the Node client with a token", &out)).expect("the scenario's record");
+    assert_eq!(record["passed"].as_array().map(Vec::len), Some(5), "{record}");
+}
+
+#[test]
+fn node_client_authenticates_with_a_token_in_cleartext_and_tls() {
+    setup("node");
+    let (dir, token) = store_with_token();
+    let server = TasklaneProcess::start_in(dir);
+    node_secure(&server, &token, None);
+    drop(server);
+    let (dir, token) = store_with_token();
+    let (cert, key) = crate::connections::self_signed(&dir);
+    let server = TasklaneProcess::start_in_with(
+        dir,
+        &["--tls-cert", cert.to_str().expect("path"), "--tls-key", key.to_str().expect("path")],
+    );
+    node_secure(&server, &token, Some(&cert));
+}

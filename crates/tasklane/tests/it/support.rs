@@ -50,6 +50,13 @@ impl TasklaneProcess {
         TasklaneProcess::spawn(&args, data_dir)
     }
 
+    /// Start on an existing data directory with extra `serve` flags.
+    pub fn start_in_with(data_dir: PathBuf, flags: &[&str]) -> TasklaneProcess {
+        let mut args = vec!["--data-dir".to_string(), data_dir.display().to_string()];
+        args.extend(flags.iter().map(|f| f.to_string()));
+        TasklaneProcess::spawn(&args, data_dir)
+    }
+
     /// Start on an existing data directory (to restart after a crash).
     pub fn start_in(data_dir: PathBuf) -> TasklaneProcess {
         let args = vec!["--data-dir".to_string(), data_dir.display().to_string()];
