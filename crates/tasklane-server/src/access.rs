@@ -16,7 +16,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use tasklane_core::access::{Action, Grant, INVALID_CREDENTIAL, IdentityPolicy, MISSING_CREDENTIAL, Scope};
-use tasklane_core::egress::EgressPolicy;
+use tasklane_core::egress::Rule;
+
+use crate::egress::EgressGate;
 use tasklane_core::{AuthToken, Clock, Code, Status, Timestamp};
 use tasklane_store::{RecordCondition, RecordPut, Store};
 use tokio::sync::mpsc;
@@ -26,6 +28,7 @@ use crate::service::store_status;
 const TOKEN_PREFIX: &str = "tlk_";
 const TOKEN_RECORD: &str = "api-token:";
 const IDENTITIES_RECORD: &str = "access:identities";
+const EGRESS_RECORD: &str = "access:egress";
 /// What other nodes are told when tokens or identities change (not a queue name).
 pub const CHANGED_NOTICE: &str = "!access";
 /// The longest a change made straight in an embedded store (by `tasklane tokens … --data-dir`
@@ -80,6 +83,13 @@ struct Snapshot {
     loaded: Option<Instant>,
 }
 
+/// The egress rules kept in the store, beside the flags' (`tasklane egress …`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredEgress {
+    pub allow: Vec<Rule>,
+    pub deny: Vec<Rule>,
+}
+
 pub struct Access {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -90,8 +100,8 @@ pub struct Access {
     refresh: Duration,
     snapshot: RwLock<Snapshot>,
     reload: tokio::sync::Mutex<()>,
-    /// Where tasks and callbacks may be sent.
-    egress: Arc<EgressPolicy>,
+    /// Where tasks and callbacks may be sent: the flags' rules with the store's.
+    egress: EgressGate,
     notifier: Mutex<Option<mpsc::UnboundedSender<String>>>,
 }
 
@@ -130,6 +140,16 @@ fn info_from(id: &str, v: &Value) -> Option<TokenInfo> {
     })
 }
 
+fn egress_from(bytes: &[u8]) -> StoredEgress {
+    let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    let list = |k: &str| -> Vec<Rule> {
+        v[k].as_array()
+            .map(|a| a.iter().filter_map(|s| s.as_str().and_then(|s| Rule::parse(s).ok())).collect())
+            .unwrap_or_default()
+    };
+    StoredEgress { allow: list("allow"), deny: list("deny") }
+}
+
 fn identities_from(bytes: &[u8]) -> IdentityPolicy {
     let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
     let list = |k: &str| -> Vec<String> {
@@ -152,24 +172,24 @@ impl Access {
             }),
             reload: tokio::sync::Mutex::new(()),
             notifier: Mutex::new(None),
-            egress: Arc::new(EgressPolicy::open()),
+            egress: EgressGate::open(),
         }
     }
 
     /// Check the targets of new tasks, queues and callbacks against `egress`.
-    pub fn with_egress(mut self, egress: Arc<EgressPolicy>) -> Self {
+    pub fn with_egress(mut self, egress: EgressGate) -> Self {
         self.egress = egress;
         self
     }
 
     /// Whether `url` (the field `field` of a request) may be a target, before any lookup.
     pub fn check_target(&self, field: &str, url: &str) -> Result<(), Status> {
-        crate::egress::check_url(&self.egress, field, url)
+        crate::egress::check_url(&self.egress.current(), field, url)
     }
 
     /// Whether a host name an override sets may be a target.
     pub fn check_target_host(&self, field: &str, host: &str) -> Result<(), Status> {
-        self.egress.check_host(host).map_err(|why| {
+        self.egress.current().check_host(host).map_err(|why| {
             Status::new(Code::PermissionDenied, format!("{field} \"{host}\" is not an allowed target: {why}"))
         })
     }
@@ -227,10 +247,57 @@ impl Access {
             .map_err(store_status)?
             .map(|r| identities_from(&r.value))
             .unwrap_or_default();
+        let egress = self
+            .store
+            .record_get(EGRESS_RECORD, now)
+            .await
+            .map_err(store_status)?
+            .map(|r| egress_from(&r.value))
+            .unwrap_or_default();
+        self.egress.apply_stored(&egress.allow, &egress.deny);
         if let Ok(mut s) = self.snapshot.write() {
             *s = Snapshot { tokens, identities, loaded: Some(Instant::now()) };
         }
         Ok(())
+    }
+
+    /// Read tokens, identities and egress rules again now (a change was announced).
+    pub async fn reload(&self) {
+        self.invalidate();
+        if let Err(e) = self.fresh().await {
+            tracing::warn!(error = %e.message, "re-read tokens, identities and egress rules");
+        }
+    }
+
+    /// The egress rules kept in the store.
+    pub async fn egress_stored(&self) -> Result<StoredEgress, Status> {
+        let record = self.store.record_get(EGRESS_RECORD, self.clock.now()).await.map_err(store_status)?;
+        Ok(record.map(|r| egress_from(&r.value)).unwrap_or_default())
+    }
+
+    /// Replace the egress rules kept in the store; they apply at once, on every node.
+    pub async fn egress_set(&self, rules: StoredEgress) -> Result<StoredEgress, Status> {
+        let text = |list: &[Rule]| list.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        let value = json!({ "allow": text(&rules.allow), "deny": text(&rules.deny) });
+        let put = RecordPut {
+            key: EGRESS_RECORD.into(),
+            value: value.to_string().into_bytes(),
+            condition: RecordCondition::Always,
+            expires_at: None,
+            now: self.clock.now(),
+        };
+        self.store.record_put(put).await.map_err(store_status)?;
+        self.egress.apply_stored(&rules.allow, &rules.deny);
+        self.changed();
+        Ok(rules)
+    }
+
+    /// The flags' egress rules, for showing beside the stored ones; `None` on a loopback
+    /// server, which sends anywhere.
+    pub fn egress_flags(&self) -> Option<(Vec<String>, Vec<String>)> {
+        let flags = self.egress.flags();
+        let text = |list: &[Rule]| list.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+        (!flags.open).then(|| (text(&flags.allow), text(&flags.deny)))
     }
 
     /// Whether requests must carry a token: always once any token exists, and with none

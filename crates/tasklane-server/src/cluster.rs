@@ -188,7 +188,7 @@ pub fn listen(store: &PgStore, dispatcher: Dispatcher, access: Arc<crate::access
     tokio::spawn(async move {
         while let Some(notice) = rx.recv().await {
             if notice == crate::access::CHANGED_NOTICE || notice.is_empty() {
-                access.invalidate();
+                access.reload().await;
                 dispatcher.signer().invalidate().await;
             }
             if notice == crate::access::CHANGED_NOTICE {

@@ -42,7 +42,7 @@ pub fn action_of(method: &Method, path: &str, is_grpc: bool) -> Option<Action> {
     {
         return None;
     }
-    if path.starts_with("/v1/tokens") || path.starts_with("/v1/identities") || path.starts_with("/v1/keys") {
+    if ["/v1/tokens", "/v1/identities", "/v1/egress", "/v1/keys"].iter().any(|p| path.starts_with(p)) {
         return Some(Action::Admin);
     }
     if *method == Method::GET || *method == Method::HEAD {
@@ -320,6 +320,7 @@ mod tests {
             (Method::GET, "/v1/tokens", Some(Action::Admin)),
             (Method::PUT, "/v1/identities", Some(Action::Admin)),
             (Method::POST, "/v1/keys:rotate", Some(Action::Admin)),
+            (Method::GET, "/v1/egress", Some(Action::Admin)),
         ];
         for (method, path, want) in cases {
             assert_eq!(action_of(method, path, false), *want, "{method} {path}");

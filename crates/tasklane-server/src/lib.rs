@@ -229,7 +229,7 @@ impl Server {
             .await
             .map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
-        let egress = Arc::new(egress_policy(&config, local_addr)?);
+        let egress = egress::EgressGate::new(egress_policy(&config, local_addr)?);
         let client = egress::http_client(egress.clone()).map_err(StartError::Http)?;
         let sealer = match &config.secret_key_file {
             Some(path) => Some(Arc::new(sealing::Sealer::from_file(path).map_err(StartError::SecretKey)?)),
@@ -300,6 +300,8 @@ impl Server {
         let refresh = if relay.is_some() { access::REFRESH_CLUSTER } else { access::REFRESH_EMBEDDED };
         let access =
             Arc::new(access::Access::new(store.clone(), clock.clone(), open, refresh).with_egress(egress.clone()));
+        // Rules kept in the store are in force before the first task is sent.
+        access.required().await.map_err(|e| StartError::Access(e.message))?;
         if access.required().await.map_err(|e| StartError::Access(e.message))?
             && access.token_list().await.map_err(|e| StartError::Access(e.message))?.is_empty()
         {
@@ -314,6 +316,7 @@ impl Server {
         dispatcher.signer().check_stored().await.map_err(|e| StartError::SecretKey(e.message))?;
         let service = CloudTasks::new(store.clone(), clock.clone(), dispatcher.clone(), config.tombstone_window)
             .with_access(access.clone());
+        let maintained_access = access.clone();
         let app = Router::new()
             .merge(admin::router(store.clone(), clock.clone(), config.cluster.lease))
             .merge(admin::oidc_router(dispatcher.signer()))
@@ -337,7 +340,7 @@ impl Server {
             job_changes: dispatcher.job_changes(),
         };
         tokio::spawn(sender.run(stop_rx.clone()));
-        spawn_maintenance(store.clone(), clock.clone(), config.dead_letter_retention, stop_rx);
+        spawn_maintenance(store.clone(), clock.clone(), config.dead_letter_retention, maintained_access, stop_rx);
         tracing::info!(addr = %local_addr, node = node_id.as_deref().unwrap_or("embedded"), "tasklane is serving");
         Ok(Server {
             local_addr,
@@ -413,6 +416,7 @@ fn spawn_maintenance(
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     dead_letter_retention: Duration,
+    access: Arc<access::Access>,
     mut stop: watch::Receiver<bool>,
 ) {
     tokio::spawn(async move {
@@ -424,6 +428,10 @@ fn spawn_maintenance(
                 _ = stop.changed() => break,
             }
             ticks += 1;
+            // Rules changed straight in the store reach a server with no API traffic too.
+            if let Err(e) = access.required().await {
+                tracing::warn!(error = %e.message, "re-read tokens and egress rules");
+            }
             match store.store_maintain(clock.now()).await {
                 Ok(done) => {
                     for what in done {

@@ -1040,7 +1040,7 @@ mod tests {
     use super::*;
 
     /// Every route `router` serves, as OpenAPI writes it.
-    const ROUTES: [&str; 24] = [
+    const ROUTES: [&str; 25] = [
         "/v1/queues",
         "/v1/queues/{queue}/tasks",
         "/v1/queues/{queue}/tasks:lease",
@@ -1065,6 +1065,7 @@ mod tests {
         "/v1/tokens/{token}",
         "/v1/identities",
         "/v1/keys:rotate",
+        "/v1/egress",
     ];
 
     #[test]

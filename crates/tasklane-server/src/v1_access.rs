@@ -1,5 +1,5 @@
-//! `/v1/tokens`, `/v1/identities` and `/v1/keys:rotate`: API tokens, the identities tasks
-//! may use, and the signing keys, over HTTP for an admin token (the guard allows nothing
+//! `/v1/tokens`, `/v1/identities`, `/v1/egress` and `/v1/keys:rotate`: API tokens, the
+//! identities tasks may use, where they may be sent, and the signing keys, over HTTP for an admin token (the guard allows nothing
 //! less). JSON in snake_case.
 
 use std::sync::Arc;
@@ -14,8 +14,9 @@ use axum::routing::{delete, get, post};
 use serde_json::{Value, json};
 use tasklane_core::Status;
 use tasklane_core::access::{Grant, IdentityPolicy, Scope};
+use tasklane_core::egress::Rule;
 
-use crate::access::{Access, token_json};
+use crate::access::{Access, StoredEgress, token_json};
 use crate::oidc::TokenSigner;
 use crate::rest::ApiError;
 
@@ -26,6 +27,7 @@ pub fn router(access: Arc<Access>, signer: Arc<TokenSigner>) -> Router {
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{token}", delete(revoke_token))
         .route("/v1/identities", get(get_identities).put(put_identities))
+        .route("/v1/egress", get(get_egress).put(put_egress))
         .with_state(access.clone())
         .route("/v1/keys:rotate", post(move || rotate_keys(access, signer)))
 }
@@ -96,6 +98,40 @@ async fn create_token(State(access): State<Arc<Access>>, body: Result<Bytes, Byt
 
 async fn revoke_token(State(access): State<Arc<Access>>, Path(token): Path<String>) -> ApiResult {
     Ok(axum::Json(token_json(&access.token_revoke(&token).await?)).into_response())
+}
+
+fn egress_json(access: &Access, stored: &StoredEgress) -> Value {
+    let text = |list: &[Rule]| list.iter().map(|r| r.to_string()).collect::<Vec<_>>();
+    let mut out = json!({ "allow": text(&stored.allow), "deny": text(&stored.deny) });
+    match access.egress_flags() {
+        Some((allow, deny)) => out["flags"] = json!({ "allow": allow, "deny": deny }),
+        None => out["open"] = json!(true),
+    }
+    out
+}
+
+async fn get_egress(State(access): State<Arc<Access>>) -> ApiResult {
+    Ok(axum::Json(egress_json(&access, &access.egress_stored().await?)).into_response())
+}
+
+/// Replace the stored egress rules: `{"allow": ["10.0.0.0/8", "worker.internal"], "deny": [...]}`.
+async fn put_egress(State(access): State<Arc<Access>>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let o = body_object(body)?;
+    for key in o.keys() {
+        if !matches!(key.as_str(), "allow" | "deny") {
+            return Err(
+                Status::invalid_argument(format!("Unknown field \"{key}\"; egress rules take allow and deny")).into()
+            );
+        }
+    }
+    let rules = |key: &str| -> Result<Vec<Rule>, Status> {
+        strings(&o, key)?
+            .iter()
+            .map(|r| Rule::parse(r).map_err(|e| Status::invalid_argument(format!("{key}: {e}"))))
+            .collect()
+    };
+    let stored = access.egress_set(StoredEgress { allow: rules("allow")?, deny: rules("deny")? }).await?;
+    Ok(axum::Json(egress_json(&access, &stored)).into_response())
 }
 
 fn identities_json(p: &IdentityPolicy) -> Value {

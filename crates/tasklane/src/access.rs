@@ -27,6 +27,26 @@ pub enum TokensCommand {
 }
 
 #[derive(Subcommand)]
+pub enum EgressCommand {
+    /// Show the egress rules: the flags' and the stored ones.
+    List(Target),
+    /// Let pushes and callbacks reach a range (`10.0.0.0/8`) or host (`worker.internal`, `*.svc`).
+    Allow(RuleArgs),
+    /// Never let pushes and callbacks reach a range or host (wins over allow rules).
+    Deny(RuleArgs),
+    /// Remove a stored allow or deny rule.
+    Remove(RuleArgs),
+}
+
+#[derive(Args)]
+pub struct RuleArgs {
+    /// An address range (`10.0.0.0/8`, `fd00::/8`, one address) or a host name (`worker.internal`, `*.svc`).
+    rule: String,
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Subcommand)]
 pub enum KeysCommand {
     /// Replace the token signing key and the job-token key. The old signing key stays in the
     /// JWKS for 2 hours and old job tokens keep verifying for 24 hours.
@@ -135,6 +155,79 @@ impl Direct {
             let _ = pg.notify(&[CHANGED_NOTICE.to_string()]).await;
         }
     }
+}
+
+pub async fn run_egress(cmd: EgressCommand) -> anyhow::Result<()> {
+    use tasklane_core::egress::Rule;
+    use tasklane_server::access::StoredEgress;
+    let text = |list: &[Rule]| list.iter().map(|r| r.to_string()).collect::<Vec<String>>();
+    let (target, change) = match cmd {
+        EgressCommand::List(t) => (t, None),
+        EgressCommand::Allow(a) => (a.target, Some(("allow", a.rule))),
+        EgressCommand::Deny(a) => (a.target, Some(("deny", a.rule))),
+        EgressCommand::Remove(a) => (a.target, Some(("remove", a.rule))),
+    };
+    let direct = Direct::open(&target).await?;
+    let mut stored = match &direct {
+        Some(d) => {
+            let s = d.access.egress_stored().await.map_err(|e| anyhow::anyhow!(e.message))?;
+            json!({ "allow": text(&s.allow), "deny": text(&s.deny) })
+        }
+        None => target.client.call_url(reqwest::Method::GET, "v1/egress", None).await?,
+    };
+    if let Some((what, rule)) = change {
+        let rule = Rule::parse(&rule).map_err(anyhow::Error::msg)?.to_string();
+        for list in ["allow", "deny"] {
+            let mut items: Vec<String> = stored[list]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            items.retain(|r| *r != rule);
+            if list == what {
+                items.push(rule.clone());
+            }
+            stored[list] = json!(items);
+        }
+        let body = json!({ "allow": stored["allow"], "deny": stored["deny"] });
+        stored = match &direct {
+            Some(d) => {
+                let parse = |k: &str| -> anyhow::Result<Vec<Rule>> {
+                    body[k]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(|r| Rule::parse(r).map_err(anyhow::Error::msg))
+                        .collect()
+                };
+                let rules = StoredEgress { allow: parse("allow")?, deny: parse("deny")? };
+                let s = d.access.egress_set(rules).await.map_err(|e| anyhow::anyhow!(e.message))?;
+                d.announce().await;
+                json!({ "allow": text(&s.allow), "deny": text(&s.deny) })
+            }
+            None => target.client.call_url(reqwest::Method::PUT, "v1/egress", Some(body)).await?,
+        };
+    }
+    if target.client.format == Format::Json {
+        output::resource(Format::Json, &stored);
+        return Ok(());
+    }
+    let list = |v: &Value| {
+        let items: Vec<&str> = v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        if items.is_empty() { "(none)".to_string() } else { items.join(", ") }
+    };
+    if stored["open"] == json!(true) {
+        println!(
+            "This server listens on loopback only: pushes may go anywhere, and these rules apply once it does not."
+        );
+    }
+    println!("allowed (stored): {}", list(&stored["allow"]));
+    println!("denied (stored):  {}", list(&stored["deny"]));
+    if stored["flags"].is_object() {
+        println!("allowed (flags):  {}", list(&stored["flags"]["allow"]));
+        println!("denied (flags):   {}", list(&stored["flags"]["deny"]));
+    }
+    Ok(())
 }
 
 pub async fn run_keys(cmd: KeysCommand) -> anyhow::Result<()> {

@@ -44,6 +44,9 @@ enum Command {
     /// Make, list and revoke API tokens.
     #[command(subcommand)]
     Tokens(access::TokensCommand),
+    /// Choose where pushes and callbacks may go, beside --egress-allow and --egress-deny.
+    #[command(subcommand)]
+    Egress(access::EgressCommand),
     /// Rotate the keys tasklane signs tokens with.
     #[command(subcommand)]
     Keys(access::KeysCommand),
@@ -81,6 +84,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Tokens(cmd) => access::run_tokens(cmd).await,
             Command::Keys(cmd) => access::run_keys(cmd).await,
+            Command::Egress(cmd) => access::run_egress(cmd).await,
             Command::Identities(cmd) => access::run_identities(cmd).await,
         }
     });

@@ -64,7 +64,7 @@ pub struct DispatchConfig {
     pub max_connections_per_host: usize,
     /// Where pushes may go. The client's resolver checks names; this checks a URL whose
     /// host is an address, which no resolver sees.
-    pub egress: Arc<tasklane_core::egress::EgressPolicy>,
+    pub egress: crate::egress::EgressGate,
     /// Seals the signing keys in the store (`--secret-key-file`).
     pub sealer: Option<Arc<crate::sealing::Sealer>>,
 }
@@ -79,7 +79,7 @@ impl Default for DispatchConfig {
             tombstone_window: Duration::from_secs(3600),
             token_issuer: "http://127.0.0.1:8790".into(),
             max_connections_per_host: DEFAULT_MAX_CONNECTIONS_PER_HOST,
-            egress: Arc::new(tasklane_core::egress::EgressPolicy::open()),
+            egress: crate::egress::EgressGate::open(),
             sealer: None,
         }
     }
@@ -129,7 +129,7 @@ struct QueueHandle {
 
 /// A pooled HTTP client with no egress limits: a loopback server's, and tools' and tests'.
 pub fn http_client() -> Result<reqwest::Client, String> {
-    crate::egress::http_client(Arc::new(tasklane_core::egress::EgressPolicy::open()))
+    crate::egress::http_client(crate::egress::EgressGate::open())
 }
 
 impl Dispatcher {
@@ -634,7 +634,7 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
                     bearer: bearer.as_deref(),
                     extra: &job_headers,
                     url: shared.urls.get(&request.url),
-                    egress: &shared.config.egress,
+                    egress: &shared.config.egress.current(),
                 };
                 push::push(&shared.client, attempt, timeout, move || clock.now()).await
             }

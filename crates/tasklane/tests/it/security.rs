@@ -654,6 +654,38 @@ async fn beyond_loopback_pushes_reach_only_allowed_targets() {
     assert!(message.contains("egress policy") && message.contains("127.0.0.1"), "{message}");
     assert!(worker.received().is_empty(), "nothing reached the loopback worker");
 
+    // Rules kept in the store apply at once, without a restart; a deny wins over an allow.
+    let endpoint = format!("--endpoint={base}");
+    let shown = cli(&["egress", "allow", "127.0.0.0/8", &endpoint]);
+    assert!(shown.contains("allowed (stored): 127.0.0.0/8"), "{shown}");
+    let (status, v) =
+        call(&base, None, Method::POST, &format!("{v2}/queues/out/tasks"), Some(task("g", &worker.url("/stored"))))
+            .await;
+    assert_eq!(status, 200, "{v}");
+    worker.wait_for(1, Duration::from_secs(20)).await;
+    cli(&["egress", "deny", "127.0.0.1", &endpoint]);
+    refused(
+        &base,
+        None,
+        Method::POST,
+        &format!("{v2}/queues/out/tasks"),
+        Some(task("h", &worker.url("/"))),
+        (403, "PERMISSION_DENIED", "egress rule 127.0.0.1/32"),
+    )
+    .await;
+    cli(&["egress", "remove", "127.0.0.1", &endpoint]);
+    cli(&["egress", "remove", "127.0.0.0/8", &endpoint]);
+    refused(
+        &base,
+        None,
+        Method::POST,
+        &format!("{v2}/queues/out/tasks"),
+        Some(task("i", &worker.url("/"))),
+        (403, "PERMISSION_DENIED", "--egress-allow 127.0.0.0/8"),
+    )
+    .await;
+    let worker_seen = worker.received().len();
+
     // Loopback allowed: the worker is reached, but a redirect to link-local is not followed.
     let allowed = TasklaneProcess::start_with(&[
         "--listen",
@@ -674,7 +706,7 @@ async fn beyond_loopback_pushes_reach_only_allowed_targets() {
     let (status, v) =
         call(&base, None, Method::POST, &format!("{v2}/queues/out/tasks"), Some(task("e", &worker.url("/ok")))).await;
     assert_eq!(status, 200, "{v}");
-    worker.wait_for(1, Duration::from_secs(20)).await;
+    worker.wait_for(worker_seen + 1, Duration::from_secs(20)).await;
     let (status, v) = call(
         &base,
         None,
