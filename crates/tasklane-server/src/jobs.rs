@@ -66,7 +66,13 @@ pub struct Jobs {
     dispatcher: Dispatcher,
     /// Which identities job tasks may use; `None`: any.
     access: Option<Arc<crate::access::Access>>,
+    /// One permit per open event stream.
+    streams: Arc<tokio::sync::Semaphore>,
+    max_streams: usize,
 }
+
+/// Event streams open at once by default (each holds a connection and a task).
+pub const DEFAULT_MAX_EVENT_STREAMS: usize = 1024;
 
 /// A queue named in full, or by its id in the default project and location.
 pub fn queue_name(s: &str) -> Result<QueueName, Status> {
@@ -95,7 +101,34 @@ fn not_found(e: StoreError) -> Status {
 
 impl Jobs {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, dispatcher: Dispatcher) -> Jobs {
-        Jobs { store, clock, dispatcher, access: None }
+        Jobs {
+            store,
+            clock,
+            dispatcher,
+            access: None,
+            streams: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_EVENT_STREAMS)),
+            max_streams: DEFAULT_MAX_EVENT_STREAMS,
+        }
+    }
+
+    /// Allow at most `n` event streams open at once.
+    pub fn with_stream_limit(mut self, n: usize) -> Self {
+        self.streams = Arc::new(tokio::sync::Semaphore::new(n));
+        self.max_streams = n;
+        self
+    }
+
+    /// A place for one more event stream, held until the stream ends.
+    pub fn stream_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            Status::new(
+                tasklane_core::Code::ResourceExhausted,
+                format!(
+                    "{} event streams are open, the most this server allows; close one, or raise --max-event-streams",
+                    self.max_streams
+                ),
+            )
+        })
     }
 
     /// Check the identities job tasks ask tokens for against `access`.

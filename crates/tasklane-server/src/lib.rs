@@ -88,6 +88,8 @@ pub struct ServerConfig {
     pub egress_deny: Vec<String>,
     /// A file holding the master key that seals the signing keys in the store.
     pub secret_key_file: Option<PathBuf>,
+    /// Most job event streams (Server-Sent Events) open at once.
+    pub max_event_streams: usize,
 }
 
 /// `http://ADDR` (or `https://`), with a wildcard address replaced by loopback.
@@ -117,6 +119,7 @@ impl Default for ServerConfig {
             egress_allow: Vec::new(),
             egress_deny: Vec::new(),
             secret_key_file: None,
+            max_event_streams: jobs::DEFAULT_MAX_EVENT_STREAMS,
         }
     }
 }
@@ -321,7 +324,9 @@ impl Server {
             .merge(admin::router(store.clone(), clock.clone(), config.cluster.lease))
             .merge(admin::oidc_router(dispatcher.signer()))
             .merge(v1::router(v1::V1 {
-                jobs: jobs::Jobs::new(store.clone(), clock.clone(), dispatcher.clone()).with_access(access.clone()),
+                jobs: jobs::Jobs::new(store.clone(), clock.clone(), dispatcher.clone())
+                    .with_access(access.clone())
+                    .with_stream_limit(config.max_event_streams),
                 dead: dead_letters::DeadLetters::new(store.clone(), clock.clone(), dispatcher.clone()),
                 pull: pull::Pull::new(store.clone(), clock.clone(), dispatcher.clone(), config.tombstone_window),
                 tasks: service.clone(),

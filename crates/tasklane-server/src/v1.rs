@@ -458,6 +458,7 @@ fn sse_event(e: &JobEvent, id: String) -> Event {
 }
 
 struct Watch {
+    _slot: tokio::sync::OwnedSemaphorePermit,
     jobs: Jobs,
     id: String,
     last_seq: i64,
@@ -532,7 +533,7 @@ async fn job_events(
             Status::invalid_argument(format!("Last-Event-ID \"{v}\" must be the id of an event of this stream"))
         })?,
     };
-    let watch = Watch { jobs, id, last_seq, changes, ready: VecDeque::new(), ended: false };
+    let watch = Watch { _slot: jobs.stream_slot()?, jobs, id, last_seq, changes, ready: VecDeque::new(), ended: false };
     let stream = futures_util::stream::unfold(watch, Watch::next);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
@@ -692,6 +693,7 @@ impl JobFilter {
 }
 
 struct Dashboard {
+    _slot: tokio::sync::OwnedSemaphorePermit,
     jobs: Jobs,
     filter: JobFilter,
     /// Events before the stream opened are not sent.
@@ -769,6 +771,7 @@ async fn all_events(
     }
     within_filter(&principal_of(who), filter.queue.as_ref().map(|q| q.to_string()))?;
     let dashboard = Dashboard {
+        _slot: jobs.stream_slot()?,
         changes: jobs.changes(),
         since: jobs.now(),
         jobs,

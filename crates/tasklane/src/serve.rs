@@ -50,6 +50,9 @@ pub struct ServeArgs {
     /// Most API connections open at once; more are closed when accepted.
     #[arg(long, env = "TASKLANE_MAX_CONNECTIONS", default_value_t = ConnectionLimits::default().max_connections)]
     max_connections: usize,
+    /// Most job event streams (Server-Sent Events) open at once; more are refused with 429.
+    #[arg(long, env = "TASKLANE_MAX_EVENT_STREAMS", default_value_t = tasklane_server::jobs::DEFAULT_MAX_EVENT_STREAMS)]
+    max_event_streams: usize,
     /// Time a client has to send a request header (also an idle HTTP/1.1 connection's
     /// life, and a TLS handshake's).
     #[arg(long, env = "TASKLANE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = crate::client::parse_cli_duration)]
@@ -127,6 +130,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         egress_allow: args.egress_allow,
         egress_deny: args.egress_deny,
         secret_key_file: args.secret_key_file,
+        max_event_streams: args.max_event_streams,
         ..ServerConfig::default()
     };
     let server = Server::start(config).await.context("start tasklane")?;

@@ -144,3 +144,23 @@ async fn tls_serves_rest_over_http1_and_http2_and_refuses_cleartext() {
     assert!(cleartext.is_err() || cleartext.is_ok_and(|r| !r.status().is_success()), "cleartext is refused");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn event_streams_are_capped_and_a_closed_one_frees_its_place() {
+    let server = TasklaneProcess::start_with(&["--max-event-streams", "2"]);
+    let base = format!("http://{}", server.addr);
+    let open = || client().get(format!("{base}/v1/events")).send();
+    let first = open().await.expect("first stream");
+    let second = open().await.expect("second stream");
+    assert_eq!((first.status().as_u16(), second.status().as_u16()), (200, 200));
+    let third = open().await.expect("third stream");
+    assert_eq!(third.status().as_u16(), 429);
+    let body = third.text().await.expect("body");
+    assert!(body.contains("RESOURCE_EXHAUSTED") && body.contains("--max-event-streams"), "{body}");
+    drop(first);
+    crate::support::eventually("a closed stream to free its place", Duration::from_secs(10), || async {
+        open().await.is_ok_and(|r| r.status().as_u16() == 200)
+    })
+    .await;
+    drop(second);
+}
