@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, watch};
 /// Limits on the connections the API port accepts.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
-    /// Most connections open at once; more are closed as soon as they are accepted.
+    /// Most connections open at once; more are closed as soon as they are accepted. 0: no cap.
     pub max_connections: usize,
     /// Time a client has to send a request's header, also the most an HTTP/1.1 connection
     /// may sit idle between requests and the time for a TLS handshake.
@@ -59,8 +59,10 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // 0 means no cap; a million open connections is more than any one process holds.
+    let cap = if limits.max_connections == 0 { 1 << 20 } else { limits.max_connections };
     let limits = Arc::new(limits);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Semaphore::new(cap));
     let mut refused_logged: Option<tokio::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
@@ -102,7 +104,7 @@ pub async fn serve(
         });
     }
     // Every connection holds one slot until it closes.
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let all = u32::try_from(cap).unwrap_or(u32::MAX);
     let _ = slots.acquire_many(all).await;
 }
 
@@ -249,16 +251,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
-/// A request body that must arrive within a deadline from the end of the header.
+/// A request body that must arrive within a deadline from the end of the header. The timer
+/// is armed only when the body is not already there: most bodies arrive with their header,
+/// and a timer per request cost a tenth of a single create's CPU.
 struct TimedBody {
     inner: Incoming,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    started: tokio::time::Instant,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     timeout: Duration,
 }
 
 impl TimedBody {
     fn new(inner: Incoming, timeout: Duration) -> TimedBody {
-        TimedBody { inner, deadline: Box::pin(tokio::time::sleep(timeout)), timeout }
+        TimedBody { inner, started: tokio::time::Instant::now(), deadline: None, timeout }
     }
 }
 
@@ -273,7 +278,9 @@ impl http_body::Body for TimedBody {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        match self.deadline.as_mut().poll(cx) {
+        let at = self.started + self.timeout;
+        let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        match deadline.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 let secs = self.timeout.as_secs();
                 Poll::Ready(Some(Err(format!("the request body did not arrive within {secs} s").into())))

@@ -173,19 +173,45 @@ fn form_like(req: &Request) -> Option<String> {
 const CORS_METHODS: &str = "GET, POST, PUT, PATCH, DELETE";
 const CORS_HEADERS: &str = "authorization, content-type, last-event-id, x-tasklane-job-token";
 
-/// The browser guard middleware.
-pub async fn browser(State(policy): State<Arc<BrowserPolicy>>, req: Request, next: Next) -> Response {
+/// What the guard needs: the browser policy and who may call.
+#[derive(Clone)]
+pub struct Guard {
+    pub browser: Arc<BrowserPolicy>,
+    pub access: Arc<Access>,
+}
+
+/// The middleware: the browser checks, then the caller's, then the handler; CORS headers
+/// on the way out for an allowed origin. One layer, so a request pays for one boxed future.
+pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Response {
     let is_grpc = grpc::is_grpc(&req);
+    let cors = match browser(&g.browser, &req, is_grpc) {
+        Ok(cors) => cors,
+        Err(refused) => return *refused,
+    };
+    if let Err(refused) = caller(&g.access, &mut req, is_grpc).await {
+        return *refused;
+    }
+    let mut response = next.run(req).await;
+    if let Some(origin) = cors
+        && let Ok(v) = HeaderValue::from_str(&origin)
+    {
+        response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        response.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+/// The browser checks: a refusal, or the origin to send CORS headers to.
+fn browser(policy: &BrowserPolicy, req: &Request, is_grpc: bool) -> Result<Option<String>, Box<Response>> {
     let authority = req
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
-    if let Some(authority) = &authority
+        .or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if let Some(authority) = authority
         && !policy.host_allowed(strip_port(authority))
     {
-        return guard_refusal(
+        return Err(Box::new(guard_refusal(
             403,
             format!(
                 "Host \"{}\" is not a name tasklane serves. If it is yours, add it with --allowed-hosts (or set \
@@ -193,28 +219,27 @@ pub async fn browser(State(policy): State<Arc<BrowserPolicy>>, req: Request, nex
                 strip_port(authority)
             ),
             is_grpc,
-        );
+        )));
     }
-    let public =
-        action_of(req.method(), req.uri().path(), is_grpc).is_none() && !req.uri().path().starts_with("/v1/jobs/");
-    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut cors = None;
-    if let Some(origin) = origin {
+    if let Some(origin) = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let public =
+            action_of(req.method(), req.uri().path(), is_grpc).is_none() && !req.uri().path().starts_with("/v1/jobs/");
         // A page tasklane serves itself may call it (a console, later).
-        let same_origin = authority.as_ref().is_some_and(|a| {
+        let same_origin = authority.is_some_and(|a| {
             origin.eq_ignore_ascii_case(&format!("http://{a}")) || origin.eq_ignore_ascii_case(&format!("https://{a}"))
         });
-        if policy.origin_allowed(&origin) {
-            cors = Some(origin);
+        if policy.origin_allowed(origin) {
+            cors = Some(origin.to_string());
         } else if !same_origin && !public {
-            return guard_refusal(
+            return Err(Box::new(guard_refusal(
                 403,
                 format!(
                     "Requests from web pages at {origin} are not allowed. If that page is yours, add its origin \
                      with --allowed-origins."
                 ),
                 is_grpc,
-            );
+            )));
         }
     }
     if let Some(origin) = &cors
@@ -230,56 +255,44 @@ pub async fn browser(State(policy): State<Arc<BrowserPolicy>>, req: Request, nex
         h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(CORS_HEADERS));
         h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
-        return r;
+        return Err(Box::new(r));
     }
-    if let Some(kind) = form_like(&req) {
+    if let Some(kind) = form_like(req) {
         let shown =
             if kind.is_empty() { "a body without a Content-Type".to_string() } else { format!("Content-Type {kind}") };
-        return guard_refusal(
+        return Err(Box::new(guard_refusal(
             415,
             format!(
                 "This request changes state and carries {shown}; send its body as JSON with \
                  \"Content-Type: application/json\" (gRPC: application/grpc)."
             ),
             is_grpc,
-        );
+        )));
     }
-    let mut response = next.run(req).await;
-    if let Some(origin) = cors
-        && let Ok(v) = HeaderValue::from_str(&origin)
-    {
-        response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        response.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    response
+    Ok(cors)
 }
 
-/// The middleware: authenticate, check the scope and the path's resource, and leave the
-/// `Principal` for the handler.
-pub async fn check(State(access): State<Arc<Access>>, mut req: Request, next: Next) -> Response {
-    let is_grpc = grpc::is_grpc(&req);
-    let path = req.uri().path().to_string();
-    let Some(action) = action_of(req.method(), &path, is_grpc) else {
-        return next.run(req).await;
+/// Authenticate, check the scope and the path's resource, and leave a token's `Principal`
+/// for the handler (no `Principal` means an open server).
+async fn caller(access: &Access, req: &mut Request, is_grpc: bool) -> Result<(), Box<Response>> {
+    let Some(action) = action_of(req.method(), req.uri().path(), is_grpc) else {
+        return Ok(());
     };
-    let principal = match access.authenticate(bearer(&req).as_deref()).await {
-        Ok(p) => p,
-        Err(e) => return refuse(e, is_grpc),
-    };
+    let principal = access.authenticate(bearer(req).as_deref()).await.map_err(|e| Box::new(refuse(e, is_grpc)))?;
+    let Principal::Token(_) = &principal else { return Ok(()) };
     let mut checked = principal.may(action);
+    let path = req.uri().path();
     if checked.is_ok() && !is_grpc {
-        if let Some(resource) = resource_of(&path) {
+        if let Some(resource) = resource_of(path) {
             checked = principal.within(&resource);
         } else if action == Action::Admin || path == "/v1/cluster" {
-            // Tokens, identities and the cluster span every project: no limited token.
+            // Tokens, identities, egress and the cluster span every project: no limited token.
             checked = principal.within("");
         }
     }
-    if let Err(e) = checked {
-        return refuse(e, is_grpc);
-    }
+    checked.map_err(|e| Box::new(refuse(e, is_grpc)))?;
     req.extensions_mut().insert(principal);
-    next.run(req).await
+    Ok(())
 }
 
 /// The caller a handler serves: the guard's `Principal`, or open where no guard ran

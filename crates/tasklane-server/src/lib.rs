@@ -333,8 +333,10 @@ impl Server {
             }))
             .merge(api(service))
             .merge(v1_access::router(access.clone(), dispatcher.signer()))
-            .layer(axum::middleware::from_fn_with_state(access, guard::check))
-            .layer(axum::middleware::from_fn_with_state(Arc::new(browser), guard::browser));
+            .layer(axum::middleware::from_fn_with_state(
+                guard::Guard { browser: Arc::new(browser), access },
+                guard::guard,
+            ));
 
         let http = tokio::spawn(connections::serve(listener, app, config.connections.clone(), tls, stop_rx.clone()));
         let sender = callbacks::CallbackSender {

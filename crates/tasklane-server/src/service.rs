@@ -31,9 +31,14 @@ const TASK_TOO_RECENT: &str = "The task cannot be created because a task with th
 const TASK_GONE: &str = "The task no longer exists, though a task with this name existed recently. \
                          The task either successfully completed or was deleted.";
 
-/// The Cloud Tasks v2 service over a store and a dispatcher.
+/// The Cloud Tasks v2 service over a store and a dispatcher. Cloned for every request
+/// (router state), so its parts sit behind one `Arc`: a clone is one reference count, not
+/// one per part, which cores otherwise fight over.
 #[derive(Clone)]
-pub struct CloudTasks {
+pub struct CloudTasks(Arc<Parts>);
+
+#[derive(Clone)]
+pub struct Parts {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     dispatcher: Dispatcher,
@@ -41,6 +46,14 @@ pub struct CloudTasks {
     id_counter: Arc<AtomicU64>,
     /// Which identities tasks may use; `None` (tests of a bare service): any.
     access: Option<Arc<Access>>,
+}
+
+impl std::ops::Deref for CloudTasks {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
 }
 
 /// Map a store failure to what the caller sees.
@@ -84,12 +97,19 @@ impl CloudTasks {
         dispatcher: Dispatcher,
         tombstone_window: Duration,
     ) -> Self {
-        CloudTasks { store, clock, dispatcher, tombstone_window, id_counter: Arc::new(AtomicU64::new(0)), access: None }
+        CloudTasks(Arc::new(Parts {
+            store,
+            clock,
+            dispatcher,
+            tombstone_window,
+            id_counter: Arc::new(AtomicU64::new(0)),
+            access: None,
+        }))
     }
 
     /// Check the identities tasks and queues ask tokens for against `access`.
     pub fn with_access(mut self, access: Arc<Access>) -> Self {
-        self.access = Some(access);
+        Arc::make_mut(&mut self.0).access = Some(access);
         self
     }
 

@@ -47,7 +47,7 @@ pub struct ServeArgs {
     /// The PEM private key of `--tls-cert`.
     #[arg(long, env = "TASKLANE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Most API connections open at once; more are closed when accepted.
+    /// Most API connections open at once; more are closed when accepted. 0 removes the cap.
     #[arg(long, env = "TASKLANE_MAX_CONNECTIONS", default_value_t = ConnectionLimits::default().max_connections)]
     max_connections: usize,
     /// Most job event streams (Server-Sent Events) open at once; more are refused with 429.
