@@ -124,10 +124,13 @@ fn info_json(info: &TokenInfo) -> Value {
     })
 }
 
+/// The strings of `v[key]`, a JSON list (anything else reads as none).
+pub fn strings(v: &Value, key: &str) -> Vec<String> {
+    v[key].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
+
 fn info_from(id: &str, v: &Value) -> Option<TokenInfo> {
-    let list = |k: &str| -> Vec<String> {
-        v[k].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
-    };
+    let list = |k: &str| strings(v, k);
     Some(TokenInfo {
         id: id.to_string(),
         grant: Grant {
@@ -142,20 +145,13 @@ fn info_from(id: &str, v: &Value) -> Option<TokenInfo> {
 
 fn egress_from(bytes: &[u8]) -> StoredEgress {
     let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-    let list = |k: &str| -> Vec<Rule> {
-        v[k].as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().and_then(|s| Rule::parse(s).ok())).collect())
-            .unwrap_or_default()
-    };
+    let list = |k: &str| strings(&v, k).iter().filter_map(|s| Rule::parse(s).ok()).collect();
     StoredEgress { allow: list("allow"), deny: list("deny") }
 }
 
 fn identities_from(bytes: &[u8]) -> IdentityPolicy {
     let v: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-    let list = |k: &str| -> Vec<String> {
-        v[k].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
-    };
-    IdentityPolicy { service_accounts: list("service_accounts"), audiences: list("audiences") }
+    IdentityPolicy { service_accounts: strings(&v, "service_accounts"), audiences: strings(&v, "audiences") }
 }
 
 impl Access {
@@ -278,18 +274,23 @@ impl Access {
     /// Replace the egress rules kept in the store; they apply at once, on every node.
     pub async fn egress_set(&self, rules: StoredEgress) -> Result<StoredEgress, Status> {
         let text = |list: &[Rule]| list.iter().map(|r| r.to_string()).collect::<Vec<_>>();
-        let value = json!({ "allow": text(&rules.allow), "deny": text(&rules.deny) });
+        self.setting_put(EGRESS_RECORD, json!({ "allow": text(&rules.allow), "deny": text(&rules.deny) })).await?;
+        self.egress.apply_stored(&rules.allow, &rules.deny);
+        Ok(rules)
+    }
+
+    /// Write a setting record and tell every node.
+    async fn setting_put(&self, key: &str, value: Value) -> Result<(), Status> {
         let put = RecordPut {
-            key: EGRESS_RECORD.into(),
+            key: key.into(),
             value: value.to_string().into_bytes(),
             condition: RecordCondition::Always,
             expires_at: None,
             now: self.clock.now(),
         };
         self.store.record_put(put).await.map_err(store_status)?;
-        self.egress.apply_stored(&rules.allow, &rules.deny);
         self.changed();
-        Ok(rules)
+        Ok(())
     }
 
     /// The flags' egress rules, for showing beside the stored ones; `None` on a loopback
@@ -414,15 +415,7 @@ impl Access {
             }
         }
         let value = json!({ "service_accounts": policy.service_accounts, "audiences": policy.audiences });
-        let put = RecordPut {
-            key: IDENTITIES_RECORD.into(),
-            value: value.to_string().into_bytes(),
-            condition: RecordCondition::Always,
-            expires_at: None,
-            now: self.clock.now(),
-        };
-        self.store.record_put(put).await.map_err(store_status)?;
-        self.changed();
+        self.setting_put(IDENTITIES_RECORD, value).await?;
         Ok(policy)
     }
 

@@ -10,7 +10,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use tasklane_core::SystemClock;
 use tasklane_core::access::{Grant, IdentityPolicy, Scope};
-use tasklane_server::access::{Access, CHANGED_NOTICE, token_json};
+use tasklane_server::access::{Access, CHANGED_NOTICE, strings, token_json};
 use tasklane_store::{PgStore, SqliteStore, Store};
 
 use crate::client::{ClientArgs, Format};
@@ -178,10 +178,7 @@ pub async fn run_egress(cmd: EgressCommand) -> anyhow::Result<()> {
     if let Some((what, rule)) = change {
         let rule = Rule::parse(&rule).map_err(anyhow::Error::msg)?.to_string();
         for list in ["allow", "deny"] {
-            let mut items: Vec<String> = stored[list]
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
-                .unwrap_or_default();
+            let mut items = strings(&stored, list);
             items.retain(|r| *r != rule);
             if list == what {
                 items.push(rule.clone());
@@ -353,10 +350,7 @@ fn policy_json(p: &IdentityPolicy) -> Value {
 }
 
 fn policy_from(v: &Value) -> IdentityPolicy {
-    let list = |k: &str| -> Vec<String> {
-        v[k].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
-    };
-    IdentityPolicy { service_accounts: list("service_accounts"), audiences: list("audiences") }
+    IdentityPolicy { service_accounts: strings(v, "service_accounts"), audiences: strings(v, "audiences") }
 }
 
 async fn policy_read(t: &Target, direct: &Option<Direct>) -> anyhow::Result<IdentityPolicy> {
