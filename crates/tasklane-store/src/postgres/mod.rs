@@ -93,10 +93,17 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 }
 
 fn backend(e: tokio_postgres::Error) -> StoreError {
-    if e.is_closed() || e.as_db_error().is_none() {
+    let Some(db) = e.as_db_error().filter(|_| !e.is_closed()) else {
         return StoreError::Unavailable(with_causes(&e));
+    };
+    // The server going away or out of room is the database being unavailable, which a
+    // client should retry (503), not an internal error: class 08 (connection exception),
+    // 53 (insufficient resources: too many connections, disk full) and 57 (operator
+    // intervention: "terminating connection due to administrator command", a shutdown).
+    if matches!(db.code().code().get(..2), Some("08" | "53" | "57")) {
+        return StoreError::Unavailable(db.to_string());
     }
-    StoreError::Backend(e.as_db_error().map_or_else(|| e.to_string(), |d| d.to_string()))
+    StoreError::Backend(db.to_string())
 }
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
@@ -204,6 +211,28 @@ impl PgStore {
             .await
             .map_err(backend)?;
         Ok((row.get(0), row.get(1), row.get(2)))
+    }
+
+    /// Keep one connection busy for `seconds` (for fault tests: a statement in flight).
+    pub async fn hold(&self, seconds: f64) -> StoreResult<()> {
+        let client = self.client().await?;
+        client.execute("SELECT pg_sleep($1)", &[&seconds]).await.map_err(backend)?;
+        Ok(())
+    }
+
+    /// Terminate every connection whose `application_name` is `name` (for fault tests);
+    /// returns how many.
+    pub async fn terminate_application(&self, name: &str) -> StoreResult<i64> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                &[&name],
+            )
+            .await
+            .map_err(backend)?;
+        Ok(row.get(0))
     }
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {

@@ -191,3 +191,35 @@ async fn postgres_connections_use_tls_as_sslmode_asks() {
     let wrong_root = format!("{on_localhost}{sep}sslmode=verify-full&sslrootcert={}", other_root.display());
     assert!(PgStore::connect(&wrong_root, None).await.is_err(), "a certificate from another root is refused");
 }
+
+/// PostgreSQL terminating a connection (SQLSTATE 57P01, as at a restart or failover) under
+/// a statement in flight is the database being unavailable, which clients retry, not an
+/// internal error.
+#[tokio::test]
+async fn postgres_terminating_a_statement_in_flight_reads_as_unavailable() {
+    let Ok(url) = std::env::var("TASKLANE_TEST_DATABASE_URL") else {
+        eprintln!("TASKLANE_TEST_DATABASE_URL is not set: skipping the PostgreSQL termination test");
+        return;
+    };
+    let tag = format!("tl57_{}", std::process::id());
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = PgStore::connect(&format!("{url}{sep}application_name={tag}"), None).await.expect("connect");
+    let admin = PgStore::connect(&url, None).await.expect("connect");
+    let busy = tokio::spawn({
+        let store = store.clone();
+        async move { store.hold(30.0).await }
+    });
+    // Terminate once the statement is running (the connection shows as active).
+    let mut terminated = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        terminated = admin.terminate_application(&tag).await.expect("terminate");
+        if terminated > 0 {
+            break;
+        }
+    }
+    assert!(terminated >= 1, "the store's connection was found");
+    let err = busy.await.expect("join").expect_err("a terminated statement fails");
+    assert!(matches!(err, tasklane_store::StoreError::Unavailable(_)), "{err:?}");
+    assert!(err.to_string().contains("terminating connection"), "{err}");
+}
