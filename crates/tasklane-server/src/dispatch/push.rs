@@ -193,19 +193,17 @@ pub async fn push(
     };
     let mut response = response;
     let mut excerpt = Vec::new();
-    // Read a bounded part of the body; the deadline still applies while reading.
+    // Read the body to its end, keeping its start; the deadline still applies while
+    // reading. A body that stops short of its declared length (the worker died mid-answer)
+    // is a failed attempt, whatever the status said.
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
                 let room = RESPONSE_EXCERPT.saturating_sub(excerpt.len());
                 excerpt.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                if excerpt.len() >= RESPONSE_EXCERPT {
-                    break;
-                }
             }
             Ok(None) => break,
-            Err(e) if e.is_timeout() => return failure(&e),
-            Err(_) => break,
+            Err(e) => return failure(&e),
         }
     }
     let reason = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");

@@ -262,6 +262,17 @@ async fn misbehaving_workers_cost_one_attempt_each() {
             let _ = stream.write_all(b"this is not HTTP\r\n\r\n");
         }
     });
+    // A worker that promises 1,000 bytes of a 200, sends 7 and hangs up: not a success.
+    let truncated = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let truncated_addr = truncated.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in truncated.incoming().flatten().take(50) {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n1234567");
+        }
+    });
     let redirect_app = axum::Router::new().fallback(|uri: axum::http::Uri| async move {
         axum::response::Redirect::temporary(&format!("{}x", uri.path()))
     });
@@ -275,15 +286,17 @@ async fn misbehaving_workers_cost_one_attempt_each() {
         ("garbage", format!("http://{garbage_addr}/")),
         ("redirect", format!("http://{redirect_addr}/loop")),
         ("closed", "http://127.0.0.1:9/".to_string()),
+        ("truncated", format!("http://{truncated_addr}/")),
     ] {
         api.create_task("bad-workers", json!({"name": task_name("bad-workers", id), "httpRequest": {"url": url}}))
             .await;
     }
     let mut results: HashMap<String, Value> = HashMap::new();
     let start = Instant::now();
-    while results.len() < 4 {
+    while results.len() < 5 {
         assert!(start.elapsed() < Duration::from_secs(15), "only {:?} recorded an attempt", results.keys());
-        for id in ["reset", "garbage", "redirect", "closed"] {
+        // A task that succeeded would be gone, and this read would fail.
+        for id in ["reset", "garbage", "redirect", "closed", "truncated"] {
             let t = api.ok(Method::GET, &task_name("bad-workers", id), None).await;
             if t.pointer("/lastAttempt/responseStatus").is_some() {
                 results.insert(id.to_string(), t);
