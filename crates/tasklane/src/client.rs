@@ -1,6 +1,6 @@
 //! The API client the CLI commands share: endpoint and resource flags, requests, errors.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
@@ -77,11 +77,26 @@ impl ClientArgs {
         if !status.is_success() {
             let status_name = value.pointer("/error/status").and_then(Value::as_str).unwrap_or("ERROR");
             let message = value.pointer("/error/message").and_then(Value::as_str).unwrap_or("");
-            bail!("(tasklane) {status_name}: {message}");
+            return Err(ApiFailure { status: status_name.to_string(), message: message.to_string() }.into());
         }
         Ok(value)
     }
 }
+
+/// An error answer from tasklane: its Google status name and message.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "(tasklane) {}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
 
 /// One HTTP client for the whole process, so connections are reused.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
@@ -112,7 +127,17 @@ pub fn parse_cli_duration(s: &str) -> Result<std::time::Duration, String> {
     if !(n.is_finite() && n >= 0.0) {
         return Err(format!("invalid duration {s:?}: must not be negative"));
     }
-    Ok(std::time::Duration::from_secs_f64(n * factor))
+    std::time::Duration::try_from_secs_f64(n * factor)
+        .map_err(|_| format!("invalid duration {s:?}: too large (at most about 584 billion years)"))
+}
+
+/// A number that must be finite (`inf` and `NaN` parse as floats but mean nothing here).
+pub fn parse_finite(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() => Ok(n),
+        Ok(_) => Err(format!("{s:?} is not a finite number")),
+        Err(_) => Err(format!("{s:?} is not a number")),
+    }
 }
 
 /// A duration as the API writes it: `"0.100s"`.
@@ -139,6 +164,12 @@ mod tests {
         assert_eq!(parse_cli_duration("5"), Ok(Duration::from_secs(5)));
         assert!(parse_cli_duration("5y").is_err());
         assert!(parse_cli_duration("-5s").is_err());
+        assert!(parse_cli_duration("100000000000000000000000s").unwrap_err().contains("too large"));
+        assert!(parse_cli_duration("10000000000000000000000d").unwrap_err().contains("too large"));
+        assert_eq!(parse_finite("2.5"), Ok(2.5));
+        for bad in ["inf", "-inf", "NaN", "many"] {
+            assert!(parse_finite(bad).is_err(), "{bad}");
+        }
         assert_eq!(api_duration(Duration::from_millis(100)), "0.100000s");
         assert_eq!(api_duration(Duration::from_secs(30)), "30s");
     }

@@ -18,7 +18,8 @@ pub enum JobsCommand {
     Get(JobRef),
     /// List jobs, newest last.
     List(ListArgs),
-    /// Follow a job live with a progress bar; exit 0 if it succeeds, 1 if it fails, 2 if cancelled.
+    /// Follow a job live with a progress bar; exit 0 if it succeeds, 1 if it fails, 2 if
+    /// cancelled, 3 if there is no such job.
     Watch(JobRef),
     /// Cancel a job: its tasks that have not started never run.
     Cancel(JobRef),
@@ -198,7 +199,14 @@ pub async fn run(cmd: JobsCommand) -> anyhow::Result<()> {
             }
         }
         JobsCommand::Watch(r) => {
-            let status = watch(&r.client, &r.id).await?;
+            let status = match watch(&r.client, &r.id).await {
+                Ok(status) => status,
+                Err(e) if e.downcast_ref::<crate::client::ApiFailure>().is_some_and(|f| f.status == "NOT_FOUND") => {
+                    eprintln!("ERROR: {e:#}");
+                    std::process::exit(3)
+                }
+                Err(e) => return Err(e),
+            };
             match status.as_str() {
                 "succeeded" => {}
                 "cancelled" => std::process::exit(2),

@@ -50,7 +50,7 @@ pub struct ListArgs {
 pub struct QueueWithSettings {
     /// Queue id or full name.
     queue: String,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::client::parse_finite)]
     max_dispatches_per_second: Option<f64>,
     #[arg(long)]
     max_concurrent_dispatches: Option<i32>,

@@ -152,7 +152,13 @@ async fn list(a: ListArgs) -> anyhow::Result<()> {
     let rows: Vec<Vec<String>> = tasks
         .iter()
         .map(|t| {
-            let status = t.pointer("/lastAttempt/responseStatus/code").map_or("-".to_string(), |c| c.to_string());
+            let status =
+                t.pointer("/lastAttempt/responseStatus/code").and_then(Value::as_i64).map_or("-".to_string(), |c| {
+                    i32::try_from(c)
+                        .ok()
+                        .and_then(tasklane_core::Code::from_i32)
+                        .map_or(c.to_string(), |code| code.name().to_string())
+                });
             vec![
                 output::short(&output::field(t, "/name")),
                 "HTTP".into(),

@@ -467,3 +467,65 @@ async fn a_hanging_worker_costs_one_attempt_at_the_deadline() {
     assert_eq!(got[1].header("x-cloudtasks-taskexecutioncount"), Some("0"));
     eventually("the task to finish", Duration::from_secs(5), || async { api.task_count("hang").await == 0 }).await;
 }
+
+/// Small defects new users met (issue 14.10): panics on huge durations, `inf` taken as a
+/// rate, `jobs watch` on an unknown job exiting like a failed one, colour codes in logs,
+/// and the last attempt's status shown as a bare number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_refuses_what_it_cannot_mean_and_logs_plain_text() {
+    let dir = support::fresh_dir("plain-logs");
+    let mut serve = std::process::Command::new(env!("CARGO_BIN_EXE_tasklane"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "info", "--data-dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tasklane");
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(serve.stdout.take().expect("stdout")), &mut first)
+        .expect("the listening line");
+    let endpoint = first.trim().trim_start_matches("tasklane listening on ").to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tasklane"))
+            .args(args)
+            .args(["--endpoint", &endpoint])
+            .output()
+            .expect("run tasklane");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (code, err) = run(&["queues", "create", "q", "--max-dispatches-per-second", "inf"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a finite number"), "{err}");
+    let (code, err) = run(&["queues", "create", "q", "--min-backoff", "100000000000000000000000s"]);
+    assert_eq!(code, Some(2), "a usage error, not a panic (101): {err}");
+    assert!(err.contains("too large"), "{err}");
+    let (code, err) = run(&["jobs", "watch", "job_nope"]);
+    assert_eq!(code, Some(3), "an unknown job is not a failed one: {err}");
+    let (code, _) = run(&["queues", "create", "q"]);
+    assert_eq!(code, Some(0));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tasklane"))
+        .args(["tasks", "create-http-task", "--queue", "q", "--url", "http://127.0.0.1:9/", "--endpoint", &endpoint])
+        .output()
+        .expect("create a task");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut listed = String::new();
+    for _ in 0..200 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tasklane"))
+            .args(["tasks", "list", "--queue", "q", "--endpoint", &endpoint])
+            .output()
+            .expect("list tasks");
+        listed = String::from_utf8_lossy(&out.stdout).to_string();
+        if listed.contains("UNAVAILABLE") || listed.contains("UNKNOWN") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(listed.contains("UNAVAILABLE") || listed.contains("UNKNOWN"), "the status by name: {listed}");
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().expect("stderr"), &mut logs).expect("logs");
+    assert!(logs.contains("tasklane is serving"), "{logs}");
+    assert!(!logs.contains('\x1b'), "no colour codes when stderr is not a terminal: {logs:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
