@@ -170,13 +170,16 @@ impl Pull {
         let queue = self.queue(&r.queue).await?;
         // Subscribe before the first look, so a create in between still wakes this poll.
         let mut activity = self.dispatcher.queue_activity();
+        let mut stopping = self.dispatcher.stopping();
         let deadline = self.clock.now().saturating_add(r.wait);
         loop {
             let now = self.clock.now();
             let lease =
                 TaskLease { queue: queue.name.clone(), limit: r.max_tasks, lease: r.lease, tag: r.tag.clone(), now };
             let leased = self.store.task_lease(lease).await.map_err(store_status)?;
-            if !leased.is_empty() || now >= deadline {
+            // A shutting-down server answers a long poll at once (with nothing, most likely)
+            // rather than hold its shutdown for the rest of the wait.
+            if !leased.is_empty() || now >= deadline || *stopping.borrow() {
                 return self.with_tokens(leased, now, r.lease).await;
             }
             // Sleep until a create wakes this queue, a delayed task or a lease comes due, or the wait ends.
@@ -199,7 +202,10 @@ impl Pull {
                     }
                 }
             };
-            let _ = tokio::time::timeout(nap, woken).await;
+            tokio::select! {
+                _ = tokio::time::timeout(nap, woken) => {}
+                _ = stopping.changed() => {}
+            }
         }
     }
 

@@ -483,8 +483,10 @@ pub trait Store: Send + Sync + 'static {
     async fn task_next_due(&self, queue: &QueueName) -> StoreResult<Option<Timestamp>>;
     async fn task_count(&self, queue: &QueueName) -> StoreResult<u64>;
 
-    /// Return every leased task to its queue, due at once. Only for a store that one
-    /// process owns (the embedded one), at start: no lease can be held by anyone then.
+    /// Return every task the dispatcher leased to its queue, due at once. Only for a store
+    /// that one process owns (the embedded one), at start: no delivery can be in flight
+    /// then. Pull tasks keep their leases: a worker outside the process may still hold one,
+    /// and it ends by its own expiry.
     async fn task_lease_release_all(&self, now: Timestamp) -> StoreResult<u64>;
 
     async fn dead_letter_list(&self, p: DeadLetterList) -> StoreResult<Vec<DeadLetter>>;

@@ -378,6 +378,12 @@ impl Dispatcher {
         self.shared.in_flight.load(Ordering::SeqCst)
     }
 
+    /// Turns true when the server shuts down, so waits on behalf of clients (long polls)
+    /// can end at once.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.shared.stop.subscribe()
+    }
+
     /// Stop claiming, then wait up to `grace` for deliveries in flight. Tasks still in
     /// flight afterwards keep their leases and are delivered again after a restart.
     pub async fn shutdown(&self, grace: Duration) {

@@ -1111,7 +1111,11 @@ impl Store for PgStore {
     async fn task_lease_release_all(&self, now: Timestamp) -> StoreResult<u64> {
         let client = self.client().await?;
         client
-            .execute("UPDATE tasks SET state = 'queued', due_at = LEAST(due_at, $1) WHERE state = 'leased'", &[&now.0])
+            .execute(
+                "UPDATE tasks SET state = 'queued', due_at = LEAST(due_at, $1) WHERE state = 'leased' \
+                 AND queue NOT IN (SELECT name FROM queues WHERE kind = 'pull')",
+                &[&now.0],
+            )
             .await
             .map_err(backend)
     }

@@ -1106,7 +1106,8 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             rows_changed(
                 conn,
-                "UPDATE tasks SET state = 'queued', due_at = min(due_at, ?1) WHERE state = 'leased'",
+                "UPDATE tasks SET state = 'queued', due_at = min(due_at, ?1) WHERE state = 'leased' \
+                 AND queue NOT IN (SELECT name FROM queues WHERE kind = 'pull')",
                 now,
             )
         })

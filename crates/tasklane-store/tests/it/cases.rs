@@ -1072,6 +1072,10 @@ pub async fn pull_tasks_are_leased_by_tag_renewed_released_and_fenced(store: Arc
     // Leased tasks are not leased again while their lease runs.
     let rest = store.task_lease(lease(10, None, at(2))).await.unwrap();
     assert_eq!(rest.iter().map(|c| c.task.name.task.as_str()).collect::<Vec<_>>(), ["b"]);
+    // A restart of the embedded store releases the dispatcher's leases, never a pull
+    // worker's: those have their own expiry, and the worker may still be running.
+    assert_eq!(store.task_lease_release_all(at(3)).await.unwrap(), 0);
+    assert!(store.task_lease(lease(10, None, at(4))).await.unwrap().is_empty(), "pull leases survive a restart");
     // Renew a, release c; a stale lease id changes nothing.
     let (a, c) = (&red[0], &red[1]);
     assert!(

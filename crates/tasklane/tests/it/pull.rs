@@ -353,3 +353,40 @@ async fn a_command_that_cannot_start_fails_its_task_rather_than_acknowledging_it
         dead["dead_letters"][0]["last_response"]["message"].as_str().unwrap().contains("could not run the command")
     );
 }
+
+/// Issue 14.3: a restart of the embedded store releases the dispatcher's leases, not a pull
+/// worker's (whose command may still be running), and SIGTERM ends long polls at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_pull_leases_and_sigterm_ends_long_polls_at_once() {
+    let server = TasklaneProcess::start();
+    let v1 = V1::new(&server);
+    let q = v1.pull_queue("kept", json!({})).await;
+    v1.ok(Method::POST, &format!("queues/{q}/tasks"), Some(json!({"payload": "render"}))).await;
+    let leased = v1.ok(Method::POST, &format!("queues/{q}/tasks:lease"), Some(json!({"lease_duration": "60s"}))).await;
+    let task = leased["tasks"][0].clone();
+    assert!(task["lease_id"].is_number(), "{leased}");
+
+    let poll = tokio::spawn({
+        let v1 = V1 { base: v1.base.clone() };
+        let q = q.clone();
+        async move { v1.call(Method::POST, &format!("queues/{q}/tasks:lease"), Some(json!({"wait": "20s"}))).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!poll.is_finished(), "the poll returned before its wait ended or a task came");
+    let dir = server.data_dir.clone();
+    let stopping = Instant::now();
+    let exit = server.terminate();
+    assert!(exit.success(), "SIGTERM stops tasklane cleanly");
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(3), "shutdown waited {took:?} for a long poll");
+    let (status, answer) = poll.await.unwrap();
+    assert!(status == 200 && answer["tasks"].as_array().is_some_and(Vec::is_empty), "{status} {answer}");
+
+    let server = TasklaneProcess::start_in(dir);
+    let v1 = V1::new(&server);
+    let again = v1.ok(Method::POST, &format!("queues/{q}/tasks:lease"), Some(json!({}))).await;
+    assert_eq!(again["tasks"], json!([]), "the task is still leased to its worker after the restart");
+    let item = json!({"name": task["name"], "lease_id": task["lease_id"]});
+    let acked = v1.ok(Method::POST, &format!("queues/{q}/tasks:acknowledge"), Some(json!({"tasks": [item]}))).await;
+    assert_eq!(acked["acknowledged"], json!([task["name"]]), "the worker's lease still holds");
+}
