@@ -20,13 +20,15 @@ use tasklane_core::egress::Rule;
 
 use crate::egress::EgressGate;
 use tasklane_core::{AuthToken, Clock, Code, Status, Timestamp};
-use tasklane_store::{RecordCondition, RecordPut, Store};
+use tasklane_store::{Record, RecordCondition, RecordPut, Store};
 use tokio::sync::mpsc;
 
 use crate::service::store_status;
 
 const TOKEN_PREFIX: &str = "tlk_";
 const TOKEN_RECORD: &str = "api-token:";
+/// The settings records (identities, egress), read together.
+const SETTINGS_PREFIX: &str = "access:";
 const IDENTITIES_RECORD: &str = "access:identities";
 const EGRESS_RECORD: &str = "access:egress";
 /// What other nodes are told when tokens or identities change (not a queue name).
@@ -129,6 +131,13 @@ pub fn strings(v: &Value, key: &str) -> Vec<String> {
     v[key].as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
 }
 
+/// A token record: its hash (the key's end) and what it grants; `None` if unreadable.
+fn token_of(r: &Record) -> Option<(String, TokenInfo)> {
+    let hash = r.key.strip_prefix(TOKEN_RECORD)?;
+    let value: Value = serde_json::from_slice(&r.value).ok()?;
+    Some((hash.to_string(), info_from(hash.get(..12)?, &value)?))
+}
+
 fn info_from(id: &str, v: &Value) -> Option<TokenInfo> {
     let list = |k: &str| strings(v, k);
     Some(TokenInfo {
@@ -227,29 +236,17 @@ impl Access {
         let records = self.store.record_list(TOKEN_RECORD, now).await.map_err(store_status)?;
         let mut tokens = HashMap::new();
         for r in records {
-            let hash = r.key[TOKEN_RECORD.len()..].to_string();
-            let value: Value = serde_json::from_slice(&r.value).unwrap_or(Value::Null);
-            match info_from(&hash[..12.min(hash.len())], &value) {
-                Some(info) => {
+            match token_of(&r) {
+                Some((hash, info)) => {
                     tokens.insert(hash, info);
                 }
                 None => tracing::warn!(record = %r.key, "an API token record could not be read; it is ignored"),
             }
         }
-        let identities = self
-            .store
-            .record_get(IDENTITIES_RECORD, now)
-            .await
-            .map_err(store_status)?
-            .map(|r| identities_from(&r.value))
-            .unwrap_or_default();
-        let egress = self
-            .store
-            .record_get(EGRESS_RECORD, now)
-            .await
-            .map_err(store_status)?
-            .map(|r| egress_from(&r.value))
-            .unwrap_or_default();
+        let settings = self.store.record_list(SETTINGS_PREFIX, now).await.map_err(store_status)?;
+        let setting = |key: &str| settings.iter().find(|r| r.key == key).map(|r| r.value.as_slice());
+        let identities = setting(IDENTITIES_RECORD).map(identities_from).unwrap_or_default();
+        let egress = setting(EGRESS_RECORD).map(egress_from).unwrap_or_default();
         self.egress.apply_stored(&egress.allow, &egress.deny);
         if let Ok(mut s) = self.snapshot.write() {
             *s = Snapshot { tokens, identities, loaded: Some(Instant::now()) };
@@ -301,12 +298,16 @@ impl Access {
         (!flags.open).then(|| (text(&flags.allow), text(&flags.deny)))
     }
 
+    /// Whether any API token exists.
+    pub async fn has_tokens(&self) -> Result<bool, Status> {
+        self.fresh().await?;
+        Ok(self.snapshot.read().map(|s| !s.tokens.is_empty()).unwrap_or(true))
+    }
+
     /// Whether requests must carry a token: always once any token exists, and with none
     /// only on a server that is not open (which refuses to start that way).
     pub async fn required(&self) -> Result<bool, Status> {
-        self.fresh().await?;
-        let any = self.snapshot.read().map(|s| !s.tokens.is_empty()).unwrap_or(true);
-        Ok(any || !self.open_without_tokens)
+        Ok(self.has_tokens().await? || !self.open_without_tokens)
     }
 
     /// Who sends a request with `bearer` (the token from `Authorization: Bearer`).
@@ -326,23 +327,15 @@ impl Access {
         // Made on another node or straight in the store since the snapshot: read it.
         let record =
             self.store.record_get(&format!("{TOKEN_RECORD}{hash}"), self.clock.now()).await.map_err(store_status)?;
-        let info =
-            record.and_then(|r| info_from(&hash[..12], &serde_json::from_slice(&r.value).unwrap_or(Value::Null)));
-        match info {
-            Some(info) => Ok(Principal::Token(Arc::new(info.grant))),
+        match record.as_ref().and_then(token_of) {
+            Some((_, info)) => Ok(Principal::Token(Arc::new(info.grant))),
             None => Err(Status::new(Code::Unauthenticated, INVALID_CREDENTIAL)),
         }
     }
 
     pub async fn token_list(&self) -> Result<Vec<TokenInfo>, Status> {
         let records = self.store.record_list(TOKEN_RECORD, self.clock.now()).await.map_err(store_status)?;
-        let mut out: Vec<TokenInfo> = records
-            .iter()
-            .filter_map(|r| {
-                let hash = &r.key[TOKEN_RECORD.len()..];
-                info_from(&hash[..12.min(hash.len())], &serde_json::from_slice(&r.value).unwrap_or(Value::Null))
-            })
-            .collect();
+        let mut out: Vec<TokenInfo> = records.iter().filter_map(token_of).map(|(_, info)| info).collect();
         out.sort_by(|a, b| a.grant.name.cmp(&b.grant.name));
         Ok(out)
     }
@@ -388,12 +381,7 @@ impl Access {
     pub async fn token_revoke(&self, name_or_id: &str) -> Result<TokenInfo, Status> {
         let records = self.store.record_list(TOKEN_RECORD, self.clock.now()).await.map_err(store_status)?;
         for r in records {
-            let hash = &r.key[TOKEN_RECORD.len()..];
-            let Some(info) =
-                info_from(&hash[..12.min(hash.len())], &serde_json::from_slice(&r.value).unwrap_or(Value::Null))
-            else {
-                continue;
-            };
+            let Some((_, info)) = token_of(&r) else { continue };
             if info.grant.name == name_or_id || info.id == name_or_id {
                 self.store.record_delete(&r.key).await.map_err(store_status)?;
                 self.changed();

@@ -303,11 +303,10 @@ impl Server {
         let refresh = if relay.is_some() { access::REFRESH_CLUSTER } else { access::REFRESH_EMBEDDED };
         let access =
             Arc::new(access::Access::new(store.clone(), clock.clone(), open, refresh).with_egress(egress.clone()));
-        // Rules kept in the store are in force before the first task is sent.
-        access.required().await.map_err(|e| StartError::Access(e.message))?;
-        if access.required().await.map_err(|e| StartError::Access(e.message))?
-            && access.token_list().await.map_err(|e| StartError::Access(e.message))?.is_empty()
-        {
+        // One read of tokens and settings: egress rules kept in the store are in force
+        // before the first task is sent, and a server that is not open needs a token.
+        let has_tokens = access.has_tokens().await.map_err(|e| StartError::Access(e.message))?;
+        if !open && !has_tokens {
             return Err(StartError::Unauthenticated(local_addr));
         }
         if let Some(relay) = &relay {

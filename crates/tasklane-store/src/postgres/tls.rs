@@ -126,15 +126,17 @@ pub fn from_url(url: &str) -> Result<PgTls, StoreError> {
         .with_safe_default_protocol_versions()
         .map_err(|e| StoreError::Unavailable(format!("TLS: {e}")))?;
     let config = match (mode, &root) {
-        (Mode::Cleartext, _) | (Mode::Require, None) => {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate)).with_no_client_auth()
-        }
+        (Mode::Cleartext, _) | (Mode::Require, None) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Lenient { chain: None }))
+            .with_no_client_auth(),
         (Mode::VerifyFull, Some(root)) => builder.with_root_certificates(roots(root)?).with_no_client_auth(),
         (Mode::VerifyCa | Mode::Require, Some(root)) => {
             let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots(root)?), provider())
                 .build()
                 .map_err(|e| StoreError::Unavailable(format!("TLS: {e}")))?;
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyName(inner))).with_no_client_auth()
+            let lenient = Lenient { chain: Some(inner) };
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(lenient)).with_no_client_auth()
         }
         (Mode::VerifyCa | Mode::VerifyFull, None) => {
             return Err(StoreError::Unavailable(
@@ -147,20 +149,31 @@ pub fn from_url(url: &str) -> Result<PgTls, StoreError> {
     Ok(PgTls { url: rest, ssl_mode, connector: MakeRustlsConnect::new(config) })
 }
 
-/// `sslmode=require` without a root certificate: encrypted, not authenticated, as libpq does.
+/// The lenient checks libpq's modes ask for: `chain: None` (`require` without a root)
+/// accepts any certificate, encrypting without authenticating; `Some` (`verify-ca`, or
+/// `require` with a root) checks the chain but not the name. Signatures are always checked.
 #[derive(Debug)]
-struct AnyCertificate;
+struct Lenient {
+    chain: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+}
 
-impl ServerCertVerifier for AnyCertificate {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
+            | Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext { .. })) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -183,51 +196,6 @@ impl ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         provider().signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca`: the chain must lead to the root, whatever name the certificate carries.
-#[derive(Debug)]
-struct AnyName(Arc<rustls::client::WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
-            | Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext { .. })) => {
-                Ok(ServerCertVerified::assertion())
-            }
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
     }
 }
 

@@ -38,6 +38,19 @@ pub fn fresh_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Poll `check` until it holds, or panic after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 pub async fn sqlite() -> Option<Fixture> {
     let dir = fresh_dir("sqlite");
     let store = SqliteStore::open(dir.join("tasklane.db")).expect("open sqlite store");
@@ -209,16 +222,11 @@ async fn postgres_terminating_a_statement_in_flight_reads_as_unavailable() {
         let store = store.clone();
         async move { store.hold(30.0).await }
     });
-    // Terminate once the statement is running (the connection shows as active).
-    let mut terminated = 0;
-    for _ in 0..100 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        terminated = admin.terminate_application(&tag).await.expect("terminate");
-        if terminated > 0 {
-            break;
-        }
-    }
-    assert!(terminated >= 1, "the store's connection was found");
+    // Terminate the store's connection once it is there, running the statement.
+    eventually("the store's connection to be terminated", std::time::Duration::from_secs(5), || async {
+        admin.terminate_application(&tag).await.expect("terminate") > 0
+    })
+    .await;
     let err = busy.await.expect("join").expect_err("a terminated statement fails");
     assert!(matches!(err, tasklane_store::StoreError::Unavailable(_)), "{err:?}");
     assert!(err.to_string().contains("terminating connection"), "{err}");

@@ -103,14 +103,12 @@ fn python_secure(server: &TasklaneProcess, transport: &str, token: &str, root: O
     assert_eq!(steps.len(), 6, "{record}");
 }
 
-#[test]
-fn python_client_authenticates_with_a_token_over_grpc_and_rest_in_cleartext_and_tls() {
-    setup("python");
+/// Run `scenario` against a server that requires a token: first in cleartext on loopback,
+/// then over TLS with a test-made root (passed as its third argument).
+fn on_secured_servers(scenario: impl Fn(&TasklaneProcess, &str, Option<&std::path::Path>)) {
     let (dir, token) = store_with_token();
     let server = TasklaneProcess::start_in(dir);
-    for transport in ["grpc", "rest"] {
-        python_secure(&server, transport, &token, None);
-    }
+    scenario(&server, &token, None);
     drop(server);
     let (dir, token) = store_with_token();
     let (cert, key) = crate::connections::self_signed(&dir);
@@ -118,9 +116,17 @@ fn python_client_authenticates_with_a_token_over_grpc_and_rest_in_cleartext_and_
         dir,
         &["--tls-cert", cert.to_str().expect("path"), "--tls-key", key.to_str().expect("path")],
     );
-    for transport in ["grpc", "rest"] {
-        python_secure(&server, transport, &token, Some(&cert));
-    }
+    scenario(&server, &token, Some(&cert));
+}
+
+#[test]
+fn python_client_authenticates_with_a_token_over_grpc_and_rest_in_cleartext_and_tls() {
+    setup("python");
+    on_secured_servers(|server, token, root| {
+        for transport in ["grpc", "rest"] {
+            python_secure(server, transport, token, root);
+        }
+    });
 }
 
 fn node_secure(server: &TasklaneProcess, token: &str, root: Option<&std::path::Path>) {
@@ -143,15 +149,5 @@ fn node_secure(server: &TasklaneProcess, token: &str, root: Option<&std::path::P
 #[test]
 fn node_client_authenticates_with_a_token_in_cleartext_and_tls() {
     setup("node");
-    let (dir, token) = store_with_token();
-    let server = TasklaneProcess::start_in(dir);
-    node_secure(&server, &token, None);
-    drop(server);
-    let (dir, token) = store_with_token();
-    let (cert, key) = crate::connections::self_signed(&dir);
-    let server = TasklaneProcess::start_in_with(
-        dir,
-        &["--tls-cert", cert.to_str().expect("path"), "--tls-key", key.to_str().expect("path")],
-    );
-    node_secure(&server, &token, Some(&cert));
+    on_secured_servers(node_secure);
 }

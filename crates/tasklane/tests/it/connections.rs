@@ -67,9 +67,7 @@ async fn a_larger_grpc_answer_is_not_held_back() {
         }),
         response_view: 2,
     };
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(request.encoded_len() as u32).to_be_bytes());
-    request.encode(&mut frame).expect("encode");
+    let frame = crate::support::grpc_frame(&request);
     let mut took = Vec::new();
     for _ in 0..21 {
         let started = Instant::now();

@@ -219,7 +219,8 @@ async fn a_task_of_a_killed_worker_comes_back_after_its_lease_and_completes_else
     let out = out_dir("crashy");
     // The first attempt hangs (its worker gets killed); later ones finish.
     let script = format!(
-        "touch {0}/started-$TASKLANE_ATTEMPT; if [ \"$TASKLANE_ATTEMPT\" = 1 ]; then exec sleep 31.7; fi; touch {0}/done",
+        "echo $$ > {0}/pid-$TASKLANE_ATTEMPT; touch {0}/started-$TASKLANE_ATTEMPT; \
+         if [ \"$TASKLANE_ATTEMPT\" = 1 ]; then exec sleep 31.7; fi; touch {0}/done",
         out.display()
     );
     let queue = format!("{PROJECT_LOCATION}/queues/crashy");
@@ -229,7 +230,10 @@ async fn a_task_of_a_killed_worker_comes_back_after_its_lease_and_completes_else
         .await;
     first.kill().unwrap(); // SIGKILL: no cleanup, the lease stays
     let _ = first.wait();
-    let _ = std::process::Command::new("pkill").args(["-f", "sleep 31.7"]).status();
+    // The killed worker's command outlives it (issue 14.4): stop it by the process id it
+    // wrote, never by name.
+    let orphan = std::fs::read_to_string(out.join("pid-1")).unwrap().trim().to_string();
+    let _ = std::process::Command::new("kill").args(["-KILL", &orphan]).status();
     let second = work(&server, &queue, &script, &["--lease", "3s"]).spawn().unwrap();
     let done = out.join("done");
     crate::support::eventually("the task to complete on the other worker", Duration::from_secs(15), || async {
@@ -366,21 +370,36 @@ async fn a_restart_keeps_pull_leases_and_sigterm_ends_long_polls_at_once() {
     let task = leased["tasks"][0].clone();
     assert!(task["lease_id"].is_number(), "{leased}");
 
-    let poll = tokio::spawn({
-        let v1 = V1 { base: v1.base.clone() };
-        let q = q.clone();
-        async move { v1.call(Method::POST, &format!("queues/{q}/tasks:lease"), Some(json!({"wait": "20s"}))).await }
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!poll.is_finished(), "the poll returned before its wait ended or a task came");
+    // The long poll on a connection of its own, so its answer can be watched for.
+    let mut poll = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let body = json!({"wait": "20s"}).to_string();
+    let request = format!(
+        "POST /v1/queues/{q}/tasks:lease HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut poll, request.as_bytes()).await.unwrap();
+    // A request on a later connection answered: the server accepted the poll's before it.
+    let health = client().get(format!("http://{}/healthz", server.addr)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let mut byte = [0u8; 1];
+    let early = poll.try_read(&mut byte);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the poll answered before its wait ended or a task came: {early:?}"
+    );
     let dir = server.data_dir.clone();
     let stopping = Instant::now();
     let exit = server.terminate();
     assert!(exit.success(), "SIGTERM stops tasklane cleanly");
     let took = stopping.elapsed();
     assert!(took < Duration::from_secs(3), "shutdown waited {took:?} for a long poll");
-    let (status, answer) = poll.await.unwrap();
-    assert!(status == 200 && answer["tasks"].as_array().is_some_and(Vec::is_empty), "{status} {answer}");
+    // The poll was answered, at once and with nothing (a poll that never reached the
+    // handler would get no answer at all, and fail here rather than pass).
+    let mut answer = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut poll, &mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with(r#"{"tasks":[]}"#), "{answer}");
 
     let server = TasklaneProcess::start_in(dir);
     let v1 = V1::new(&server);

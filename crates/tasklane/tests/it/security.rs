@@ -53,9 +53,7 @@ async fn grpc_list_queues(addr: std::net::SocketAddr, token: Option<&str>) -> (S
     let http = reqwest::Client::builder().http2_prior_knowledge().build().expect("h2c");
     let msg =
         tasklane_server::grpc::messages::ListQueuesRequest { parent: PROJECT_LOCATION.into(), ..Default::default() };
-    let mut frame = vec![0u8];
-    frame.extend_from_slice(&(msg.encoded_len() as u32).to_be_bytes());
-    msg.encode(&mut frame).expect("encode");
+    let frame = crate::support::grpc_frame(&msg);
     let mut req = http
         .post(format!("http://{addr}/google.cloud.tasks.v2.CloudTasks/ListQueues"))
         .header("content-type", "application/grpc")

@@ -353,3 +353,11 @@ impl Drop for CuttableProxy {
         self.cut();
     }
 }
+
+/// A gRPC message framed for the wire: uncompressed, its length, then its bytes.
+pub fn grpc_frame(message: &impl prost::Message) -> Vec<u8> {
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.encoded_len() as u32).to_be_bytes());
+    message.encode(&mut frame).expect("encode");
+    frame
+}
