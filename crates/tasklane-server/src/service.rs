@@ -254,8 +254,10 @@ impl CloudTasks {
 
     pub async fn delete_queue(&self, name: &str) -> Result<(), Status> {
         let name = QueueName::parse(name)?;
-        self.store.queue_delete(QueueDelete { name: name.clone(), now: self.now() }).await.map_err(store_status)?;
+        let jobs =
+            self.store.queue_delete(QueueDelete { name: name.clone(), now: self.now() }).await.map_err(store_status)?;
         self.dispatcher.queue_removed(&name);
+        jobs.iter().for_each(|job| self.dispatcher.job_changed(job));
         self.forget_queue_policy(&name).await?;
         Ok(())
     }
@@ -279,12 +281,13 @@ impl CloudTasks {
     pub async fn purge_queue(&self, name: &str) -> Result<Queue, Status> {
         let name = QueueName::parse(name)?;
         let now = self.now();
-        let queue = self
+        let purged = self
             .store
             .queue_purge(QueuePurge { name, tombstone_until: now.saturating_add(self.tombstone_window), now })
             .await
             .map_err(store_status)?;
-        Ok(queue)
+        purged.jobs.iter().for_each(|job| self.dispatcher.job_changed(job));
+        Ok(purged.queue)
     }
 
     pub async fn create_task(&self, parent: &str, spec: TaskSpec, view: TaskView) -> Result<Task, Status> {
@@ -341,10 +344,13 @@ impl CloudTasks {
     pub async fn delete_task(&self, name: &str) -> Result<(), Status> {
         let name = TaskName::parse(name)?;
         let now = self.now();
-        self.store
+        let job = self
+            .store
             .task_delete(TaskDelete { name, tombstone_until: now.saturating_add(self.tombstone_window), now })
             .await
-            .map_err(store_status)
+            .map_err(store_status)?;
+        job.iter().for_each(|job| self.dispatcher.job_changed(job));
+        Ok(())
     }
 
     /// `RunTask`: dispatch now, even when the queue is paused or at its limits.

@@ -48,12 +48,46 @@ fn finish_set(status: &str) -> String {
     format!("status = {status}, finished_at = $2, expires_at = $2 + result_ttl_us, seq = seq + 1")
 }
 
-/// `$1` job, `$2` now: once every task has an outcome, the job ends.
+/// `$1` job, `$2` now: once every task has an outcome, the job ends: failed if a task failed,
+/// cancelled if a task was removed before it ran, else succeeded.
 pub fn settle() -> String {
     format!(
         "UPDATE jobs SET {} WHERE id = $1 AND {LIVE} AND succeeded + failed + cancelled >= total RETURNING status",
-        finish_set("CASE WHEN failed > 0 THEN 'failed' ELSE 'succeeded' END")
+        finish_set("CASE WHEN failed > 0 THEN 'failed' WHEN cancelled > 0 THEN 'cancelled' ELSE 'succeeded' END")
     )
+}
+
+/// The event of tasks removed from a job through the Cloud Tasks API.
+pub const TASKS_REMOVED: &str = "tasks_removed";
+
+/// `$1` job, `$2` how many of its tasks were deleted or purged, `$3` why: they count as
+/// cancelled, and a live job records why it will not succeed.
+pub const REMOVED: &str = "UPDATE jobs SET cancelled = cancelled + $2, \
+     error = CASE WHEN status IN ('pending', 'running') THEN coalesce(error, $3) ELSE error END, seq = seq + 1 \
+     WHERE id = $1 RETURNING id";
+
+/// The jobs of the tasks `condition` picks, with how many each has there. SQLite reads this
+/// before deleting the tasks in the same write (it has one writer, so nothing comes between).
+pub fn removed_count(condition: &str) -> String {
+    format!("SELECT job_id, count(*) FROM tasks WHERE ({condition}) AND job_id IS NOT NULL GROUP BY job_id")
+}
+
+/// PostgreSQL deletes the tasks `condition` picks and counts their jobs in one statement, so a
+/// task committed between a count and a delete cannot be missed.
+pub fn removed_delete(condition: &str) -> String {
+    format!(
+        "WITH gone AS (DELETE FROM tasks WHERE {condition} RETURNING job_id) \
+         SELECT job_id, count(*) FROM gone WHERE job_id IS NOT NULL GROUP BY job_id"
+    )
+}
+
+/// Why a job lost tasks, for its `error`.
+pub fn removed_reason(n: i64, how: &str) -> String {
+    if n == 1 {
+        format!("1 task was removed by {how} before it finished")
+    } else {
+        format!("{n} tasks were removed by {how} before they finished")
+    }
 }
 
 /// `$1` job, `$2` now, `$3` error: a fail-fast job fails at its first failed task.

@@ -253,6 +253,13 @@ pub struct QueuePurge {
     pub now: Timestamp,
 }
 
+/// A purged queue, and the jobs whose tasks the purge removed (they count them as cancelled).
+#[derive(Debug, Clone)]
+pub struct Purged {
+    pub queue: Queue,
+    pub jobs: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct QueueDelete {
     pub name: QueueName,
@@ -453,8 +460,9 @@ pub trait Store: Send + Sync + 'static {
     async fn queue_get(&self, name: &QueueName) -> StoreResult<Option<Queue>>;
     async fn queue_list(&self, p: QueueList) -> StoreResult<Vec<Queue>>;
     async fn queue_state_set(&self, p: QueueStateSet) -> StoreResult<Queue>;
-    async fn queue_purge(&self, p: QueuePurge) -> StoreResult<Queue>;
-    async fn queue_delete(&self, p: QueueDelete) -> StoreResult<()>;
+    async fn queue_purge(&self, p: QueuePurge) -> StoreResult<Purged>;
+    /// Returns the jobs whose tasks it removed (they count them as cancelled).
+    async fn queue_delete(&self, p: QueueDelete) -> StoreResult<Vec<String>>;
 
     async fn task_create(&self, p: TaskCreate) -> StoreResult<Task>;
     /// Create several tasks; each succeeds or fails alone, as `task_create` would, and the
@@ -464,7 +472,8 @@ pub trait Store: Send + Sync + 'static {
     }
     async fn task_get(&self, name: &TaskName, now: Timestamp) -> StoreResult<TaskLookup>;
     async fn task_list(&self, p: TaskList) -> StoreResult<Vec<Task>>;
-    async fn task_delete(&self, p: TaskDelete) -> StoreResult<()>;
+    /// Returns the task's job, which counts it as cancelled.
+    async fn task_delete(&self, p: TaskDelete) -> StoreResult<Option<String>>;
     async fn task_claim(&self, p: TaskClaim) -> StoreResult<Vec<ClaimedTask>>;
     async fn task_claim_by_name(&self, p: TaskClaimByName) -> StoreResult<ClaimedTask>;
     /// Returns false when the lease was lost, in which case nothing changed.

@@ -20,7 +20,7 @@ use crate::jobs;
 use crate::{
     AttemptResult, Callback, CallbackAttempt, CallbackState, ClaimedTask, DeadLetter, DeadLetterList,
     DeadLetterRedrive, DeadLetterSelect, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node,
-    NodeHeartbeat, QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease,
+    NodeHeartbeat, Purged, QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease,
     QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record, RecordCondition, RecordPut, Redriven, Store,
     StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskLease, TaskList,
     TaskLookup, TaskOutcome, TaskRelease, TaskRenew,
@@ -543,12 +543,43 @@ async fn job_tasks_done(
     if failed > 0 && job_end(c, job, &jobs::fail_fast(), &[&job, &now.0, &error], "failed", now).await? {
         return Ok(());
     }
+    job_settle(c, job, now).await
+}
+
+/// End `job` if every task has an outcome.
+async fn job_settle(c: &impl GenericClient, job: &str, now: Timestamp) -> StoreResult<()> {
     if let Some(row) = c.query_opt(&jobs::settle(), &[&job, &now.0]).await.map_err(backend)? {
         let status: String = row.try_get(0).map_err(backend)?;
         job_event(c, job, now, &status).await?;
         callback_queue(c, job, jobs::JOB_FINISHED, None, now).await?;
     }
     Ok(())
+}
+
+/// Delete the tasks `condition` picks (with `args`); those of jobs count as cancelled by `how`,
+/// and each such job settles. Returns the jobs.
+async fn tasks_remove(
+    c: &impl GenericClient,
+    condition: &str,
+    args: &[&(dyn ToSql + Sync)],
+    how: &str,
+    now: Timestamp,
+) -> StoreResult<Vec<String>> {
+    let rows = c.query(&jobs::removed_delete(condition), args).await.map_err(backend)?;
+    let mut removed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let job: String = row.try_get(0).map_err(backend)?;
+        job_removed(c, &job, row.try_get(1).map_err(backend)?, how, now).await?;
+        removed.push(job);
+    }
+    Ok(removed)
+}
+
+/// `n` tasks of `job` were removed by `how`: they count as cancelled, and the job settles.
+async fn job_removed(c: &impl GenericClient, job: &str, n: i64, how: &str, now: Timestamp) -> StoreResult<()> {
+    let reason = jobs::removed_reason(n, how);
+    job_change(c, job, jobs::REMOVED, &[&job, &n, &reason], jobs::TASKS_REMOVED, now).await?;
+    job_settle(c, job, now).await
 }
 
 async fn job_read(c: &impl GenericClient, id: &str, now: Timestamp) -> StoreResult<Option<Job>> {
@@ -804,7 +835,7 @@ impl Store for PgStore {
         columns::queue_from(&row.ok_or(StoreError::QueueNotFound)?)
     }
 
-    async fn queue_purge(&self, p: QueuePurge) -> StoreResult<Queue> {
+    async fn queue_purge(&self, p: QueuePurge) -> StoreResult<Purged> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         let name = p.name.to_string();
@@ -826,14 +857,13 @@ impl Store for PgStore {
         )
         .await
         .map_err(backend)?;
-        tx.execute("DELETE FROM tasks WHERE queue = $1 AND create_time <= $2", &[&name, &p.now.0])
-            .await
-            .map_err(backend)?;
+        let jobs =
+            tasks_remove(&tx, "queue = $1 AND create_time <= $2", &[&name, &p.now.0], "PurgeQueue", p.now).await?;
         tx.commit().await.map_err(backend)?;
-        Ok(queue)
+        Ok(Purged { queue, jobs })
     }
 
-    async fn queue_delete(&self, p: QueueDelete) -> StoreResult<()> {
+    async fn queue_delete(&self, p: QueueDelete) -> StoreResult<Vec<String>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         let name = p.name.to_string();
@@ -841,10 +871,11 @@ impl Store for PgStore {
         if n == 0 {
             return Err(StoreError::QueueNotFound);
         }
-        tx.execute("DELETE FROM tasks WHERE queue = $1", &[&name]).await.map_err(backend)?;
+        let jobs = tasks_remove(&tx, "queue = $1", &[&name], "DeleteQueue", p.now).await?;
         tx.execute("DELETE FROM tombstones WHERE queue = $1", &[&name]).await.map_err(backend)?;
         tx.execute("DELETE FROM queue_owners WHERE queue = $1", &[&name]).await.map_err(backend)?;
-        tx.commit().await.map_err(backend)
+        tx.commit().await.map_err(backend)?;
+        Ok(jobs)
     }
 
     async fn task_create(&self, p: TaskCreate) -> StoreResult<Task> {
@@ -901,23 +932,28 @@ impl Store for PgStore {
         rows.iter().map(columns::task_from).collect()
     }
 
-    async fn task_delete(&self, p: TaskDelete) -> StoreResult<()> {
+    async fn task_delete(&self, p: TaskDelete) -> StoreResult<Option<String>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
         let queue = queue_name_of(&p.name);
-        let n = tx
-            .execute("DELETE FROM tasks WHERE queue = $1 AND task_id = $2", &[&queue, &p.name.task])
+        let row = tx
+            .query_opt("DELETE FROM tasks WHERE queue = $1 AND task_id = $2 RETURNING job_id", &[&queue, &p.name.task])
             .await
             .map_err(backend)?;
-        if n == 0 {
+        let Some(row) = row else {
             return Err(if tombstoned(&tx, &queue, &p.name.task, p.now).await? {
                 StoreError::TaskTombstoned
             } else {
                 StoreError::TaskNotFound
             });
+        };
+        let job: Option<String> = row.try_get(0).map_err(backend)?;
+        if let Some(job) = &job {
+            job_removed(&tx, job, 1, "DeleteTask", p.now).await?;
         }
         tombstone_put(&tx, &queue, &p.name.task, p.tombstone_until).await?;
-        tx.commit().await.map_err(backend)
+        tx.commit().await.map_err(backend)?;
+        Ok(job)
     }
 
     async fn task_claim(&self, p: TaskClaim) -> StoreResult<Vec<ClaimedTask>> {

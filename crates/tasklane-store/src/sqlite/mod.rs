@@ -31,7 +31,7 @@ use crate::columns::{self, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::jobs;
 use crate::{
     Callback, CallbackAttempt, CallbackState, ClaimedTask, DeadLetter, DeadLetterList, DeadLetterRedrive,
-    DeadLetterSelect, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node, NodeHeartbeat,
+    DeadLetterSelect, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node, NodeHeartbeat, Purged,
     QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge,
     QueueSettingsPut, QueueStateSet, Record, RecordCondition, RecordPut, Redriven, Store, StoreError, StoreResult,
     TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskLease, TaskList, TaskLookup, TaskOutcome,
@@ -434,6 +434,11 @@ fn job_task_done(
     if !succeeded && job_end(conn, job, &jobs::fail_fast(), &[&job, &now.0, &error], "failed", now)? {
         return Ok(());
     }
+    job_settle(conn, job, now)
+}
+
+/// End `job` if every task has an outcome.
+fn job_settle(conn: &Connection, job: &str, now: Timestamp) -> StoreResult<()> {
     let settled: Option<String> = conn
         .prepare_cached(&sql(&jobs::settle()))
         .and_then(|mut st| st.query_row(params![job, now.0], |r| r.get(0)).optional())
@@ -443,6 +448,25 @@ fn job_task_done(
         callback_queue(conn, job, jobs::JOB_FINISHED, None, now)?;
     }
     Ok(())
+}
+
+/// The jobs of the tasks `condition` picks, with how many each has there: read before those
+/// tasks are deleted, in the same write, and handed to `jobs_removed` after.
+fn jobs_of(conn: &Connection, condition: &str, args: &[&dyn rusqlite::ToSql]) -> StoreResult<Vec<(String, i64)>> {
+    conn.prepare_cached(&sql(&jobs::removed_count(condition)))
+        .and_then(|mut s| s.query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>())
+        .map_err(backend)
+}
+
+/// Tasks of these jobs were removed by `how`: they count as cancelled, and each job settles.
+/// Returns the jobs.
+fn jobs_removed(conn: &Connection, removed: Vec<(String, i64)>, how: &str, now: Timestamp) -> StoreResult<Vec<String>> {
+    for (job, n) in &removed {
+        let reason = jobs::removed_reason(*n, how);
+        job_change(conn, job, jobs::REMOVED, &[job, n, &reason], jobs::TASKS_REMOVED, now)?;
+        job_settle(conn, job, now)?;
+    }
+    Ok(removed.into_iter().map(|(job, _)| job).collect())
 }
 
 fn job_read(conn: &Connection, id: &str, now: Timestamp) -> StoreResult<Option<Job>> {
@@ -884,7 +908,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn queue_purge(&self, p: QueuePurge) -> StoreResult<Queue> {
+    async fn queue_purge(&self, p: QueuePurge) -> StoreResult<Purged> {
         self.write(move |conn| {
             let name = p.name.to_string();
             let n = conn
@@ -901,25 +925,29 @@ impl Store for SqliteStore {
             )
             .and_then(|mut s| s.execute(params![name, p.now.0, p.tombstone_until.0]))
             .map_err(backend)?;
+            let removed = jobs_of(conn, "queue = ?1 AND create_time <= ?2", &[&name, &p.now.0])?;
             conn.prepare_cached("DELETE FROM tasks WHERE queue = ?1 AND create_time <= ?2")
                 .and_then(|mut s| s.execute(params![name, p.now.0]))
                 .map_err(backend)?;
-            queue_read(conn, &name)?.ok_or(StoreError::QueueNotFound)
+            let jobs = jobs_removed(conn, removed, "PurgeQueue", p.now)?;
+            Ok(Purged { queue: queue_read(conn, &name)?.ok_or(StoreError::QueueNotFound)?, jobs })
         })
         .await
     }
 
-    async fn queue_delete(&self, p: QueueDelete) -> StoreResult<()> {
+    async fn queue_delete(&self, p: QueueDelete) -> StoreResult<Vec<String>> {
         self.write(move |conn| {
             let name = p.name.to_string();
             let n = conn.execute("DELETE FROM queues WHERE name = ?1", [&name]).map_err(backend)?;
             if n == 0 {
                 return Err(StoreError::QueueNotFound);
             }
+            let removed = jobs_of(conn, "queue = ?1", &[&name])?;
             conn.execute("DELETE FROM tasks WHERE queue = ?1", [&name]).map_err(backend)?;
+            let jobs = jobs_removed(conn, removed, "DeleteQueue", p.now)?;
             conn.execute("DELETE FROM tombstones WHERE queue = ?1", [&name]).map_err(backend)?;
             conn.execute("DELETE FROM queue_owners WHERE queue = ?1", [&name]).map_err(backend)?;
-            Ok(())
+            Ok(jobs)
         })
         .await
     }
@@ -980,18 +1008,20 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn task_delete(&self, p: TaskDelete) -> StoreResult<()> {
+    async fn task_delete(&self, p: TaskDelete) -> StoreResult<Option<String>> {
         self.write(move |conn| {
             let queue = queue_name_of(&p.name);
-            let n = conn
-                .prepare_cached("DELETE FROM tasks WHERE queue = ?1 AND task_id = ?2")
-                .and_then(|mut s| s.execute(params![queue, p.name.task]))
+            let job: Option<Option<String>> = conn
+                .prepare_cached("DELETE FROM tasks WHERE queue = ?1 AND task_id = ?2 RETURNING job_id")
+                .and_then(|mut s| s.query_row(params![queue, p.name.task], |r| r.get(0)).optional())
                 .map_err(backend)?;
-            if n == 0 {
+            let Some(job) = job else {
                 let tombstoned = tombstoned(conn, &queue, &p.name.task, p.now)?;
                 return Err(if tombstoned { StoreError::TaskTombstoned } else { StoreError::TaskNotFound });
-            }
-            tombstone_put(conn, &queue, &p.name.task, p.tombstone_until)
+            };
+            tombstone_put(conn, &queue, &p.name.task, p.tombstone_until)?;
+            let jobs = jobs_removed(conn, job.map(|j| (j, 1)).into_iter().collect(), "DeleteTask", p.now)?;
+            Ok(jobs.into_iter().next())
         })
         .await
     }

@@ -149,8 +149,8 @@ pub async fn queue_purge_deletes_older_tasks_only(store: Arc<dyn Store>) {
     make_task(&store, "q", "old", T0).await;
     let purged =
         store.queue_purge(QueuePurge { name: qname("q"), tombstone_until: at(3600), now: at(1) }).await.unwrap();
-    assert_eq!(purged.purge_time, Some(at(1)));
-    assert_eq!(purged.state, QueueState::Running);
+    assert_eq!(purged.queue.purge_time, Some(at(1)));
+    assert_eq!(purged.queue.state, QueueState::Running);
     let newer = task("q", "new", at(2), at(2));
     store.task_create(TaskCreate { task: newer, now: at(2) }).await.unwrap();
     assert_eq!(store.task_count(&qname("q")).await.unwrap(), 1);
@@ -779,6 +779,74 @@ pub async fn jobs_count_outcomes_and_settle_with_events_in_order(store: Arc<dyn 
         (JobStatus::Failed, 2),
         "an event holds the job as it was"
     );
+}
+
+/// Every way a job's task can end counts it: PurgeQueue (a delivery in flight included),
+/// DeleteTask and DeleteQueue count the tasks they remove as cancelled, and the job ends.
+pub async fn jobs_end_when_their_tasks_are_removed(store: Arc<dyn Store>) {
+    let ok = TaskOutcome::Succeeded { tombstone_until: at(100) };
+    let finish =
+        |c: &ClaimedTask, outcome, now| TaskFinish { name: c.task.name.clone(), lease_id: c.lease_id, outcome, now };
+    // PurgeQueue while one task of three is being delivered.
+    make_queue(&store, "purged").await;
+    let mut j = job("pj", "purged", 3, FailurePolicy::FinishAll);
+    j.callback_url = Some("http://127.0.0.1:1/hook".into());
+    create_job(&store, j, 3).await;
+    let claimed =
+        store.task_claim(TaskClaim { queue: qname("purged"), limit: 1, grace: GRACE, now: at(1) }).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    store.queue_purge(QueuePurge { name: qname("purged"), tombstone_until: at(100), now: at(2) }).await.unwrap();
+    let purged = store.job_get("pj", at(2)).await.unwrap().unwrap();
+    assert_eq!(
+        (purged.status, purged.succeeded, purged.failed, purged.cancelled, purged.running, purged.pending()),
+        (JobStatus::Cancelled, 0, 0, 3, 0, 0),
+        "a purge counts every task it removes, the one in flight included"
+    );
+    assert_eq!(purged.finished_at, Some(at(2)));
+    assert_eq!(purged.error.as_deref(), Some("3 tasks were removed by PurgeQueue before they finished"));
+    assert!(!store.task_finish(finish(&claimed[0], ok.clone(), at(3))).await.unwrap(), "the late outcome is refused");
+    let after = store.job_get("pj", at(3)).await.unwrap().unwrap();
+    assert_eq!((after.succeeded, after.cancelled), (0, 3), "and counts nothing twice");
+    assert_eq!(event_kinds(&store, "pj").await, ["created", "running", "tasks_removed", "cancelled"]);
+    let callbacks = store.callback_list("pj").await.unwrap();
+    assert_eq!(callbacks.iter().map(|c| c.kind.as_str()).collect::<Vec<_>>(), ["job.finished"]);
+
+    // DeleteTask of the last task left, after one succeeded.
+    make_queue(&store, "deleted").await;
+    create_job(&store, job("dj", "deleted", 2, FailurePolicy::FinishAll), 2).await;
+    let claimed =
+        store.task_claim(TaskClaim { queue: qname("deleted"), limit: 1, grace: GRACE, now: at(1) }).await.unwrap();
+    assert!(store.task_finish(finish(&claimed[0], ok.clone(), at(2))).await.unwrap());
+    let left = if claimed[0].task.name.task == "dj-0" { "dj-1" } else { "dj-0" };
+    let name = TaskName::parse(&format!("{}/tasks/{left}", qname("deleted"))).unwrap();
+    store.task_delete(TaskDelete { name, tombstone_until: at(100), now: at(3) }).await.unwrap();
+    let deleted = store.job_get("dj", at(3)).await.unwrap().unwrap();
+    assert_eq!(
+        (deleted.status, deleted.succeeded, deleted.cancelled, deleted.pending()),
+        (JobStatus::Cancelled, 1, 1, 0)
+    );
+    assert_eq!(deleted.error.as_deref(), Some("1 task was removed by DeleteTask before it finished"));
+
+    // DeleteQueue, with a job of two queued tasks; a job in another queue is untouched.
+    make_queue(&store, "gone").await;
+    create_job(&store, job("gj", "gone", 2, FailurePolicy::FinishAll), 2).await;
+    create_job(&store, job("kept", "deleted", 1, FailurePolicy::FinishAll), 1).await;
+    store.queue_delete(QueueDelete { name: qname("gone"), now: at(4) }).await.unwrap();
+    let gone = store.job_get("gj", at(4)).await.unwrap().unwrap();
+    assert_eq!((gone.status, gone.cancelled, gone.pending()), (JobStatus::Cancelled, 2, 0));
+    assert_eq!(gone.error.as_deref(), Some("2 tasks were removed by DeleteQueue before they finished"));
+    let kept = store.job_get("kept", at(4)).await.unwrap().unwrap();
+    assert_eq!((kept.status, kept.cancelled, kept.pending()), (JobStatus::Pending, 0, 1));
+
+    // A job cancelled by its owner keeps its status when its running task is purged later,
+    // and its counts still add up.
+    create_job(&store, job("cj", "purged", 2, FailurePolicy::FinishAll), 2).await;
+    store.task_claim(TaskClaim { queue: qname("purged"), limit: 1, grace: GRACE, now: at(5) }).await.unwrap();
+    store.job_cancel("cj", at(5)).await.unwrap();
+    store.queue_purge(QueuePurge { name: qname("purged"), tombstone_until: at(100), now: at(6) }).await.unwrap();
+    let cancelled = store.job_get("cj", at(6)).await.unwrap().unwrap();
+    assert_eq!((cancelled.status, cancelled.cancelled, cancelled.pending()), (JobStatus::Cancelled, 2, 0));
+    assert_eq!(cancelled.error, None, "an owner's cancel is not blamed on the purge");
 }
 
 pub async fn jobs_fail_fast_cancels_the_tasks_not_started(store: Arc<dyn Store>) {

@@ -116,6 +116,7 @@ macro_rules! every_case {
     records_are_versioned_conditional_and_expire,
     jobs_count_outcomes_and_settle_with_events_in_order,
     jobs_fail_fast_cancels_the_tasks_not_started,
+    jobs_end_when_their_tasks_are_removed,
     jobs_take_reports_and_cancel,
     jobs_are_created_whole_or_not_at_all_and_idempotently,
     jobs_list_by_filter_and_expire,

@@ -225,11 +225,85 @@ async fn a_cancelled_job_s_pending_tasks_never_reach_the_worker() {
     let (status, cancelled) = v1.call(Method::POST, &format!("jobs/{id}:cancel"), None, None).await;
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!((cancelled["status"].as_str(), cancelled["counts"]["cancelled"].as_i64()), (Some("cancelled"), Some(5)));
+    // A task created after the cancel is delivered in order behind the cancelled ones had
+    // they been left: once it arrives, none of them can still come.
+    api.create_task("held", json!({"httpRequest": {"url": worker.url("/marker")}})).await;
     api.queue_verb("held", "resume").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(worker.received().is_empty(), "cancelled tasks were delivered");
+    let got = worker.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["/marker"], "cancelled tasks were delivered");
     let (status, body) = v1.call(Method::POST, &format!("jobs/{id}:cancel"), None, None).await;
     assert_eq!((status, body["error"]["status"].as_str()), (400, Some("FAILED_PRECONDITION")), "{body}");
+}
+
+/// Tasks removed through `/v2` (PurgeQueue with one in flight, DeleteTask, DeleteQueue) count as
+/// cancelled: the job ends, its stream and `jobs watch` end, and its callback is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_tasks_are_purged_or_deleted_through_v2_ends_cancelled() {
+    let server = TasklaneProcess::start();
+    // The worker holds each delivery long enough to purge while it is in flight.
+    let worker = Worker::start(Arc::new(|_, _| (200, Duration::from_secs(2)))).await;
+    let receiver = Worker::ok().await;
+    let api = server.api();
+    api.create_queue("busy", json!({"rateLimits": {"maxConcurrentDispatches": 1}})).await;
+    let v1 = V1::new(&server);
+    let tasks: Vec<Value> = (0..3).map(|i| json!({"url": worker.url(&format!("/t/{i}"))})).collect();
+    let body = json!({"queue": queue("busy"), "tasks": tasks, "callback_url": receiver.url("/hook")});
+    let (status, job) = v1.call(Method::POST, "jobs", Some(body), None).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    worker.wait_for(1, Duration::from_secs(20)).await;
+    api.queue_verb("busy", "purge").await;
+    let events = v1.events(&id, None).await;
+    let kinds: Vec<&str> = events.iter().map(|(_, kind, _)| kind.as_str()).collect();
+    assert_eq!(kinds.last().copied(), Some("cancelled"), "the stream ends with the job: {kinds:?}");
+    assert!(kinds.contains(&"tasks_removed"), "{kinds:?}");
+    let job = v1.job(&id).await;
+    assert_eq!(job["status"], "cancelled");
+    assert_eq!(
+        job["counts"],
+        json!({"total": 3, "succeeded": 0, "failed": 0, "cancelled": 3, "running": 0, "pending": 0})
+    );
+    assert_eq!(job["error"], "3 tasks were removed by PurgeQueue before they finished");
+    let hooks = receiver.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(hooks[0].header("x-tasklane-event"), Some("job.finished"));
+    // The delivery that was in flight ends, and counts nothing more.
+    eventually("the worker to answer the purged delivery", Duration::from_secs(20), || async {
+        worker.in_flight() == 0
+    })
+    .await;
+    assert_eq!(v1.job(&id).await["counts"], job["counts"]);
+
+    // DeleteTask on the only task of a job; `jobs watch` ends with the cancelled code.
+    api.create_queue("held", json!({})).await;
+    api.queue_verb("held", "pause").await;
+    let (_, job) = v1
+        .call(Method::POST, "jobs", Some(json!({"queue": queue("held"), "task": {"url": worker.url("/d")}})), None)
+        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let listed = api.ok(Method::GET, &format!("{}/tasks", queue("held")), None).await;
+    let task = listed["tasks"][0]["name"].as_str().expect("the job's task is listed").to_string();
+    let (status, body) = api.call(Method::DELETE, &task, None).await;
+    assert_eq!(status, 200, "{body}");
+    let watched = tokio::process::Command::new(env!("CARGO_BIN_EXE_tasklane"))
+        .args(["jobs", "watch", &id, "--endpoint", &format!("http://{}", server.addr)])
+        .output();
+    let watched = tokio::time::timeout(Duration::from_secs(30), watched).await.expect("watch ends").expect("run watch");
+    assert_eq!(watched.status.code(), Some(2), "{}", String::from_utf8_lossy(&watched.stdout));
+
+    // DeleteQueue with a job's two tasks queued.
+    let (_, job) = v1
+        .call(
+            Method::POST,
+            "jobs",
+            Some(json!({"queue": queue("held"), "tasks": [{"url": worker.url("/a")}, {"url": worker.url("/b")}]})),
+            None,
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let (status, body) = api.call(Method::DELETE, &queue("held"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let job = v1.job(&id).await;
+    assert_eq!((job["status"].as_str(), job["counts"]["cancelled"].as_i64()), (Some("cancelled"), Some(2)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

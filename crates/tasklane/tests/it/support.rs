@@ -246,6 +246,10 @@ impl Worker {
         self.state.log.lock().expect("log").clone()
     }
 
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight.load(Ordering::SeqCst)
+    }
+
     pub fn max_in_flight(&self) -> usize {
         self.state.max_in_flight.load(Ordering::SeqCst)
     }
