@@ -81,9 +81,26 @@ pub fn dispatch_headers(
     h.insert(ETA, HeaderValue::try_from(eta).unwrap_or_else(|_| HeaderValue::from_static("")));
     if task.dispatch_count > 1 {
         h.insert(PREVIOUS_RESPONSE, HeaderValue::from(task.last_http_status));
-        h.insert(RETRY_REASON, HeaderValue::from_static(""));
+        h.insert(RETRY_REASON, retry_reason(task));
     }
     h
+}
+
+/// Why the task is being tried again: its last attempt's answer. (A lease clears the last
+/// attempt's status, as the real service's dispatched task shows none, so the HTTP status
+/// kept beside it says; 0 is a worker that could not be reached.)
+fn retry_reason(task: &Task) -> HeaderValue {
+    let reason = match task.last_http_status {
+        0 => "The worker could not be reached".to_string(),
+        status => status_message(status),
+    };
+    HeaderValue::try_from(reason).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `HTTP status code 500 Internal Server Error`: how an attempt's answer is recorded.
+fn status_message(status: u16) -> String {
+    let reason = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    format!("HTTP status code {status} {reason}").trim_end().to_string()
 }
 
 /// Task URLs parsed once: a queue's tasks mostly go to a few URLs, and parsing one
@@ -206,12 +223,11 @@ pub async fn push(
             Err(e) => return failure(&e),
         }
     }
-    let reason = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
     PushResult {
         http_status: status,
         responded: true,
         retry_after,
-        message: format!("HTTP status code {status} {reason}").trim_end().to_string(),
+        message: status_message(status),
         excerpt: String::from_utf8_lossy(&excerpt).into_owned(),
     }
 }
@@ -300,7 +316,10 @@ mod tests {
         assert_eq!(get(&h, "X-CloudTasks-TaskRetryCount"), Some("2"));
         assert_eq!(get(&h, "X-CloudTasks-TaskExecutionCount"), Some("1"));
         assert_eq!(get(&h, "X-CloudTasks-TaskPreviousResponse"), Some("504"));
-        assert_eq!(get(&h, "X-CloudTasks-TaskRetryReason"), Some(""));
+        assert_eq!(get(&h, "X-CloudTasks-TaskRetryReason"), Some("HTTP status code 504 Gateway Timeout"));
+        t.last_http_status = 0;
+        let h = dispatch_headers(&t, &t.http_request, None, &[]);
+        assert_eq!(get(&h, "X-CloudTasks-TaskRetryReason"), Some("The worker could not be reached"));
     }
 
     #[test]

@@ -184,6 +184,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("open {}: {e}", path.display())))?;
         write_conn.execute_batch(SCHEMA).map_err(backend)?;
         add_missing_columns(&write_conn).map_err(backend)?;
+        dead_letter_ids_never_reused(&write_conn)?;
         // Checkpoints (and their fsyncs) run on their own thread, off the writer's path.
         write_conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES).map_err(backend)?;
         let checkpoint_conn = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(backend)?;
@@ -342,6 +343,32 @@ fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
          CREATE INDEX IF NOT EXISTS tasks_tag ON tasks (queue, tag, due_at) WHERE tag IS NOT NULL;",
     )?;
     Ok(())
+}
+
+/// Dead-letter ids are never given twice, so a script cannot act on another letter than the
+/// one it read: the table is `AUTOINCREMENT`. A database made before that has its table rebuilt
+/// once, every row and id kept.
+fn dead_letter_ids_never_reused(conn: &Connection) -> StoreResult<()> {
+    let table: String = conn
+        .query_row("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'dead_letters'", [], |r| r.get(0))
+        .map_err(backend)?;
+    if table.contains("AUTOINCREMENT") {
+        return Ok(());
+    }
+    let rebuilt = table.replacen("CREATE TABLE dead_letters (", "CREATE TABLE dead_letters_rebuilt (", 1).replacen(
+        "id INTEGER PRIMARY KEY,",
+        "id INTEGER PRIMARY KEY AUTOINCREMENT,",
+        1,
+    );
+    if !rebuilt.contains("dead_letters_rebuilt") || !rebuilt.contains("AUTOINCREMENT") {
+        return Err(StoreError::Backend(format!("cannot upgrade the dead_letters table, made as: {table}")));
+    }
+    conn.execute_batch(&format!(
+        "BEGIN; {rebuilt}; INSERT INTO dead_letters_rebuilt SELECT * FROM dead_letters; DROP TABLE dead_letters; \
+         ALTER TABLE dead_letters_rebuilt RENAME TO dead_letters; \
+         CREATE INDEX IF NOT EXISTS dead_letters_queue ON dead_letters (queue, id); COMMIT;"
+    ))
+    .map_err(backend)
 }
 
 fn sql(statement: &str) -> String {
@@ -1639,6 +1666,66 @@ mod tests {
     fn rows(conn: &Connection) -> Vec<i64> {
         let mut s = conn.prepare("SELECT n FROM t ORDER BY n").unwrap();
         s.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn a_dead_letters_table_made_before_autoincrement_is_rebuilt_with_its_rows_and_ids() {
+        let dir = std::env::temp_dir().join(format!("tasklane-dl-upgrade-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tasklane.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&SCHEMA.replace("PRIMARY KEY AUTOINCREMENT", "PRIMARY KEY")).unwrap();
+            add_missing_columns(&conn).unwrap();
+            let insert = "INSERT INTO dead_letters (id, died_at, queue, task_id, url, method, headers, body, \
+                 schedule_time, create_time, dispatch_deadline_us, dispatch_count, response_count, execution_count, \
+                 last_http_status) VALUES (?1, 1, 'q', ?2, 'http://x/', 'POST', '', x'', 0, 0, 0, 1, 1, 1, 500)";
+            conn.execute(insert, params![1, "a"]).unwrap();
+            conn.execute(insert, params![7, "b"]).unwrap();
+            // The newest letter goes: without AUTOINCREMENT its id would be given again.
+            conn.execute("DELETE FROM dead_letters WHERE id = 7", []).unwrap();
+            conn.execute(insert, params![7, "c"]).unwrap();
+            conn.execute("DELETE FROM dead_letters WHERE id = 7", []).unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        store.close();
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        let table: String =
+            conn.query_row("SELECT sql FROM sqlite_master WHERE name = 'dead_letters'", [], |r| r.get(0)).unwrap();
+        assert!(table.contains("AUTOINCREMENT"), "{table}");
+        let kept: Vec<(i64, String)> = conn
+            .prepare("SELECT id, task_id FROM dead_letters")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(kept, [(1, "a".to_string())]);
+        let index: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'dead_letters_queue'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(index, 1, "the index is made again");
+        // The ids given before the upgrade are not all known; those after it start past the kept ones.
+        conn.execute(
+            "INSERT INTO dead_letters (died_at, queue, task_id, url, method, headers, body, schedule_time, \
+             create_time, dispatch_deadline_us, dispatch_count, response_count, execution_count, last_http_status) \
+             VALUES (1, 'q', 'd', 'http://x/', 'POST', '', x'', 0, 0, 0, 1, 1, 1, 500)",
+            [],
+        )
+        .unwrap();
+        conn.execute("DELETE FROM dead_letters WHERE task_id = 'd'", []).unwrap();
+        conn.execute(
+            "INSERT INTO dead_letters (died_at, queue, task_id, url, method, headers, body, schedule_time, \
+             create_time, dispatch_deadline_us, dispatch_count, response_count, execution_count, last_http_status) \
+             VALUES (1, 'q', 'e', 'http://x/', 'POST', '', x'', 0, 0, 0, 1, 1, 1, 500)",
+            [],
+        )
+        .unwrap();
+        let e: i64 = conn.query_row("SELECT id FROM dead_letters WHERE task_id = 'e'", [], |r| r.get(0)).unwrap();
+        assert_eq!(e, 3, "after the upgrade an id is never given twice");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -64,8 +64,9 @@ CREATE TABLE IF NOT EXISTS tombstones (
 CREATE INDEX IF NOT EXISTS tombstones_expiry ON tombstones (expires_at);
 
 -- Tasks that gave up, with their last attempt: nothing is lost silently.
+-- AUTOINCREMENT: an id is never given twice, even after the newest letter was redriven.
 CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     died_at INTEGER NOT NULL,
     queue TEXT NOT NULL,
     task_id TEXT NOT NULL,

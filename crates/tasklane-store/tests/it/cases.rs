@@ -1046,9 +1046,20 @@ pub async fn dead_letters_keep_every_attempt_and_can_be_redriven_or_purged(store
         })
         .await
         .unwrap();
+    let newest = store.dead_letter_list(list(None)).await.unwrap()[0].id;
     assert_eq!(store.dead_letter_expire(at(5000)).await.unwrap(), 0);
     assert_eq!(store.dead_letter_expire(at(5001)).await.unwrap(), 1);
     assert!(store.dead_letter_list(list(None)).await.unwrap().is_empty());
+    // An id is never given twice, even once the newest letter is gone.
+    make_task(&store, "q", "later", at(6000)).await;
+    let c = store.task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(6000) }).await.unwrap();
+    let later = c.iter().find(|c| c.task.name.task == "later").unwrap();
+    let gave_up = TaskOutcome::GaveUp { attempt: failure(500, at(6000)), tombstone_until: at(9000) };
+    let finish =
+        TaskFinish { name: later.task.name.clone(), lease_id: later.lease_id, outcome: gave_up, now: at(6000) };
+    assert!(store.task_finish(finish).await.unwrap());
+    let letters = store.dead_letter_list(list(None)).await.unwrap();
+    assert!(letters[0].id > newest, "id {} was given before (newest was {newest})", letters[0].id);
 }
 
 pub async fn callbacks_are_queued_with_the_outcome_and_delivered_once(store: Arc<dyn Store>) {

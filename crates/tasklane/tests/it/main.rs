@@ -94,7 +94,8 @@ async fn a_failing_worker_sees_retry_headers_and_backoff_gaps() {
     let got = worker.wait_for(3, Duration::from_secs(15)).await;
     assert_eq!(got[1].header("x-cloudtasks-taskretrycount"), Some("1"));
     assert_eq!(got[1].header("x-cloudtasks-taskpreviousresponse"), Some("500"));
-    assert_eq!(got[1].header("x-cloudtasks-taskretryreason"), Some(""));
+    assert_eq!(got[1].header("x-cloudtasks-taskretryreason"), Some("HTTP status code 500 Internal Server Error"));
+    assert_eq!(got[2].header("x-cloudtasks-taskretryreason"), Some("HTTP status code 404 Not Found"));
     assert_eq!(got[1].header("x-cloudtasks-taskexecutioncount"), Some("0"), "a 5xx is not an execution");
     assert_eq!(got[2].header("x-cloudtasks-taskretrycount"), Some("2"));
     assert_eq!(got[2].header("x-cloudtasks-taskpreviousresponse"), Some("404"));
