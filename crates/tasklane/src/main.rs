@@ -56,6 +56,9 @@ enum Command {
     /// Inspect a cluster of tasklane nodes.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Run one command for `tasklane work` and kill its process group when the worker dies.
+    #[command(hide = true)]
+    Supervise(work::SuperviseArgs),
 }
 
 // glibc's allocator spent ~15% of the push drain's CPU (malloc, free, chunk
@@ -64,7 +67,11 @@ enum Command {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // A supervisor runs one command and nothing else: it starts no runtime of threads.
+    let command = match Cli::parse().command {
+        Command::Supervise(args) => return work::supervise(args),
+        command => command,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -73,7 +80,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Serve(args) => serve::run(args).await,
             Command::Queues(cmd) => queues::run(cmd).await,
             Command::Tasks(cmd) => tasks::run(cmd).await,
@@ -86,6 +93,7 @@ fn main() -> std::process::ExitCode {
             Command::Keys(cmd) => access::run_keys(cmd).await,
             Command::Egress(cmd) => access::run_egress(cmd).await,
             Command::Identities(cmd) => access::run_identities(cmd).await,
+            Command::Supervise(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {

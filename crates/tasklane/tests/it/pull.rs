@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{PROJECT_LOCATION, TasklaneProcess, client};
+use crate::support::{CuttableProxy, PROJECT_LOCATION, TasklaneProcess, client, eventually};
 
 pub struct V1 {
     pub base: String,
@@ -174,6 +174,12 @@ fn summary(stderr: &[u8]) -> (u64, u64, u64) {
     (numbers[0], numbers[1], numbers[2])
 }
 
+/// Whether process `pid` still runs (a zombie waiting for its parent does not).
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')))
+}
+
 fn out_dir(tag: &str) -> std::path::PathBuf {
     crate::support::fresh_dir(tag)
 }
@@ -230,10 +236,10 @@ async fn a_task_of_a_killed_worker_comes_back_after_its_lease_and_completes_else
         .await;
     first.kill().unwrap(); // SIGKILL: no cleanup, the lease stays
     let _ = first.wait();
-    // The killed worker's command outlives it (issue 14.4): stop it by the process id it
-    // wrote, never by name.
+    // Its command dies with it (issue 14.4).
     let orphan = std::fs::read_to_string(out.join("pid-1")).unwrap().trim().to_string();
-    let _ = std::process::Command::new("kill").args(["-KILL", &orphan]).status();
+    eventually("the killed worker's command to die with it", Duration::from_secs(10), || async { !alive(&orphan) })
+        .await;
     let second = work(&server, &queue, &script, &["--lease", "3s"]).spawn().unwrap();
     let done = out.join("done");
     crate::support::eventually("the task to complete on the other worker", Duration::from_secs(15), || async {
@@ -408,4 +414,65 @@ async fn a_restart_keeps_pull_leases_and_sigterm_ends_long_polls_at_once() {
     let item = json!({"name": task["name"], "lease_id": task["lease_id"]});
     let acked = v1.ok(Method::POST, &format!("queues/{q}/tasks:acknowledge"), Some(json!({"tasks": [item]}))).await;
     assert_eq!(acked["acknowledged"], json!([task["name"]]), "the worker's lease still holds");
+}
+
+/// Issue 14.4: a timeout kills the command's whole process group, a background child of the
+/// command included, and the failure says how the command ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_kills_the_command_s_whole_process_group() {
+    let server = TasklaneProcess::start();
+    let v1 = V1::new(&server);
+    let q = v1.pull_queue("slow", json!({"maxAttempts": 1})).await;
+    v1.ok(Method::POST, &format!("queues/{q}/tasks"), Some(json!({"payload": "x"}))).await;
+    let out = out_dir("slow");
+    let script = format!("sleep 29.3 & echo $! > {0}/grandchild; echo $$ > {0}/command; wait", out.display());
+    let queue = format!("{PROJECT_LOCATION}/queues/slow");
+    let worker = work(&server, &queue, &script, &["--timeout", "1s", "--drain"]).spawn().unwrap();
+    let output = tokio::task::spawn_blocking(move || worker.wait_with_output()).await.unwrap().unwrap();
+    assert_eq!(summary(&output.stderr), (0, 1, 0), "{}", String::from_utf8_lossy(&output.stderr));
+    for which in ["command", "grandchild"] {
+        let pid = std::fs::read_to_string(out.join(which)).unwrap().trim().to_string();
+        eventually(&format!("the {which} to be killed"), Duration::from_secs(10), || async { !alive(&pid) }).await;
+    }
+    let dead = v1.ok(Method::GET, &format!("queues/{q}/dead-letters"), None).await;
+    let message = dead["dead_letters"][0]["last_response"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("ran longer than 1s"), "{dead}");
+}
+
+/// Issue 14.4: an acknowledgement that cannot reach the server is sent again until it can,
+/// within the lease, so the task does not run twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledgement_during_a_brief_outage_is_retried_and_the_task_runs_once() {
+    let server = TasklaneProcess::start();
+    let proxy = CuttableProxy::start(server.addr).await;
+    let v1 = V1::new(&server);
+    let q = v1.pull_queue("blip", json!({})).await;
+    v1.ok(Method::POST, &format!("queues/{q}/tasks"), Some(json!({"payload": "x"}))).await;
+    let out = out_dir("blip");
+    let script =
+        format!("touch {0}/started-$TASKLANE_ATTEMPT; while [ ! -e {0}/release ]; do sleep 0.05; done", out.display());
+    let queue = format!("{PROJECT_LOCATION}/queues/blip");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tasklane"));
+    cmd.args(["work", "--queue", &queue, "--endpoint", &format!("http://127.0.0.1:{}", proxy.port)])
+        .args(["--lease", "30s", "--drain", "--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let worker = cmd.spawn().unwrap();
+    let started = out.join("started-1");
+    eventually("the command to start", Duration::from_secs(10), || async { started.exists() }).await;
+    proxy.cut();
+    std::fs::write(out.join("release"), "").unwrap();
+    // The acknowledgement is refused at least twice while the server cannot be reached.
+    eventually("the worker to try and fail to report", Duration::from_secs(10), || async { proxy.refused() >= 2 })
+        .await;
+    proxy.restore();
+    let output = tokio::task::spawn_blocking(move || worker.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(summary(&output.stderr), (1, 0, 0), "{stderr}");
+    assert!(stderr.contains("acknowledge") && stderr.contains("retrying"), "{stderr}");
+    assert!(!out.join("started-2").exists(), "the task ran twice:\n{stderr}");
+    let left = v1.ok(Method::POST, &format!("queues/{q}/tasks:lease"), Some(json!({"max_tasks": 10}))).await;
+    assert_eq!(left["tasks"], json!([]), "the task was acknowledged");
+    let dead = v1.ok(Method::GET, &format!("queues/{q}/dead-letters"), None).await;
+    assert_eq!(dead["dead_letters"], json!([]));
 }

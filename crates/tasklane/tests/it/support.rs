@@ -311,6 +311,8 @@ where
 pub struct CuttableProxy {
     pub port: u16,
     cut: Arc<std::sync::atomic::AtomicBool>,
+    /// Connections turned away while cut.
+    refused: Arc<AtomicUsize>,
     connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -320,11 +322,13 @@ impl CuttableProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("proxy addr").port();
         let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refused = Arc::new(AtomicUsize::new(0));
         let connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::new(Mutex::new(Vec::new()));
-        let (c, conns) = (cut.clone(), connections.clone());
+        let (c, r, conns) = (cut.clone(), refused.clone(), connections.clone());
         let accept = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
                 if c.load(Ordering::SeqCst) {
+                    r.fetch_add(1, Ordering::SeqCst);
                     continue; // dropped: the client sees the connection close
                 }
                 let handle = tokio::spawn(async move {
@@ -335,7 +339,12 @@ impl CuttableProxy {
                 conns.lock().expect("connections").push(handle);
             }
         });
-        CuttableProxy { port, cut, connections, accept }
+        CuttableProxy { port, cut, refused, connections, accept }
+    }
+
+    /// How many connections were turned away while cut.
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
     }
 
     /// Close every connection and refuse new ones until `restore`.
