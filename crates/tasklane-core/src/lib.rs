@@ -13,6 +13,7 @@ pub mod retry;
 pub mod status;
 pub mod target;
 pub mod task;
+pub mod throttle;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use name::{LocationName, QueueName, TaskName};

@@ -156,6 +156,10 @@ impl Status {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Status::new(Code::Unavailable, message)
     }
+
+    pub fn resource_exhausted(message: impl Into<String>) -> Self {
+        Status::new(Code::ResourceExhausted, message)
+    }
 }
 
 #[cfg(test)]

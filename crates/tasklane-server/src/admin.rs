@@ -32,11 +32,15 @@ pub fn router(store: Arc<dyn Store>, clock: Arc<dyn Clock>, alive_within: std::t
         .with_state(Admin { store, clock, alive_within })
 }
 
-/// Ready when the store answers.
+/// Ready when the store answers a read and takes a write (a full disk fails the write).
 async fn readyz(State(a): State<Admin>) -> Response {
-    match a.store.queue_list(QueueList { parent: None, after: None, limit: 1 }).await {
-        Ok(_) => "ready".into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("store unavailable: {e}")).into_response(),
+    let checked = match a.store.queue_list(QueueList { parent: None, after: None, limit: 1 }).await {
+        Ok(_) => a.store.write_check(a.clock.now()).await,
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(()) => "ready".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}")).into_response(),
     }
 }
 

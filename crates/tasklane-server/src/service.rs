@@ -58,6 +58,7 @@ impl std::ops::Deref for CloudTasks {
 
 /// Map a store failure to what the caller sees.
 pub fn store_status(e: StoreError) -> Status {
+    use tasklane_core::throttle::Throttle;
     match e {
         StoreError::QueueNotFound => Status::not_found(NOT_FOUND),
         StoreError::QueueAlreadyExists => Status::already_exists("Queue already exists."),
@@ -75,6 +76,16 @@ pub fn store_status(e: StoreError) -> Status {
             Status::aborted("There were concurrent changes. Please retry the whole read-modify-write.")
         }
         StoreError::Unavailable(m) => Status::unavailable(format!("The service is currently unavailable: {m}")),
+        StoreError::Full(m) => {
+            static WARNED: Throttle = Throttle::new(std::time::Duration::from_secs(60));
+            if let Some(held_back) = WARNED.allow(std::time::Instant::now()) {
+                tracing::warn!(error = %m, held_back, "the store cannot write: out of space");
+            }
+            Status::resource_exhausted(format!(
+                "tasklane's store is out of space ({m}); nothing was changed. Free space on the disk that holds \
+                 its data, then try again."
+            ))
+        }
         StoreError::Backend(m) => {
             tracing::error!(error = %m, "store failure");
             Status::internal("Internal error encountered.")

@@ -400,3 +400,7 @@ pub const TASK_RENEW: &str =
 pub const TASK_RELEASE: &str = "UPDATE tasks SET state = 'queued', due_at = $3, \
      dispatch_count = CASE WHEN dispatch_count > 0 THEN dispatch_count - 1 ELSE 0 END \
      WHERE queue = $1 AND task_id = $2 AND state = 'leased' AND lease_id = $4";
+
+/// `$1` now, as text: the small write `write_check` makes.
+pub const WRITE_CHECK: &str = "INSERT INTO meta (key, value) VALUES ('write_check', $1) \
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value";

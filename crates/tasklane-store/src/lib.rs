@@ -45,6 +45,10 @@ pub enum StoreError {
     RecordConflict,
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store cannot write: its disk (or the database's) is full. Reads still work, and
+    /// writes succeed again once there is room.
+    #[error("store out of space: {0}")]
+    Full(String),
     #[error("store failure: {0}")]
     Backend(String),
 }
@@ -539,6 +543,8 @@ pub trait Store: Send + Sync + 'static {
     /// Keep storage healthy under churn; returns what was done, for the log.
     /// PostgreSQL vacuums the hot tables once dead rows pile up; SQLite reuses freed pages itself.
     async fn store_maintain(&self, now: Timestamp) -> StoreResult<Vec<String>>;
+    /// A small write, for readiness: fails while the store cannot write (a full disk).
+    async fn write_check(&self, now: Timestamp) -> StoreResult<()>;
 
     async fn node_heartbeat(&self, p: NodeHeartbeat) -> StoreResult<()>;
     /// Nodes whose last heartbeat is at or after `alive_since`.

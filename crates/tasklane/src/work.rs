@@ -395,7 +395,7 @@ pub fn supervise(a: SuperviseArgs) -> std::process::ExitCode {
         let mut child = match tokio::process::Command::new(&a.command[0]).args(&a.command[1..]).spawn() {
             Ok(child) => child,
             Err(e) => {
-                eprintln!("tasklane work: start {}: {e}", a.command[0]);
+                eprintln!("tasklane work: could not run the command: start {}: {e}", a.command[0]);
                 return ExitCode::from(127);
             }
         };

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tasklane_core::rate::TokenBucket;
 use tasklane_core::task::ResponseStatus;
 use tasklane_core::{Clock, Code, Queue, QueueKind, QueueName, QueueState, Task, Timestamp};
-use tasklane_store::{AttemptResult, ClaimedTask, Store, TaskClaim, TaskFinish, TaskOutcome};
+use tasklane_store::{AttemptResult, ClaimedTask, Store, StoreError, TaskClaim, TaskFinish, TaskOutcome};
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
@@ -673,14 +673,34 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
             }
         }
         let finish = TaskFinish { name: task.name.clone(), lease_id: claimed.lease_id, outcome, now };
-        match shared.store.task_finish(finish).await {
-            Ok(true) => {
-                if let Some(job) = &task.job_id {
-                    shared.job_changed(job);
+        // A store that cannot write for a while (a full disk, a database restarting) gets the
+        // outcome again, fenced by its lease id, until the lease ends or the node stops:
+        // otherwise the task would wait out its lease and run again.
+        let mut stop = shared.stop.subscribe();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match shared.store.task_finish(finish.clone()).await {
+                Ok(true) => {
+                    if let Some(job) = &task.job_id {
+                        shared.job_changed(job);
+                    }
+                }
+                Ok(false) => attempt_event!(info, task, "outcome dropped: the lease was lost"),
+                Err(StoreError::Full(_) | StoreError::Unavailable(_))
+                    if shared.clock.now().saturating_add(backoff) < lease_end && !*stop.borrow() =>
+                {
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(e) => {
+                    attempt_event!(error, task, error = %e, "record outcome; the task will run again after its lease")
                 }
             }
-            Ok(false) => attempt_event!(info, task, "outcome dropped: the lease was lost"),
-            Err(e) => attempt_event!(error, task, error = %e, "record outcome; the task will run again after its lease"),
+            break;
         }
     }
     .instrument(span)

@@ -100,6 +100,9 @@ fn backend(e: tokio_postgres::Error) -> StoreError {
     // client should retry (503), not an internal error: class 08 (connection exception),
     // 53 (insufficient resources: too many connections, disk full) and 57 (operator
     // intervention: "terminating connection due to administrator command", a shutdown).
+    if db.code() == &tokio_postgres::error::SqlState::DISK_FULL {
+        return StoreError::Full(db.to_string());
+    }
     if matches!(db.code().code().get(..2), Some("08" | "53" | "57")) {
         return StoreError::Unavailable(db.to_string());
     }
@@ -1446,6 +1449,12 @@ impl Store for PgStore {
     async fn record_delete(&self, key: &str) -> StoreResult<()> {
         let client = self.client().await?;
         client.execute("DELETE FROM records WHERE key = $1", &[&key]).await.map_err(backend)?;
+        Ok(())
+    }
+
+    async fn write_check(&self, now: Timestamp) -> StoreResult<()> {
+        let client = self.client().await?;
+        client.execute(columns::WRITE_CHECK, &[&now.0.to_string()]).await.map_err(backend)?;
         Ok(())
     }
 

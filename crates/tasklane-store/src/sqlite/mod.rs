@@ -124,6 +124,10 @@ struct Inner {
     checkpointer: Mutex<Option<mpsc::Sender<()>>>,
     readers: Mutex<Option<mpsc::Sender<ReadJob>>>,
     path: PathBuf,
+    /// Why a write or a checkpoint last failed for want of space, until a checkpoint goes
+    /// through: while the WAL cannot be checkpointed, writes fail or soon will, so the
+    /// store is not ready.
+    out_of_space: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -133,7 +137,10 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
-    StoreError::Backend(e.to_string())
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
+        _ => StoreError::Backend(e.to_string()),
+    }
 }
 
 fn open(path: &Path, flags: OpenFlags) -> rusqlite::Result<Connection> {
@@ -189,9 +196,13 @@ impl SqliteStore {
         write_conn.pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES).map_err(backend)?;
         let checkpoint_conn = open(&path, OpenFlags::SQLITE_OPEN_READ_WRITE).map_err(backend)?;
         let (checkpoint_tx, checkpoint_rx) = mpsc::channel::<()>();
+        let out_of_space = Arc::new(Mutex::new(None));
         thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpointer_loop(checkpoint_conn, checkpoint_rx))
+            .spawn({
+                let out_of_space = out_of_space.clone();
+                move || checkpointer_loop(checkpoint_conn, checkpoint_rx, out_of_space)
+            })
             .map_err(|e| StoreError::Backend(format!("start checkpointer thread: {e}")))?;
 
         let (write_tx, write_rx) = mpsc::channel::<WriteJob>();
@@ -216,6 +227,7 @@ impl SqliteStore {
                 checkpointer: Mutex::new(Some(checkpoint_tx)),
                 readers: Mutex::new(Some(read_tx)),
                 path,
+                out_of_space,
             }),
         })
     }
@@ -265,7 +277,15 @@ impl SqliteStore {
     {
         let (tx, rx) = oneshot::channel();
         self.send_write(Box::new(PendingWrite { durability, f, result: None, tx }))?;
-        rx.await.map_err(|_| StoreError::Unavailable("the write could not be run; see the server log".into()))?
+        let result =
+            rx.await.map_err(|_| StoreError::Unavailable("the write could not be run; see the server log".into()))?;
+        if let Err(StoreError::Full(e)) = &result
+            && let Ok(mut full) = self.inner.out_of_space.lock()
+        {
+            // Not ready until a checkpoint goes through (the checkpointer clears it).
+            *full = Some(e.clone());
+        }
+        result
     }
 
     fn send_write(&self, job: WriteJob) -> StoreResult<()> {
@@ -312,7 +332,7 @@ impl SqliteStore {
 
 /// Columns added after the first release: `ALTER TABLE` for databases that lack them
 /// (SQLite has no `ADD COLUMN IF NOT EXISTS`).
-const ADDED_COLUMNS: [(&str, &str, &str); 12] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 13] = [
     ("queues", "http_target", "TEXT"),
     ("tasks", "retry_config", "TEXT"),
     ("dead_letters", "retry_config", "TEXT"),
@@ -325,6 +345,7 @@ const ADDED_COLUMNS: [(&str, &str, &str); 12] = [
     ("tasks", "env", "TEXT"),
     ("dead_letters", "tag", "TEXT"),
     ("dead_letters", "env", "TEXT"),
+    ("tasks", "body_apart", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
@@ -340,7 +361,10 @@ fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
     }
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS tasks_job ON tasks (job_id) WHERE job_id IS NOT NULL; \
-         CREATE INDEX IF NOT EXISTS tasks_tag ON tasks (queue, tag, due_at) WHERE tag IS NOT NULL;",
+         CREATE INDEX IF NOT EXISTS tasks_tag ON tasks (queue, tag, due_at) WHERE tag IS NOT NULL; \
+         CREATE TABLE IF NOT EXISTS task_bodies (id INTEGER PRIMARY KEY, body BLOB NOT NULL); \
+         CREATE TRIGGER IF NOT EXISTS task_bodies_go_with_their_task AFTER DELETE ON tasks \
+         WHEN old.body_apart = 1 BEGIN DELETE FROM task_bodies WHERE id = old.id; END;",
     )?;
     Ok(())
 }
@@ -559,7 +583,8 @@ fn task_finish_in(conn: &Connection, p: &TaskFinish) -> StoreResult<Option<Optio
             record_attempt(conn, &queue, task_id, attempt)?;
             let sql = format!(
                 "INSERT INTO dead_letters (died_at, {TASK_COLUMNS}, attempts) \
-                 SELECT ?3, {TASK_COLUMNS}, attempts FROM tasks WHERE queue = ?1 AND task_id = ?2"
+                 SELECT ?3, {}, attempts FROM tasks WHERE queue = ?1 AND task_id = ?2",
+                *TASK_SELECT
             );
             conn.prepare_cached(&sql).and_then(|mut s| s.execute(params![queue, task_id, p.now.0])).map_err(backend)?;
             conn.prepare_cached("DELETE FROM tasks WHERE queue = ?1 AND task_id = ?2")
@@ -591,36 +616,72 @@ fn task_create_one(conn: &Connection, p: TaskCreate) -> StoreResult<Task> {
     Ok(p.task)
 }
 
+/// Bodies longer than this live in `task_bodies`, not in the task's row: a row is rewritten
+/// whole by every claim and outcome, and a 48 KB body made each of those write 27 pages
+/// to the WAL instead of 2.
+const INLINE_BODY_MAX: usize = 512;
+
+/// `TASK_COLUMNS` for reading a task row, its body fetched from `task_bodies` when kept apart.
+static TASK_SELECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    TASK_COLUMNS.replacen(
+        " body,",
+        " CASE WHEN body_apart = 1 THEN (SELECT b.body FROM task_bodies b WHERE b.id = tasks.id) ELSE body END,",
+        1,
+    )
+});
+
+/// Lease up to `?4` due tasks of queue `?1` at `?2` with grace `?3`, in one statement; the
+/// lease id comes last, after the task columns.
+static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE tasks SET {LEASE_SET} WHERE id IN (SELECT id FROM tasks WHERE queue = ?1 AND due_at <= ?2 \
+         AND EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND state = 'running') \
+         ORDER BY due_at LIMIT ?4) RETURNING {}, lease_id",
+        *TASK_SELECT
+    )
+});
+
 fn task_insert(conn: &Connection, t: &Task) -> StoreResult<usize> {
     let queue = queue_name_of(&t.name);
     let (auth_kind, auth_email, auth_param) = columns::auth_columns(&t.http_request.auth);
-    conn.prepare_cached(
-        "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, \
-         auth_email, auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id, tag, env) \
-         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?3, ?11, ?12, ?13, ?14, ?15, ?16) \
+    let apart = t.http_request.body.len() > INLINE_BODY_MAX;
+    let inline: &[u8] = if apart { &[] } else { &t.http_request.body };
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, \
+         auth_email, auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id, tag, env, \
+         body_apart) \
+         VALUES (?1, ?2, 'queued', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?3, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
          ON CONFLICT (queue, task_id) DO NOTHING",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            queue,
-            t.name.task,
-            t.schedule_time.0,
-            t.http_request.url,
-            t.http_request.method.as_str(),
-            columns::encode_headers(&t.http_request.headers),
-            t.http_request.body,
-            auth_kind,
-            auth_email,
-            auth_param,
-            t.create_time.0,
-            tasklane_core::clock::duration_micros(t.dispatch_deadline),
-            t.retry_config.as_ref().map(columns::encode_retry),
-            t.job_id,
-            t.tag,
-            columns::encode_env(&t.env),
-        ])
-    })
-    .map_err(backend)
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                queue,
+                t.name.task,
+                t.schedule_time.0,
+                t.http_request.url,
+                t.http_request.method.as_str(),
+                columns::encode_headers(&t.http_request.headers),
+                inline,
+                auth_kind,
+                auth_email,
+                auth_param,
+                t.create_time.0,
+                tasklane_core::clock::duration_micros(t.dispatch_deadline),
+                t.retry_config.as_ref().map(columns::encode_retry),
+                t.job_id,
+                t.tag,
+                columns::encode_env(&t.env),
+                apart,
+            ])
+        })
+        .map_err(backend)?;
+    if inserted == 1 && apart {
+        conn.prepare_cached("INSERT INTO task_bodies (id, body) VALUES (last_insert_rowid(), ?1)")
+            .and_then(|mut s| s.execute([&t.http_request.body]))
+            .map_err(backend)?;
+    }
+    Ok(inserted)
 }
 
 fn dead_letter_read(conn: &Connection, queue: &str, id: i64) -> StoreResult<Option<DeadLetter>> {
@@ -733,10 +794,33 @@ fn commit_batch(conn: &Connection, mut batch: Vec<WriteJob>, isolated: bool) {
 
 /// Copy committed WAL frames into the database file every `CHECKPOINT_EVERY`, without
 /// blocking the writer (PASSIVE), until the store closes.
-fn checkpointer_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+fn checkpointer_loop(conn: Connection, stop: mpsc::Receiver<()>, out_of_space: Arc<Mutex<Option<String>>>) {
+    // A full disk fails every checkpoint until there is room: say so once a minute, not ten
+    // times a second, and say when it works again.
+    let warned = tasklane_core::throttle::Throttle::new(std::time::Duration::from_secs(60));
+    let mut failing = false;
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "sqlite checkpoint");
+        let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(backend);
+        if let Ok(mut full) = out_of_space.lock() {
+            match &result {
+                Err(StoreError::Full(e)) => *full = Some(e.clone()),
+                Ok(()) => *full = None,
+                Err(_) => {}
+            }
+        }
+        match result {
+            Ok(()) if failing => {
+                failing = false;
+                warned.reset();
+                tracing::info!("sqlite checkpoints work again");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                failing = true;
+                if let Some(held_back) = warned.allow(std::time::Instant::now()) {
+                    tracing::warn!(error = %e, held_back, "sqlite checkpoint failed");
+                }
+            }
         }
     }
 }
@@ -786,7 +870,7 @@ fn tombstone_put(conn: &Connection, queue: &str, task_id: &str, until: Timestamp
 }
 
 fn task_read(conn: &Connection, queue: &str, task_id: &str) -> StoreResult<Option<Task>> {
-    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE queue = ?1 AND task_id = ?2");
+    let sql = format!("SELECT {} FROM tasks WHERE queue = ?1 AND task_id = ?2", *TASK_SELECT);
     conn.prepare_cached(&sql)
         .and_then(|mut s| s.query_row([queue, task_id], rows::task_from_row).optional())
         .map_err(backend)
@@ -1020,8 +1104,10 @@ impl Store for SqliteStore {
 
     async fn task_list(&self, p: TaskList) -> StoreResult<Vec<Task>> {
         self.read(move |conn| {
-            let sql =
-                format!("SELECT {TASK_COLUMNS} FROM tasks WHERE queue = ?1 AND task_id > ?2 ORDER BY task_id LIMIT ?3");
+            let sql = format!(
+                "SELECT {} FROM tasks WHERE queue = ?1 AND task_id > ?2 ORDER BY task_id LIMIT ?3",
+                *TASK_SELECT
+            );
             let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
             let rows = stmt
                 .query_map(
@@ -1057,13 +1143,7 @@ impl Store for SqliteStore {
         self.write_relaxed(move |conn| {
             let queue = p.queue.to_string();
             let grace = tasklane_core::clock::duration_micros(p.grace);
-            // One statement leases the whole batch; the lease id comes last, after the task columns.
-            let sql = format!(
-                "UPDATE tasks SET {LEASE_SET} WHERE id IN (SELECT id FROM tasks WHERE queue = ?1 AND due_at <= ?2 \
-                 AND EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND state = 'running') \
-                 ORDER BY due_at LIMIT ?4) RETURNING {TASK_COLUMNS}, lease_id"
-            );
-            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+            let mut stmt = conn.prepare_cached(&CLAIM).map_err(backend)?;
             let mut claimed = stmt
                 .query_map(params![queue, p.now.0, grace, p.limit as i64], |r| {
                     Ok(ClaimedTask { task: rows::task_from_row(r)?, lease_id: r.get(columns::TASK_COLUMN_COUNT)? })
@@ -1085,8 +1165,9 @@ impl Store for SqliteStore {
                 "UPDATE tasks SET {} WHERE id IN (SELECT id FROM tasks WHERE queue = ?1 AND due_at <= ?2 \
                  AND (?5 IS NULL OR tag = ?5) \
                  AND EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND state = 'running') \
-                 ORDER BY due_at LIMIT ?4) RETURNING {TASK_COLUMNS}, lease_id",
-                columns::pull_lease_set("?2", "?3", "")
+                 ORDER BY due_at LIMIT ?4) RETURNING {}, lease_id",
+                columns::pull_lease_set("?2", "?3", ""),
+                *TASK_SELECT
             );
             let lease = tasklane_core::clock::duration_micros(p.lease);
             let mut stmt = conn.prepare_cached(&statement).map_err(backend)?;
@@ -1497,6 +1578,19 @@ impl Store for SqliteStore {
         Ok(Vec::new())
     }
 
+    async fn write_check(&self, now: Timestamp) -> StoreResult<()> {
+        if let Some(e) = self.inner.out_of_space.lock().ok().and_then(|full| full.clone()) {
+            return Err(StoreError::Full(e));
+        }
+        self.write(move |conn| {
+            conn.prepare_cached(&sql(columns::WRITE_CHECK))
+                .and_then(|mut s| s.execute([now.0.to_string()]))
+                .map(|_| ())
+                .map_err(backend)
+        })
+        .await
+    }
+
     async fn node_heartbeat(&self, p: NodeHeartbeat) -> StoreResult<()> {
         self.write(move |conn| {
             conn.prepare_cached(
@@ -1725,6 +1819,52 @@ mod tests {
         .unwrap();
         let e: i64 = conn.query_row("SELECT id FROM dead_letters WHERE task_id = 'e'", [], |r| r.get(0)).unwrap();
         assert_eq!(e, 3, "after the upgrade an id is never given twice");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 14.5: a claim must not rewrite a large body (it filled the WAL on a nearly full
+    /// disk and stalled dispatch): the body lives apart from the row a claim updates.
+    #[test]
+    fn a_claim_does_not_rewrite_a_large_body() {
+        let dir = std::env::temp_dir().join(format!("tasklane-claim-pages-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conn =
+            open(&dir.join("tasklane.db"), OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        add_missing_columns(&conn).unwrap();
+        conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        conn.execute(
+            "INSERT INTO queues (name, parent, state, max_dispatches_per_second, max_burst_size, \
+             max_concurrent_dispatches, max_attempts, min_backoff_us, max_backoff_us, max_doublings, \
+             logging_sampling_ratio, created_at, updated_at) VALUES ('projects/p/locations/l/queues/q', \
+             'projects/p/locations/l', 'running', 1, 1, 1, 1, 1, 1, 1, 1, 0, 0)",
+            [],
+        )
+        .unwrap();
+        let name = QueueName::parse("projects/p/locations/l/queues/q").unwrap();
+        let body = vec![7u8; 48 * 1024];
+        let mut task = tasklane_core::TaskSpec { url: "http://h/".into(), body: body.clone(), ..Default::default() }
+            .validate(&name, Timestamp(0), || "big".into())
+            .unwrap();
+        task.schedule_time = Timestamp(0);
+        assert_eq!(task_insert(&conn, &task).unwrap(), 1);
+        let _: (i64, i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap();
+        let claimed: Vec<Vec<u8>> = conn
+            .prepare(&CLAIM)
+            .unwrap()
+            .query_map(params![name.to_string(), 1i64, 0i64, 10i64], |r| r.get(5))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(claimed, [body], "the claim returns the whole body");
+        let frames: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1)).unwrap();
+        assert!(frames <= 4, "the claim wrote {frames} pages; a 48 KB body rewritten is 12 or more");
+        conn.execute("DELETE FROM tasks", []).unwrap();
+        let left: i64 = conn.query_row("SELECT count(*) FROM task_bodies", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0, "a body goes with its task");
+        drop(conn);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -121,6 +121,7 @@ macro_rules! every_case {
     jobs_are_created_whole_or_not_at_all_and_idempotently,
     jobs_list_by_filter_and_expire,
     dead_letters_keep_every_attempt_and_can_be_redriven_or_purged,
+    large_bodies_come_back_whole_everywhere,
     callbacks_are_queued_with_the_outcome_and_delivered_once,
     pull_tasks_are_leased_by_tag_renewed_released_and_fenced,
 );)*

@@ -5,6 +5,7 @@ mod cluster;
 mod compat;
 mod connections;
 mod examples;
+mod faults;
 mod jobs;
 mod pull;
 mod security;

@@ -70,14 +70,25 @@ impl TasklaneProcess {
         TasklaneProcess::spawn(&args, fresh_dir("node"))
     }
 
+    /// Start on an existing data directory, its log (stderr) written to `log`.
+    pub fn start_in_logging_to(data_dir: PathBuf, log: &std::path::Path) -> TasklaneProcess {
+        let args = vec!["--data-dir".to_string(), data_dir.display().to_string()];
+        let file = std::fs::File::create(log).expect("create the log file");
+        TasklaneProcess::spawn_logging(&args, data_dir, Stdio::from(file), "info")
+    }
+
     fn spawn(extra: &[String], data_dir: PathBuf) -> TasklaneProcess {
+        TasklaneProcess::spawn_logging(extra, data_dir, Stdio::inherit(), "warn,tasklane_server=info")
+    }
+
+    fn spawn_logging(extra: &[String], data_dir: PathBuf, log: Stdio, level: &str) -> TasklaneProcess {
         let listen: &[&str] = if extra.iter().any(|a| a == "--listen") { &[] } else { &["--listen", "127.0.0.1:0"] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_tasklane"))
-            .args(["serve", "--log-level", "warn,tasklane_server=info"])
+            .args(["serve", "--log-level", level])
             .args(listen)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("start tasklane");
         let stdout = child.stdout.take().expect("stdout");

@@ -1,0 +1,169 @@
+//! The fault suite (issue 14): tasklane under a full disk, `kill -9`s, lost workers and a
+//! database that goes away, each checked for what a user would see: every accepted task
+//! delivered, exact counts, clear errors, and recovery without a restart.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::{PROJECT_LOCATION, TasklaneProcess, Worker, client, eventually, fresh_dir};
+
+/// A small tmpfs mounted for one test, unmounted when dropped. `None` where this machine
+/// does not allow mounting one (not root, no tmpfs): the test then says it skipped.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = fresh_dir("tmpfs");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            Some(Tmpfs { dir })
+        } else {
+            let _ = std::fs::remove_dir(&dir);
+            None
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Write `path` until the filesystem is full; returns how many bytes it took.
+fn fill(path: &Path) -> u64 {
+    let mut file = std::fs::File::create(path).expect("create the filler");
+    let mut written = 0u64;
+    // Large writes first, then smaller ones for the last bytes.
+    for size in [64 * 1024, 4096, 512, 1] {
+        let chunk = vec![0u8; size];
+        while let Ok(n) = file.write(&chunk) {
+            if n == 0 {
+                break;
+            }
+            written += n as u64;
+        }
+    }
+    let _ = file.sync_all();
+    written
+}
+
+async fn ready(addr: std::net::SocketAddr) -> (u16, String) {
+    let response = client().get(format!("http://{addr}/readyz")).send().await.expect("call /readyz");
+    (response.status().as_u16(), response.text().await.unwrap_or_default())
+}
+
+/// Issue 14.5: on a full disk, writes answer RESOURCE_EXHAUSTED with the reason, `/readyz`
+/// fails, the log says so a few times rather than hundreds, and once there is room again
+/// everything accepted is delivered without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_clearly_and_recovers_when_space_returns() {
+    let Some(disk) = Tmpfs::mount("24m") else {
+        eprintln!(
+            "SKIPPED a_full_disk_refuses_writes_clearly_and_recovers_when_space_returns: cannot mount a tmpfs here"
+        );
+        return;
+    };
+    let data = disk.dir.join("data");
+    let log = fresh_dir("full-disk-log").join("tasklane.log");
+    let server = TasklaneProcess::start_in_logging_to(data, &log);
+    let worker = Worker::ok().await;
+    let api = server.api();
+    api.create_queue("full", json!({})).await;
+    api.queue_verb("full", "pause").await;
+    let queue = format!("{PROJECT_LOCATION}/queues/full");
+    let body = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 48 * 1024]);
+    let tasks = format!("{queue}/tasks");
+    let create = |i: usize| {
+        let task = json!({"task": {"httpRequest": {"url": worker.url(&format!("/t/{i}")), "body": body}}});
+        api.call(Method::POST, &tasks, Some(task))
+    };
+
+    // Tasks accepted before the disk fills, waiting in the paused queue.
+    let mut accepted = 0;
+    while accepted < 20 {
+        let (status, answer) = create(accepted).await;
+        assert_eq!(status, 200, "{answer}");
+        accepted += 1;
+    }
+    let filler = disk.dir.join("filler");
+    let filled = fill(&filler);
+    assert!(filled > 0, "the filler took the disk");
+    let refusal = loop {
+        let (status, answer) = create(accepted).await;
+        if status != 200 {
+            break (status, answer);
+        }
+        accepted += 1;
+        assert!(accepted < 1000, "a full disk never refused a create");
+    };
+    assert_eq!(refusal.0, 429, "{}", refusal.1);
+    assert_eq!(refusal.1["error"]["status"], "RESOURCE_EXHAUSTED", "{}", refusal.1);
+    let message = refusal.1["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("out of space") && message.contains("full"), "{message}");
+    let (status, text) = ready(server.addr).await;
+    assert_eq!(status, 503, "/readyz while writes fail: {text}");
+    // A settings change may still fit in what is left; changes go on until one does not,
+    // and that one is refused whole.
+    let mut last = api.ok(Method::GET, &queue, None).await["rateLimits"]["maxDispatchesPerSecond"].clone();
+    let mut rate = 1;
+    let refused = loop {
+        let change = json!({"rateLimits": {"maxDispatchesPerSecond": rate}});
+        let (status, answer) = api.call(Method::PATCH, &queue, Some(change)).await;
+        if status != 200 {
+            break (status, answer);
+        }
+        last = json!(f64::from(rate));
+        rate += 1;
+        assert!(rate < 2000, "a full disk never refused a settings change");
+    };
+    assert_eq!((refused.0, refused.1["error"]["status"].as_str()), (429, Some("RESOURCE_EXHAUSTED")), "{}", refused.1);
+    let kept = api.ok(Method::GET, &queue, None).await;
+    assert_eq!(kept["rateLimits"]["maxDispatchesPerSecond"], last, "the refused change left nothing: {kept}");
+    eventually("a failed checkpoint to be logged", Duration::from_secs(10), || async {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("checkpoint failed")
+    })
+    .await;
+    // Stay full for a while: the checkpointer tries ten times a second, and each try used to
+    // log a warning. (Time is what this waits for; a slow machine only makes fewer tries.)
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A little room comes back: no restart needed.
+    let file = std::fs::OpenOptions::new().write(true).open(&filler).unwrap();
+    file.set_len(filled.saturating_sub(4 * 1024 * 1024)).unwrap();
+    drop(file);
+    eventually("/readyz to say ready again", Duration::from_secs(20), || async { ready(server.addr).await.0 == 200 })
+        .await;
+    let (status, answer) = create(accepted).await;
+    assert_eq!(status, 200, "creates work again: {answer}");
+    accepted += 1;
+    api.queue_verb("full", "resume").await;
+    let got = worker.wait_for(accepted, Duration::from_secs(30)).await;
+    let mut paths: Vec<String> = got.iter().map(|r| r.path.clone()).collect();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), accepted, "every accepted task was delivered");
+    eventually("the queue to be empty", Duration::from_secs(20), || async { api.task_count("full").await == 0 }).await;
+
+    eventually("the log to say checkpoints work again", Duration::from_secs(10), || async {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("checkpoints work again")
+    })
+    .await;
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let warnings = logged.lines().filter(|l| l.contains("checkpoint failed")).count();
+    assert!((1..=3).contains(&warnings), "{warnings} checkpoint warnings for a few seconds:\n{logged}");
+    drop(server);
+}
