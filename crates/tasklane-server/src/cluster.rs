@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use tasklane_core::{Clock, QueueName, Timestamp};
 use tasklane_store::{
-    NodeHeartbeat, PgStore, QueueList, QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, Store, StoreError,
+    NodeHeartbeat, PgStore, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, Store,
+    StoreError,
 };
 use tokio::sync::{mpsc, watch};
 
@@ -53,32 +54,57 @@ fn preference(node: &str, queue: &QueueName) -> u64 {
 
 impl OwnershipKeeper {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        // When this node's queue leases end, counted from the *start* of the renewal that set
+        // them; it stops dispatching `margin` before that, on its own clock, whether or not
+        // the database answers (a silent partition answers nothing).
         let mut held_until: Option<Timestamp> = None;
+        let margin = self.config.tick.min(self.config.lease / 2);
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.changed() => break,
-            }
-            match self.step().await {
-                Ok(until) => held_until = Some(until),
-                Err(e) => {
-                    tracing::warn!(error = %e, "renew queue ownership");
-                    // Without a renewal our leases end; stop before another node may start.
-                    let margin = self.config.tick;
-                    if held_until.is_some_and(|u| self.clock.now().saturating_add(margin) >= u) {
-                        if !self.dispatcher.owned().is_empty() {
-                            tracing::warn!(
-                                "queue leases could not be renewed; dispatching stops until the database is back"
-                            );
-                        }
-                        self.dispatcher.set_owned(&[]);
-                        held_until = None;
-                    }
+                _ = self.until_stop(held_until, margin) => {
+                    self.stop_dispatching();
+                    held_until = None;
+                    continue;
                 }
             }
+            let outcome = tokio::select! {
+                outcome = self.step() => outcome,
+                _ = stop.changed() => break,
+                _ = self.until_stop(held_until, margin) => {
+                    self.stop_dispatching();
+                    held_until = None;
+                    continue;
+                }
+            };
+            match outcome {
+                // A renewal that answered too late to leave any time is no renewal.
+                Ok((until, owned)) if self.clock.now().saturating_add(margin) < until => {
+                    self.dispatcher.set_owned(&owned);
+                    held_until = Some(until);
+                }
+                Ok(_) => tracing::warn!("queue leases were renewed too late to use; trying again"),
+                Err(e) => tracing::warn!(error = %e, "renew queue ownership"),
+            }
         }
+    }
+
+    /// Resolves `margin` before `held_until` (never, when nothing is held).
+    async fn until_stop(&self, held_until: Option<Timestamp>, margin: Duration) {
+        match held_until {
+            Some(until) => tokio::time::sleep(until.saturating_sub(margin).since(self.clock.now())).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn stop_dispatching(&self) {
+        if !self.dispatcher.owned().is_empty() {
+            tracing::warn!("queue leases could not be renewed in time; dispatching stops until the database answers");
+        }
+        self.dispatcher.set_owned(&[]);
     }
 
     /// Give every queue back and leave the cluster (after the dispatcher has drained).
@@ -88,7 +114,9 @@ impl OwnershipKeeper {
         }
     }
 
-    async fn step(&self) -> Result<Timestamp, StoreError> {
+    /// Sign the heartbeat, renew, take and hand over queues: the queues held, and until when
+    /// (counted from when this step started).
+    async fn step(&self) -> Result<(Timestamp, Vec<QueueName>), StoreError> {
         let now = self.clock.now();
         let until = now.saturating_add(self.config.lease);
         self.store
@@ -96,16 +124,17 @@ impl OwnershipKeeper {
             .await?;
         let mut owned =
             self.store.queue_owner_renew(QueueOwnerRenew { node_id: self.node_id.clone(), until, now }).await?;
-        let alive = self.store.node_list(now.saturating_sub(self.config.lease)).await?.len().max(1);
+        let alive: HashSet<String> =
+            self.store.node_list(now.saturating_sub(self.config.lease)).await?.into_iter().map(|n| n.node_id).collect();
         let queues = all_queues(&*self.store).await?;
-        let target = queues.len().div_ceil(alive);
+        let target = queues.len().div_ceil(alive.len().max(1));
         if owned.len() < target {
-            let owners: HashMap<QueueName, Timestamp> =
-                self.store.queue_owner_list().await?.into_iter().map(|o| (o.queue, o.lease_until)).collect();
+            let owners: HashMap<QueueName, QueueOwner> =
+                self.store.queue_owner_list().await?.into_iter().map(|o| (o.queue.clone(), o)).collect();
             let held: HashSet<QueueName> = owned.iter().cloned().collect();
             let mut free: Vec<&QueueName> = queues
                 .iter()
-                .filter(|q| !held.contains(*q) && owners.get(*q).is_none_or(|until| *until < now))
+                .filter(|q| !held.contains(*q) && owners.get(*q).is_none_or(|o| o.lease_until < now))
                 .collect();
             free.sort_by_key(|q| preference(&self.node_id, q));
             for q in free {
@@ -113,12 +142,22 @@ impl OwnershipKeeper {
                     break;
                 }
                 let acquire = QueueOwnerAcquire { node_id: self.node_id.clone(), queue: q.clone(), until, now };
-                if self.store.queue_owner_acquire(acquire).await? {
-                    tracing::info!(queue = %q, "took queue");
-                    owned.push(q.clone());
+                if !self.store.queue_owner_acquire(acquire).await? {
+                    continue;
                 }
+                tracing::info!(queue = %q, "took queue");
+                // A dead node's deliveries will never be recorded: put its leased tasks back
+                // now, where they were in the queue, rather than after their leases. A late
+                // outcome from it is refused (it holds an old lease id).
+                if let Some(dead) = owners.get(q).filter(|o| o.node_id != self.node_id && !alive.contains(&o.node_id)) {
+                    let back = self.store.task_lease_release(Some(q.clone()), now).await?;
+                    if back > 0 {
+                        tracing::info!(queue = %q, node = %dead.node_id, tasks = back, "re-queued a dead node's deliveries");
+                    }
+                }
+                owned.push(q.clone());
             }
-        } else if owned.len() > target && alive > 1 {
+        } else if owned.len() > target && alive.len() > 1 {
             // Hand one queue over per tick, so a node that joined gets its share.
             if let Some(q) = owned.pop() {
                 tracing::info!(queue = %q, "handing queue over");
@@ -129,8 +168,7 @@ impl OwnershipKeeper {
                     .await?;
             }
         }
-        self.dispatcher.set_owned(&owned);
-        Ok(until)
+        Ok((until, owned))
     }
 }
 

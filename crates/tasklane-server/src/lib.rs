@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// A PostgreSQL URL: run as one node of a cluster sharing that database.
     pub database_url: Option<String>,
+    /// How long one call to PostgreSQL may take before it answers `Unavailable`.
+    pub database_timeout: Duration,
     pub tombstone_window: Duration,
     pub lease_grace: Duration,
     /// How long shutdown waits for deliveries in flight.
@@ -104,6 +106,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             data_dir: PathBuf::from(".tasklane"),
             database_url: None,
+            database_timeout: Duration::from_secs(5),
             tombstone_window: Duration::from_secs(3600),
             lease_grace: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
@@ -238,7 +241,10 @@ impl Server {
             Some(path) => Some(Arc::new(sealing::Sealer::from_file(path).map_err(StartError::SecretKey)?)),
             None => None,
         };
+        // A cluster node's id: its claims are fenced by the queue leases it holds under it.
+        let cluster_node = config.database_url.as_ref().map(|_| new_node_id(&*clock));
         let dispatch_config = DispatchConfig {
+            node_id: cluster_node.clone(),
             sealer,
             egress: egress.clone(),
             lease_grace: config.lease_grace,
@@ -260,7 +266,7 @@ impl Server {
                 let (sqlite, lock) = open_embedded(&config.data_dir)?;
                 let store: Arc<dyn Store> = Arc::new(sqlite.clone());
                 // Leases left by a previous process of this store cannot be held by anyone now.
-                let released = store.task_lease_release_all(clock.now()).await?;
+                let released = store.task_lease_release(None, clock.now()).await?;
                 if released > 0 {
                     tracing::info!(tasks = released, "returned tasks leased by the previous run to their queues");
                 }
@@ -272,8 +278,9 @@ impl Server {
                 let pg = PgStore::connect(url, None)
                     .await
                     .map_err(|error| StartError::Database { url: redact(url), error })?;
-                let store: Arc<dyn Store> = Arc::new(pg.clone());
-                let node_id = new_node_id(&*clock);
+                let store: Arc<dyn Store> =
+                    Arc::new(tasklane_store::Deadline::new(Arc::new(pg.clone()), config.database_timeout));
+                let node_id = cluster_node.clone().unwrap_or_else(|| new_node_id(&*clock));
                 let notifier = cluster::wake_relay(pg.clone(), stop_rx.clone());
                 relay = Some(notifier.clone());
                 pg_listen = Some(pg.clone());

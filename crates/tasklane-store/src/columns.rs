@@ -401,6 +401,21 @@ pub const TASK_RELEASE: &str = "UPDATE tasks SET state = 'queued', due_at = $3, 
      dispatch_count = CASE WHEN dispatch_count > 0 THEN dispatch_count - 1 ELSE 0 END \
      WHERE queue = $1 AND task_id = $2 AND state = 'leased' AND lease_id = $4";
 
+/// `$1` now, `$2` a queue or null for all: see `Store::task_lease_release`.
+pub const LEASE_RELEASE: &str = "UPDATE tasks SET state = 'queued', \
+     due_at = CASE WHEN schedule_time < $1 THEN schedule_time ELSE $1 END \
+     WHERE state = 'leased' AND (CAST($2 AS TEXT) IS NULL OR queue = $2) \
+     AND queue NOT IN (SELECT name FROM queues WHERE kind = 'pull')";
+
+/// The condition of a claim on queue `$1` at `$2` by node `{owner}` (a null node: an
+/// embedded store, which has no owners): that node holds the queue's ownership lease.
+pub fn claim_owned(owner: &str) -> String {
+    format!(
+        "(CAST({owner} AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM queue_owners o \
+         WHERE o.queue = $1 AND o.node_id = {owner} AND o.lease_until > $2))"
+    )
+}
+
 /// `$1` now, as text: the small write `write_check` makes.
 pub const WRITE_CHECK: &str = "INSERT INTO meta (key, value) VALUES ('write_check', $1) \
      ON CONFLICT (key) DO UPDATE SET value = excluded.value";

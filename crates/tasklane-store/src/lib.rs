@@ -12,10 +12,12 @@ use tasklane_core::task::ResponseStatus;
 use tasklane_core::{LocationName, Queue, QueueName, QueueState, Task, TaskName, Timestamp};
 
 mod columns;
+mod deadline;
 mod jobs;
 pub mod postgres;
 pub mod sqlite;
 
+pub use deadline::Deadline;
 pub use postgres::{PgStore, WAKE_CHANNEL};
 pub use sqlite::SqliteStore;
 
@@ -300,6 +302,9 @@ pub struct TaskClaim {
     pub limit: usize,
     pub grace: Duration,
     pub now: Timestamp,
+    /// In a cluster, the node claiming: the claim leases nothing unless this node holds the
+    /// queue's ownership lease at `now`, checked in the same statement.
+    pub owner: Option<String>,
 }
 
 /// Lease one task now, whatever its schedule or lease, as `RunTask` does.
@@ -496,11 +501,14 @@ pub trait Store: Send + Sync + 'static {
     async fn task_next_due(&self, queue: &QueueName) -> StoreResult<Option<Timestamp>>;
     async fn task_count(&self, queue: &QueueName) -> StoreResult<u64>;
 
-    /// Return every task the dispatcher leased to its queue, due at once. Only for a store
-    /// that one process owns (the embedded one), at start: no delivery can be in flight
-    /// then. Pull tasks keep their leases: a worker outside the process may still hold one,
-    /// and it ends by its own expiry.
-    async fn task_lease_release_all(&self, now: Timestamp) -> StoreResult<u64>;
+    /// Return the tasks a dispatcher leased, in `queue` or in every queue, to their queues,
+    /// due where they were before (their schedule time, or `now` if that is later), so
+    /// they keep their order ahead of the backlog. Their old lease ids no longer hold.
+    /// Only when no delivery of theirs can still be recorded as live: an embedded store at
+    /// start (one process owns it), or a cluster queue whose owner's heartbeat expired.
+    /// Pull tasks keep their leases: a worker outside the process may still hold one, and
+    /// it ends by its own expiry.
+    async fn task_lease_release(&self, queue: Option<QueueName>, now: Timestamp) -> StoreResult<u64>;
 
     async fn dead_letter_list(&self, p: DeadLetterList) -> StoreResult<Vec<DeadLetter>>;
     async fn dead_letter_get(&self, queue: &QueueName, id: i64) -> StoreResult<Option<DeadLetter>>;

@@ -18,6 +18,10 @@ pub struct ServeArgs {
     /// PostgreSQL URL: run as one node of a cluster sharing this database instead of the embedded store.
     #[arg(long, env = "TASKLANE_DATABASE_URL")]
     database_url: Option<String>,
+    /// With --database-url: how long any one call to the database may take before tasklane
+    /// answers 503 and the caller may retry (a silent network partition otherwise hangs calls).
+    #[arg(long, env = "TASKLANE_DATABASE_TIMEOUT", default_value = "5s", value_parser = crate::client::parse_cli_duration)]
+    database_timeout: std::time::Duration,
     /// Added to a task's dispatch deadline to form its lease; after that a task is run again.
     #[arg(long, env = "TASKLANE_LEASE_GRACE", default_value = "30s", value_parser = crate::client::parse_cli_duration)]
     lease_grace: std::time::Duration,
@@ -109,10 +113,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    if args.database_timeout < std::time::Duration::from_millis(100) {
+        anyhow::bail!("--database-timeout must be at least 100ms: a shorter one fails every call to the database");
+    }
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data_dir,
         database_url: args.database_url,
+        database_timeout: args.database_timeout,
         lease_grace: args.lease_grace,
         tombstone_window: args.tombstone_window,
         shutdown_grace: args.shutdown_grace,

@@ -67,6 +67,8 @@ pub struct DispatchConfig {
     pub egress: crate::egress::EgressGate,
     /// Seals the signing keys in the store (`--secret-key-file`).
     pub sealer: Option<Arc<crate::sealing::Sealer>>,
+    /// In a cluster, this node: its claims lease only from queues it owns at that moment.
+    pub node_id: Option<String>,
 }
 
 /// Enough to keep a local worker busy without overflowing a default listen backlog.
@@ -81,6 +83,7 @@ impl Default for DispatchConfig {
             max_connections_per_host: DEFAULT_MAX_CONNECTIONS_PER_HOST,
             egress: crate::egress::EgressGate::open(),
             sealer: None,
+            node_id: None,
         }
     }
 }
@@ -479,7 +482,13 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
             } else {
                 last_claim = now;
                 let want = free.min(tokens).min(CLAIM_BATCH);
-                let claim = TaskClaim { queue: queue.name.clone(), limit: want, grace: shared.config.lease_grace, now };
+                let claim = TaskClaim {
+                    queue: queue.name.clone(),
+                    limit: want,
+                    grace: shared.config.lease_grace,
+                    now,
+                    owner: shared.config.node_id.clone(),
+                };
                 match shared.store.task_claim(claim).await {
                     Ok(claimed) => {
                         failures = 0;

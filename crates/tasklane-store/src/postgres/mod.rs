@@ -32,6 +32,8 @@ use tokio_postgres::types::ToSql;
 const SCHEMA: &str = include_str!("schema.sql");
 /// Serialises schema creation across nodes starting at once.
 const MIGRATION_LOCK: i64 = 0x7461_736b_6c61_6e65; // "tasklane"
+/// How long to wait for a connection from the pool, or for a new one to be made.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_SIZE: usize = 16;
 /// Connections for the dispatcher's bookkeeping (see `PgStore::bookkeeping`).
 const BOOKKEEPING_POOL_SIZE: usize = 8;
@@ -162,8 +164,15 @@ impl PgStore {
             .map_err(|e| StoreError::Unavailable(format!("invalid database URL: {e}")))?;
         config.ssl_mode(ssl_mode);
         if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
+            config.connect_timeout(CONNECTION_TIMEOUT);
         }
+        // A database that stops answering must not hold a connection for TCP's two hours:
+        // keepalive probes after 10 s idle, and unacknowledged data gives up after 10 s.
+        config.keepalives(true).keepalives_idle(Duration::from_secs(10)).keepalives_interval(Duration::from_secs(2));
+        config.keepalives_retries(3).tcp_user_timeout(Duration::from_secs(10));
+        // And the server ends a transaction whose client went quiet, freeing its row locks.
+        let quiet = "-c idle_in_transaction_session_timeout=15s";
+        config.options(format!("{} {quiet}", config.get_options().unwrap_or("")).trim_start());
         if let Some(schema) = schema {
             if !schema.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(StoreError::Backend(format!("invalid schema name {schema:?}")));
@@ -173,13 +182,18 @@ impl PgStore {
             client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}")).await.map_err(backend)?;
             drop(client);
             let _ = task.await;
-            config.options(format!("-c search_path={schema}"));
+            config.options(format!("{} -c search_path={schema}", config.get_options().unwrap_or("")).trim_start());
         }
         let build = |config: tokio_postgres::Config, size: usize| {
             let manager =
                 Manager::from_config(config, tls.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
+            // Waiting for a connection, and making one (login included), are bounded too.
             Pool::builder(manager)
                 .max_size(size)
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .wait_timeout(Some(CONNECTION_TIMEOUT))
+                .create_timeout(Some(CONNECTION_TIMEOUT))
+                .recycle_timeout(Some(CONNECTION_TIMEOUT))
                 .build()
                 .map_err(|e| StoreError::Unavailable(format!("build connection pool: {e}")))
         };
@@ -963,16 +977,17 @@ impl Store for PgStore {
         let mut client = self.bookkeeping_client().await?;
         let sql = format!(
             "WITH due AS (SELECT id, due_at FROM tasks WHERE queue = $1 AND due_at <= $2 \
-             AND EXISTS (SELECT 1 FROM queues WHERE name = $1 AND state = 'running') \
+             AND EXISTS (SELECT 1 FROM queues WHERE name = $1 AND state = 'running') AND {} \
              ORDER BY due_at LIMIT $3 FOR UPDATE OF tasks SKIP LOCKED) \
              UPDATE tasks t SET {} FROM due WHERE t.id = due.id RETURNING due.due_at, t.lease_id, {}",
+            columns::claim_owned("$5"),
             lease_set("$2", "$4", "t"),
             prefixed(TASK_COLUMNS, "t")
         );
         let grace = tasklane_core::clock::duration_micros(p.grace);
         let statement = cached(&client, &sql).await?;
         let rows = client
-            .query(&statement, &[&p.queue.to_string(), &p.now.0, &(p.limit as i64), &grace])
+            .query(&statement, &[&p.queue.to_string(), &p.now.0, &(p.limit as i64), &grace, &p.owner])
             .await
             .map_err(backend)?;
         let mut claimed = Vec::with_capacity(rows.len());
@@ -1147,16 +1162,9 @@ impl Store for PgStore {
         Ok(row.try_get::<_, i64>(0).map_err(backend)?.max(0) as u64)
     }
 
-    async fn task_lease_release_all(&self, now: Timestamp) -> StoreResult<u64> {
+    async fn task_lease_release(&self, queue: Option<QueueName>, now: Timestamp) -> StoreResult<u64> {
         let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE tasks SET state = 'queued', due_at = LEAST(due_at, $1) WHERE state = 'leased' \
-                 AND queue NOT IN (SELECT name FROM queues WHERE kind = 'pull')",
-                &[&now.0],
-            )
-            .await
-            .map_err(backend)
+        client.execute(columns::LEASE_RELEASE, &[&now.0, &queue.map(|q| q.to_string())]).await.map_err(backend)
     }
 
     async fn dead_letter_list(&self, p: DeadLetterList) -> StoreResult<Vec<DeadLetter>> {

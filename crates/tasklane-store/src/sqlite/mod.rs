@@ -635,8 +635,9 @@ static TASK_SELECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "UPDATE tasks SET {LEASE_SET} WHERE id IN (SELECT id FROM tasks WHERE queue = ?1 AND due_at <= ?2 \
-         AND EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND state = 'running') \
+         AND EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND state = 'running') AND {} \
          ORDER BY due_at LIMIT ?4) RETURNING {}, lease_id",
+        sql(&columns::claim_owned("?5")),
         *TASK_SELECT
     )
 });
@@ -1145,7 +1146,7 @@ impl Store for SqliteStore {
             let grace = tasklane_core::clock::duration_micros(p.grace);
             let mut stmt = conn.prepare_cached(&CLAIM).map_err(backend)?;
             let mut claimed = stmt
-                .query_map(params![queue, p.now.0, grace, p.limit as i64], |r| {
+                .query_map(params![queue, p.now.0, grace, p.limit as i64, p.owner], |r| {
                     Ok(ClaimedTask { task: rows::task_from_row(r)?, lease_id: r.get(columns::TASK_COLUMN_COUNT)? })
                 })
                 .and_then(|r| r.collect::<Result<Vec<_>, _>>())
@@ -1240,14 +1241,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn task_lease_release_all(&self, now: Timestamp) -> StoreResult<u64> {
+    async fn task_lease_release(&self, queue: Option<QueueName>, now: Timestamp) -> StoreResult<u64> {
         self.write(move |conn| {
-            rows_changed(
-                conn,
-                "UPDATE tasks SET state = 'queued', due_at = min(due_at, ?1) WHERE state = 'leased' \
-                 AND queue NOT IN (SELECT name FROM queues WHERE kind = 'pull')",
-                now,
-            )
+            conn.prepare_cached(&sql(columns::LEASE_RELEASE))
+                .and_then(|mut s| s.execute(params![now.0, queue.map(|q| q.to_string())]))
+                .map(|n| n as u64)
+                .map_err(backend)
         })
         .await
     }
@@ -1854,7 +1853,7 @@ mod tests {
         let claimed: Vec<Vec<u8>> = conn
             .prepare(&CLAIM)
             .unwrap()
-            .query_map(params![name.to_string(), 1i64, 0i64, 10i64], |r| r.get(5))
+            .query_map(params![name.to_string(), 1i64, 0i64, 10i64, None::<String>], |r| r.get(5))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();

@@ -247,7 +247,7 @@ pub async fn task_claim_takes_due_tasks_in_order(store: Arc<dyn Store>) {
     make_task(&store, "q", "late", at(10)).await;
     make_task(&store, "q", "second", at(2)).await;
     make_task(&store, "q", "first", at(1)).await;
-    let claim = |now| TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now };
+    let claim = |now| TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now, owner: None };
     assert!(store.task_claim(claim(T0)).await.unwrap().is_empty());
     let got = store.task_claim(claim(at(5))).await.unwrap();
     let ids: Vec<_> = got.iter().map(|c| c.task.name.task.as_str()).collect();
@@ -265,7 +265,7 @@ pub async fn task_claim_respects_limit_and_leases(store: Arc<dyn Store>) {
     for i in 0..5 {
         make_task(&store, "q", &format!("t{i}"), T0).await;
     }
-    let claim = |limit, now| TaskClaim { queue: qname("q"), limit, grace: GRACE, now };
+    let claim = |limit, now| TaskClaim { queue: qname("q"), limit, grace: GRACE, now, owner: None };
     assert_eq!(store.task_claim(claim(2, T0)).await.unwrap().len(), 2);
     assert_eq!(store.task_claim(claim(10, T0)).await.unwrap().len(), 3);
     // Everything is leased now: nothing more to claim until the leases end.
@@ -278,21 +278,22 @@ pub async fn task_claim_takes_nothing_from_a_paused_queue(store: Arc<dyn Store>)
     make_queue(&store, "q").await;
     make_task(&store, "q", "t", T0).await;
     store.queue_state_set(QueueStateSet { name: qname("q"), state: QueueState::Paused, now: T0 }).await.unwrap();
-    let claim = || TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(1) };
+    let claim = || TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(1), owner: None };
     assert!(store.task_claim(claim()).await.unwrap().is_empty(), "a paused queue leases nothing");
     // RunTask still works on a paused queue.
     let run =
         store.task_claim_by_name(TaskClaimByName { name: tname("q", "t"), grace: GRACE, now: at(1) }).await.unwrap();
     assert_eq!(run.task.dispatch_count, 1);
     store.queue_state_set(QueueStateSet { name: qname("q"), state: QueueState::Running, now: at(2) }).await.unwrap();
-    let later = TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(3600) };
+    let later = TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(3600), owner: None };
     assert_eq!(store.task_claim(later).await.unwrap().len(), 1, "resumed, and the RunTask lease ended");
 }
 
 pub async fn task_finish_is_fenced_by_lease(store: Arc<dyn Store>) {
     make_queue(&store, "q").await;
     make_task(&store, "q", "t", T0).await;
-    let claimed = store.task_claim(TaskClaim { queue: qname("q"), limit: 1, grace: GRACE, now: T0 }).await.unwrap();
+    let claimed =
+        store.task_claim(TaskClaim { queue: qname("q"), limit: 1, grace: GRACE, now: T0, owner: None }).await.unwrap();
     let lease = claimed[0].lease_id;
     let finish = |lease_id| TaskFinish {
         name: tname("q", "t"),
@@ -311,7 +312,8 @@ pub async fn task_finish_is_fenced_by_lease(store: Arc<dyn Store>) {
 pub async fn task_retry_reschedules_and_counts(store: Arc<dyn Store>) {
     make_queue(&store, "q").await;
     make_task(&store, "q", "t", T0).await;
-    let c = store.task_claim(TaskClaim { queue: qname("q"), limit: 1, grace: GRACE, now: T0 }).await.unwrap();
+    let c =
+        store.task_claim(TaskClaim { queue: qname("q"), limit: 1, grace: GRACE, now: T0, owner: None }).await.unwrap();
     let retry = TaskFinish {
         name: tname("q", "t"),
         lease_id: c[0].lease_id,
@@ -320,9 +322,16 @@ pub async fn task_retry_reschedules_and_counts(store: Arc<dyn Store>) {
     };
     assert!(store.task_finish(retry).await.unwrap());
     assert!(
-        store.task_claim(TaskClaim { queue: qname("q"), limit: 1, grace: GRACE, now: at(2) }).await.unwrap().is_empty()
+        store
+            .task_claim(TaskClaim { queue: qname("q"), limit: 1, grace: GRACE, now: at(2), owner: None })
+            .await
+            .unwrap()
+            .is_empty()
     );
-    let c = store.task_claim(TaskClaim { queue: qname("q"), limit: 1, grace: GRACE, now: at(3) }).await.unwrap();
+    let c = store
+        .task_claim(TaskClaim { queue: qname("q"), limit: 1, grace: GRACE, now: at(3), owner: None })
+        .await
+        .unwrap();
     let t = &c[0].task;
     assert_eq!(t.dispatch_count, 2);
     assert_eq!(t.response_count, 1);
@@ -347,10 +356,13 @@ pub async fn task_retry_reschedules_and_counts(store: Arc<dyn Store>) {
 pub async fn task_expired_lease_is_claimed_again(store: Arc<dyn Store>) {
     make_queue(&store, "q").await;
     make_task(&store, "q", "t", T0).await;
-    let first = store.task_claim(TaskClaim { queue: qname("q"), limit: 1, grace: GRACE, now: T0 }).await.unwrap();
+    let first =
+        store.task_claim(TaskClaim { queue: qname("q"), limit: 1, grace: GRACE, now: T0, owner: None }).await.unwrap();
     let after_lease = T0.saturating_add(Duration::from_secs(600) + GRACE);
-    let second =
-        store.task_claim(TaskClaim { queue: qname("q"), limit: 1, grace: GRACE, now: after_lease }).await.unwrap();
+    let second = store
+        .task_claim(TaskClaim { queue: qname("q"), limit: 1, grace: GRACE, now: after_lease, owner: None })
+        .await
+        .unwrap();
     assert_eq!(second.len(), 1);
     assert_ne!(first[0].lease_id, second[0].lease_id);
     assert_eq!(second[0].task.dispatch_count, 2);
@@ -367,7 +379,8 @@ pub async fn task_expired_lease_is_claimed_again(store: Arc<dyn Store>) {
 pub async fn task_give_up_moves_to_dead_letters(store: Arc<dyn Store>) {
     make_queue(&store, "q").await;
     make_task(&store, "q", "t", T0).await;
-    let c = store.task_claim(TaskClaim { queue: qname("q"), limit: 1, grace: GRACE, now: T0 }).await.unwrap();
+    let c =
+        store.task_claim(TaskClaim { queue: qname("q"), limit: 1, grace: GRACE, now: T0, owner: None }).await.unwrap();
     let give_up = TaskFinish {
         name: tname("q", "t"),
         lease_id: c[0].lease_id,
@@ -441,26 +454,56 @@ pub async fn concurrent_creates_are_all_committed(store: Arc<dyn Store>) {
     assert_eq!(store.task_count(&qname("q")).await.unwrap(), 450);
 }
 
-pub async fn task_lease_release_all_requeues_leased_tasks(store: Arc<dyn Store>) {
+pub async fn task_lease_release_requeues_leased_tasks_in_their_order(store: Arc<dyn Store>) {
     make_queue(&store, "q").await;
+    make_queue(&store, "other").await;
     make_task(&store, "q", "leased", T0).await;
+    make_task(&store, "q", "backlog", at(1)).await;
     make_task(&store, "q", "later", at(100)).await;
-    let c = store.task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: T0 }).await.unwrap();
-    assert_eq!(c.len(), 1);
-    assert_eq!(store.task_lease_release_all(at(1)).await.unwrap(), 1);
-    // The released task is due at once; the scheduled one keeps its time.
-    let again = store.task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(1) }).await.unwrap();
-    let ids: Vec<_> = again.iter().map(|c| c.task.name.task.as_str()).collect();
-    assert_eq!(ids, ["leased"]);
+    make_task(&store, "other", "elsewhere", T0).await;
+    let claim = |q: &str, limit, now| TaskClaim { queue: qname(q), limit, grace: GRACE, now, owner: None };
+    let c = store.task_claim(claim("q", 1, at(1))).await.unwrap();
+    assert_eq!(c.iter().map(|c| c.task.name.task.as_str()).collect::<Vec<_>>(), ["leased"]);
+    assert_eq!(store.task_claim(claim("other", 10, at(1))).await.unwrap().len(), 1);
+    // A queue's leases only (a cluster taking over a dead node's queue).
+    assert_eq!(store.task_lease_release(Some(qname("q")), at(5)).await.unwrap(), 1);
+    assert!(store.task_claim(claim("other", 10, at(5))).await.unwrap().is_empty(), "another queue's lease holds");
+    // The released task is due where it was, ahead of the backlog; the scheduled one keeps its time.
+    let again = store.task_claim(claim("q", 1, at(5))).await.unwrap();
+    assert_eq!(again.iter().map(|c| c.task.name.task.as_str()).collect::<Vec<_>>(), ["leased"], "in its order");
     assert_eq!(again[0].task.dispatch_count, 2);
+    let next = store.task_claim(claim("q", 10, at(5))).await.unwrap();
+    assert_eq!(next.iter().map(|c| c.task.name.task.as_str()).collect::<Vec<_>>(), ["backlog"]);
     // The old lease no longer holds.
     let stale = TaskFinish {
         name: tname("q", "leased"),
         lease_id: c[0].lease_id,
         outcome: TaskOutcome::Succeeded { tombstone_until: at(3600) },
-        now: at(2),
+        now: at(6),
     };
     assert!(!store.task_finish(stale).await.unwrap());
+    // Every queue's (an embedded store at start).
+    assert_eq!(store.task_lease_release(None, at(7)).await.unwrap(), 3);
+}
+
+/// In a cluster a claim leases nothing unless the claiming node holds the queue's ownership
+/// lease at that moment: a node that lost its queue during a partition cannot deliver from
+/// it when its queued claims finally reach the database.
+pub async fn a_claim_leases_only_for_the_node_that_owns_the_queue(store: Arc<dyn Store>) {
+    make_queue(&store, "q").await;
+    make_task(&store, "q", "a", T0).await;
+    make_task(&store, "q", "b", T0).await;
+    let claim =
+        |owner: &str, now| TaskClaim { queue: qname("q"), limit: 1, grace: GRACE, now, owner: Some(owner.to_string()) };
+    assert!(store.task_claim(claim("n1", at(1))).await.unwrap().is_empty(), "nobody owns the queue yet");
+    let acquire = |node: &str, until, now| QueueOwnerAcquire { node_id: node.into(), queue: qname("q"), until, now };
+    assert!(store.queue_owner_acquire(acquire("n1", at(10), at(1))).await.unwrap());
+    assert!(store.task_claim(claim("n2", at(2))).await.unwrap().is_empty(), "another node's queue");
+    assert_eq!(store.task_claim(claim("n1", at(2))).await.unwrap().len(), 1, "its owner claims");
+    assert!(store.task_claim(claim("n1", at(10))).await.unwrap().is_empty(), "not once its lease has ended");
+    assert!(store.queue_owner_acquire(acquire("n2", at(20), at(11))).await.unwrap());
+    assert!(store.task_claim(claim("n1", at(12))).await.unwrap().is_empty(), "not after another node took it");
+    assert_eq!(store.task_claim(claim("n2", at(12))).await.unwrap().len(), 1);
 }
 
 pub async fn nodes_heartbeat_list_and_leave(store: Arc<dyn Store>) {
@@ -534,7 +577,10 @@ pub async fn concurrent_finishes_are_each_fenced(store: Arc<dyn Store>) {
     for i in 0..200 {
         make_task(&store, "q", &format!("t{i:03}"), T0).await;
     }
-    let claimed = store.task_claim(TaskClaim { queue: qname("q"), limit: 200, grace: GRACE, now: T0 }).await.unwrap();
+    let claimed = store
+        .task_claim(TaskClaim { queue: qname("q"), limit: 200, grace: GRACE, now: T0, owner: None })
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 200);
     let mut handles = Vec::new();
     for (i, c) in claimed.into_iter().enumerate() {
@@ -593,8 +639,10 @@ where
         for c in creates {
             c.await.unwrap();
         }
-        let claimed =
-            store.task_claim(TaskClaim { queue: qname("churn"), limit: per_round, grace: GRACE, now }).await.unwrap();
+        let claimed = store
+            .task_claim(TaskClaim { queue: qname("churn"), limit: per_round, grace: GRACE, now, owner: None })
+            .await
+            .unwrap();
         assert_eq!(claimed.len(), per_round);
         let mut finishes = Vec::new();
         for c in claimed {
@@ -724,7 +772,10 @@ pub async fn task_finish_job_names_the_job_of_a_recorded_outcome(store: Arc<dyn 
     make_queue(&store, "q").await;
     create_job(&store, job("j1", "q", 1, FailurePolicy::FinishAll), 1).await;
     make_task(&store, "q", "plain", T0).await;
-    let claimed = store.task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(1) }).await.unwrap();
+    let claimed = store
+        .task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(1), owner: None })
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 2);
     let ok = TaskOutcome::Succeeded { tombstone_until: at(100) };
     let finish =
@@ -743,7 +794,10 @@ pub async fn jobs_count_outcomes_and_settle_with_events_in_order(store: Arc<dyn 
     make_queue(&store, "q").await;
     let created = create_job(&store, job("j1", "q", 3, FailurePolicy::FinishAll), 3).await;
     assert_eq!((created.status, created.total, created.running), (JobStatus::Pending, 3, 0));
-    let claimed = store.task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(1) }).await.unwrap();
+    let claimed = store
+        .task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(1), owner: None })
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 3);
     assert!(claimed.iter().all(|c| c.task.job_id.as_deref() == Some("j1")), "claimed tasks carry their job");
     let running = store.job_get("j1", at(1)).await.unwrap().unwrap();
@@ -763,7 +817,10 @@ pub async fn jobs_count_outcomes_and_settle_with_events_in_order(store: Arc<dyn 
     assert!(store.task_finish(finish(&by_id("j1-2"), retry, at(4))).await.unwrap());
     let mid = store.job_get("j1", at(4)).await.unwrap().unwrap();
     assert_eq!((mid.status, mid.succeeded, mid.failed, mid.running, mid.pending()), (JobStatus::Running, 1, 1, 0, 1));
-    let again = store.task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(6) }).await.unwrap();
+    let again = store
+        .task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(6), owner: None })
+        .await
+        .unwrap();
     assert!(store.task_finish(finish(&again[0], ok, at(7))).await.unwrap());
     let done = store.job_get("j1", at(7)).await.unwrap().unwrap();
     assert_eq!((done.status, done.succeeded, done.failed, done.finished_at), (JobStatus::Failed, 2, 1, Some(at(7))));
@@ -792,8 +849,10 @@ pub async fn jobs_end_when_their_tasks_are_removed(store: Arc<dyn Store>) {
     let mut j = job("pj", "purged", 3, FailurePolicy::FinishAll);
     j.callback_url = Some("http://127.0.0.1:1/hook".into());
     create_job(&store, j, 3).await;
-    let claimed =
-        store.task_claim(TaskClaim { queue: qname("purged"), limit: 1, grace: GRACE, now: at(1) }).await.unwrap();
+    let claimed = store
+        .task_claim(TaskClaim { queue: qname("purged"), limit: 1, grace: GRACE, now: at(1), owner: None })
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     store.queue_purge(QueuePurge { name: qname("purged"), tombstone_until: at(100), now: at(2) }).await.unwrap();
     let purged = store.job_get("pj", at(2)).await.unwrap().unwrap();
@@ -814,8 +873,10 @@ pub async fn jobs_end_when_their_tasks_are_removed(store: Arc<dyn Store>) {
     // DeleteTask of the last task left, after one succeeded.
     make_queue(&store, "deleted").await;
     create_job(&store, job("dj", "deleted", 2, FailurePolicy::FinishAll), 2).await;
-    let claimed =
-        store.task_claim(TaskClaim { queue: qname("deleted"), limit: 1, grace: GRACE, now: at(1) }).await.unwrap();
+    let claimed = store
+        .task_claim(TaskClaim { queue: qname("deleted"), limit: 1, grace: GRACE, now: at(1), owner: None })
+        .await
+        .unwrap();
     assert!(store.task_finish(finish(&claimed[0], ok.clone(), at(2))).await.unwrap());
     let left = if claimed[0].task.name.task == "dj-0" { "dj-1" } else { "dj-0" };
     let name = TaskName::parse(&format!("{}/tasks/{left}", qname("deleted"))).unwrap();
@@ -841,7 +902,10 @@ pub async fn jobs_end_when_their_tasks_are_removed(store: Arc<dyn Store>) {
     // A job cancelled by its owner keeps its status when its running task is purged later,
     // and its counts still add up.
     create_job(&store, job("cj", "purged", 2, FailurePolicy::FinishAll), 2).await;
-    store.task_claim(TaskClaim { queue: qname("purged"), limit: 1, grace: GRACE, now: at(5) }).await.unwrap();
+    store
+        .task_claim(TaskClaim { queue: qname("purged"), limit: 1, grace: GRACE, now: at(5), owner: None })
+        .await
+        .unwrap();
     store.job_cancel("cj", at(5)).await.unwrap();
     store.queue_purge(QueuePurge { name: qname("purged"), tombstone_until: at(100), now: at(6) }).await.unwrap();
     let cancelled = store.job_get("cj", at(6)).await.unwrap().unwrap();
@@ -852,7 +916,10 @@ pub async fn jobs_end_when_their_tasks_are_removed(store: Arc<dyn Store>) {
 pub async fn jobs_fail_fast_cancels_the_tasks_not_started(store: Arc<dyn Store>) {
     make_queue(&store, "q").await;
     create_job(&store, job("ff", "q", 4, FailurePolicy::FailFast), 4).await;
-    let claimed = store.task_claim(TaskClaim { queue: qname("q"), limit: 2, grace: GRACE, now: at(1) }).await.unwrap();
+    let claimed = store
+        .task_claim(TaskClaim { queue: qname("q"), limit: 2, grace: GRACE, now: at(1), owner: None })
+        .await
+        .unwrap();
     let gave_up = TaskOutcome::GaveUp { attempt: failure(500, at(2)), tombstone_until: at(100) };
     let c = &claimed[0];
     store
@@ -984,7 +1051,7 @@ pub async fn large_bodies_come_back_whole_everywhere(store: Arc<dyn Store>) {
     assert_eq!(got.http_request.body, body, "get");
     let listed = store.task_list(TaskList { queue: qname("q"), after: None, limit: 10 }).await.unwrap();
     assert_eq!(listed.iter().map(|t| t.http_request.body.len()).collect::<Vec<_>>(), [body.len(), 5], "list");
-    let claim = |now| TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now };
+    let claim = |now| TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now, owner: None };
     let claimed = store.task_claim(claim(at(1))).await.unwrap();
     let c = claimed.iter().find(|c| c.task.name == big.name).unwrap();
     assert_eq!(c.task.http_request.body, body, "claim");
@@ -1012,7 +1079,7 @@ pub async fn dead_letters_keep_every_attempt_and_can_be_redriven_or_purged(store
     }
     // Each task fails twice: once retried, once for good.
     for (round, outcome_at) in [(0, 1), (1, 3)] {
-        let claim = TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(outcome_at - 1) };
+        let claim = TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(outcome_at - 1), owner: None };
         let claimed = store.task_claim(claim).await.unwrap();
         assert_eq!(claimed.len(), 3);
         for c in claimed {
@@ -1068,7 +1135,10 @@ pub async fn dead_letters_keep_every_attempt_and_can_be_redriven_or_purged(store
     assert!(store.dead_letter_list(list(None)).await.unwrap().is_empty());
     // Retention: dead letters that died before the cut-off go.
     make_task(&store, "q", "late", T0).await;
-    let c = store.task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(5000) }).await.unwrap();
+    let c = store
+        .task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(5000), owner: None })
+        .await
+        .unwrap();
     let late = c.iter().find(|c| c.task.name.task == "late").unwrap();
     let gave_up = TaskOutcome::GaveUp { attempt: failure(500, at(5000)), tombstone_until: at(9000) };
     store
@@ -1086,7 +1156,10 @@ pub async fn dead_letters_keep_every_attempt_and_can_be_redriven_or_purged(store
     assert!(store.dead_letter_list(list(None)).await.unwrap().is_empty());
     // An id is never given twice, even once the newest letter is gone.
     make_task(&store, "q", "later", at(6000)).await;
-    let c = store.task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(6000) }).await.unwrap();
+    let c = store
+        .task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(6000), owner: None })
+        .await
+        .unwrap();
     let later = c.iter().find(|c| c.task.name.task == "later").unwrap();
     let gave_up = TaskOutcome::GaveUp { attempt: failure(500, at(6000)), tombstone_until: at(9000) };
     let finish =
@@ -1102,7 +1175,10 @@ pub async fn callbacks_are_queued_with_the_outcome_and_delivered_once(store: Arc
     j.callback_url = Some("http://127.0.0.1:1/hook".into());
     create_job(&store, j, 2).await;
     create_job(&store, job("quiet", "q", 1, FailurePolicy::FinishAll), 1).await;
-    let claimed = store.task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(1) }).await.unwrap();
+    let claimed = store
+        .task_claim(TaskClaim { queue: qname("q"), limit: 10, grace: GRACE, now: at(1), owner: None })
+        .await
+        .unwrap();
     for c in &claimed {
         let outcome = if c.task.name.task == "cb-0" {
             TaskOutcome::GaveUp { attempt: failure(500, at(2)), tombstone_until: at(100) }
@@ -1187,7 +1263,7 @@ pub async fn pull_tasks_are_leased_by_tag_renewed_released_and_fenced(store: Arc
     assert_eq!(rest.iter().map(|c| c.task.name.task.as_str()).collect::<Vec<_>>(), ["b"]);
     // A restart of the embedded store releases the dispatcher's leases, never a pull
     // worker's: those have their own expiry, and the worker may still be running.
-    assert_eq!(store.task_lease_release_all(at(3)).await.unwrap(), 0);
+    assert_eq!(store.task_lease_release(None, at(3)).await.unwrap(), 0);
     assert!(store.task_lease(lease(10, None, at(4))).await.unwrap().is_empty(), "pull leases survive a restart");
     // Renew a, release c; a stale lease id changes nothing.
     let (a, c) = (&red[0], &red[1]);

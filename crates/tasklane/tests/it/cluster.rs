@@ -22,6 +22,29 @@ pub(crate) async fn fresh_database(tag: &str) -> Option<(String, PgStore, String
     Some((format!("{url}{sep}options=-c%20search_path%3D{schema}"), store, schema))
 }
 
+/// A proxy to the database at `url` that a test can cut or silence, and a URL for the same
+/// database and `schema` through it.
+pub(crate) async fn proxied_database(url: &str, schema: &str) -> (CuttableProxy, String) {
+    let config: tokio_postgres::Config = url.parse().expect("database URL");
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let upstream = tokio::net::lookup_host((host.as_str(), port)).await.unwrap().next().unwrap();
+    let proxy = CuttableProxy::start(upstream).await;
+    let mut proxied = format!(
+        "host=127.0.0.1 port={} user={} dbname={} options='-c search_path={schema}'",
+        proxy.port,
+        config.get_user().unwrap_or("postgres"),
+        config.get_dbname().unwrap_or("postgres"),
+    );
+    if let Some(password) = config.get_password() {
+        proxied.push_str(&format!(" password={}", String::from_utf8_lossy(password)));
+    }
+    (proxy, proxied)
+}
+
 /// When each task was delivered.
 #[derive(Default)]
 struct Ledger {
@@ -179,23 +202,7 @@ async fn a_rate_limit_holds_across_three_nodes() {
 async fn nodes_stop_and_recover_when_the_database_goes_away() {
     let Some((url, schema_store, schema)) = fresh_database("outage").await else { return };
     // Reach the database through a proxy the test can cut.
-    let config: tokio_postgres::Config = url.parse().expect("database URL");
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        _ => "127.0.0.1".to_string(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let upstream = tokio::net::lookup_host((host.as_str(), port)).await.unwrap().next().unwrap();
-    let proxy = CuttableProxy::start(upstream).await;
-    let mut proxied = format!(
-        "host=127.0.0.1 port={} user={} dbname={} options='-c search_path={schema}'",
-        proxy.port,
-        config.get_user().unwrap_or("postgres"),
-        config.get_dbname().unwrap_or("postgres"),
-    );
-    if let Some(password) = config.get_password() {
-        proxied.push_str(&format!(" password={}", String::from_utf8_lossy(password)));
-    }
+    let (proxy, proxied) = proxied_database(&url, &schema).await;
 
     let worker = Worker::ok().await;
     let nodes: Vec<TasklaneProcess> = (0..2).map(|_| TasklaneProcess::start_node(&proxied)).collect();

@@ -167,3 +167,117 @@ async fn a_full_disk_refuses_writes_clearly_and_recovers_when_space_returns() {
     assert!((1..=3).contains(&warnings), "{warnings} checkpoint warnings for a few seconds:\n{logged}");
     drop(server);
 }
+
+/// The node that holds `queue`, from `/v1/cluster`.
+async fn owner_of(node: &TasklaneProcess, queue: &str) -> Option<String> {
+    let (status, body) = node.api().call(Method::GET, "../v1/cluster", None).await;
+    if status != 200 {
+        return None;
+    }
+    body["nodes"].as_array()?.iter().find_map(|n| {
+        let holds = n["queues"].as_array()?.iter().any(|q| q["queue"].as_str().is_some_and(|q| q.ends_with(queue)));
+        holds.then(|| n["nodeId"].as_str().unwrap_or_default().to_string())
+    })
+}
+
+/// Issue 14.8: when a node dies, the node that takes its queues puts that node's deliveries
+/// back at once and in their place, instead of after their dispatch deadline and behind the
+/// backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_node_s_deliveries_are_requeued_at_takeover_in_their_order() {
+    let Some((url, schema_store, schema)) = crate::cluster::fresh_database("takeover").await else { return };
+    // The first delivery of t0 never answers (its node is killed meanwhile); the rest do.
+    let worker = Worker::start(std::sync::Arc::new(|r, _| {
+        let first_t0 =
+            r.header("x-cloudtasks-taskname") == Some("t0") && r.header("x-cloudtasks-taskretrycount") == Some("0");
+        (200, if first_t0 { Duration::from_secs(300) } else { Duration::ZERO })
+    }))
+    .await;
+    let first = TasklaneProcess::start_node(&url);
+    let api = first.api();
+    api.create_queue("order", json!({"rateLimits": {"maxConcurrentDispatches": 1}})).await;
+    eventually("the first node to own the queue", Duration::from_secs(15), || async {
+        owner_of(&first, "order").await.is_some()
+    })
+    .await;
+    for i in 0..5 {
+        let name = format!("{PROJECT_LOCATION}/queues/order/tasks/t{i}");
+        api.create_task("order", json!({"name": name, "httpRequest": {"url": worker.url("/")}})).await;
+        if i == 0 {
+            worker.wait_for(1, Duration::from_secs(15)).await;
+        }
+    }
+    let second = TasklaneProcess::start_node(&url);
+    let dead = owner_of(&first, "order").await.expect("an owner");
+    first.kill_hard();
+    eventually("the second node to take the queue", Duration::from_secs(20), || async {
+        owner_of(&second, "order").await.is_some_and(|o| o != dead)
+    })
+    .await;
+    // Everything arrives well within the dead node's lease (600 s + 1 s): t0 again, first.
+    let got = worker.wait_for(6, Duration::from_secs(20)).await;
+    let order: Vec<&str> = got.iter().map(|r| r.header("x-cloudtasks-taskname").unwrap_or("")).collect();
+    assert_eq!(order, ["t0", "t0", "t1", "t2", "t3", "t4"], "the dead node's delivery comes back first, once");
+    drop(second);
+    let _ = schema_store.drop_schema(&schema).await;
+}
+
+/// Issue 14.9: a node cut off from the database by a silent partition (connections open, no
+/// bytes pass) answers its API with 503 within its database timeout, stops dispatching before
+/// its queue leases can end, and never delivers a queue another node has taken; when the
+/// network heals, every task is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_silently_partitioned_from_the_database_stops_in_time_and_fails_fast() {
+    let Some((url, schema_store, schema)) = crate::cluster::fresh_database("silent").await else { return };
+    let (proxy, proxied) = crate::cluster::proxied_database(&url, &schema).await;
+    let worker = Worker::start(std::sync::Arc::new(|_, _| (200, Duration::from_millis(20)))).await;
+    let cut_off = TasklaneProcess::start_node_with(&proxied, &["--database-timeout", "2s"]);
+    let api = cut_off.api();
+    // One dispatch at a time: two nodes delivering the queue at once would show as two
+    // requests in flight at the worker.
+    api.create_queue("steady", json!({"rateLimits": {"maxConcurrentDispatches": 1, "maxDispatchesPerSecond": 30}}))
+        .await;
+    eventually("the node behind the proxy to own the queue", Duration::from_secs(15), || async {
+        owner_of(&cut_off, "steady").await.is_some()
+    })
+    .await;
+    let other = TasklaneProcess::start_node(&url);
+    for i in 0..300 {
+        let name = format!("{PROJECT_LOCATION}/queues/steady/tasks/s{i}");
+        other.api().create_task("steady", json!({"name": name, "httpRequest": {"url": worker.url("/")}})).await;
+    }
+    worker.wait_for(20, Duration::from_secs(15)).await;
+
+    proxy.silence();
+    let asked = std::time::Instant::now();
+    let (status, body) = api.call(Method::GET, &format!("{PROJECT_LOCATION}/queues/steady"), None).await;
+    let took = asked.elapsed();
+    assert_eq!((status, body["error"]["status"].as_str()), (503, Some("UNAVAILABLE")), "{body}");
+    assert!(took < Duration::from_secs(8), "the API answered after {took:?}, not within its database timeout");
+    let (status, text) = ready(cut_off.addr).await;
+    assert_eq!(status, 503, "{text}");
+    // The other node takes the queue once the lease lapses, and delivers it.
+    let before = worker.received().len();
+    eventually("the other node to deliver the queue", Duration::from_secs(30), || async {
+        worker.received().len() >= before + 30
+    })
+    .await;
+    proxy.restore();
+    eventually("every task to be delivered", Duration::from_secs(60), || async {
+        other.api().task_count("steady").await == 0
+    })
+    .await;
+    let names: std::collections::HashMap<String, usize> =
+        worker.received().iter().fold(Default::default(), |mut seen, r| {
+            *seen.entry(r.header("x-cloudtasks-taskname").unwrap_or("").to_string()).or_default() += 1;
+            seen
+        });
+    for i in 0..300 {
+        assert!(names.contains_key(&format!("s{i}")), "s{i} was never delivered");
+    }
+    let twice: Vec<_> = names.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.len() <= 1, "only a delivery in flight at the partition may run twice: {twice:?}");
+    assert_eq!(worker.max_in_flight(), 1, "two nodes delivered the queue at once");
+    drop((cut_off, other, proxy));
+    let _ = schema_store.drop_schema(&schema).await;
+}

@@ -66,7 +66,13 @@ impl TasklaneProcess {
     /// Start a cluster node on a PostgreSQL URL, with a short lease grace so tasks of a
     /// killed node come back quickly.
     pub fn start_node(database_url: &str) -> TasklaneProcess {
-        let args: Vec<String> = ["--database-url", database_url, "--lease-grace", "1s"].map(String::from).to_vec();
+        TasklaneProcess::start_node_with(database_url, &[])
+    }
+
+    /// `start_node` with extra `serve` flags.
+    pub fn start_node_with(database_url: &str, flags: &[&str]) -> TasklaneProcess {
+        let mut args: Vec<String> = ["--database-url", database_url, "--lease-grace", "1s"].map(String::from).to_vec();
+        args.extend(flags.iter().map(|f| f.to_string()));
         TasklaneProcess::spawn(&args, fresh_dir("node"))
     }
 
@@ -318,14 +324,39 @@ where
 }
 
 /// A TCP proxy on loopback that can cut every connection through it and refuse new
-/// ones, to take a database away from tasklane without touching the database itself.
+/// ones, or go silent (connections stay open, no bytes pass, nothing is reset: a network
+/// partition as a client sees it), to take a database away from tasklane without touching
+/// the database itself.
 pub struct CuttableProxy {
     pub port: u16,
     cut: Arc<std::sync::atomic::AtomicBool>,
+    silent: Arc<std::sync::atomic::AtomicBool>,
     /// Connections turned away while cut.
     refused: Arc<AtomicUsize>,
     connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     accept: tokio::task::JoinHandle<()>,
+}
+
+/// Copy `from` to `to`, holding each chunk while `silent` is set.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    silent: Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while silent.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl CuttableProxy {
@@ -333,24 +364,32 @@ impl CuttableProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().expect("proxy addr").port();
         let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let refused = Arc::new(AtomicUsize::new(0));
         let connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::new(Mutex::new(Vec::new()));
-        let (c, r, conns) = (cut.clone(), refused.clone(), connections.clone());
+        let (c, quiet, r, conns) = (cut.clone(), silent.clone(), refused.clone(), connections.clone());
         let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 if c.load(Ordering::SeqCst) {
                     r.fetch_add(1, Ordering::SeqCst);
                     continue; // dropped: the client sees the connection close
                 }
+                let quiet = quiet.clone();
                 let handle = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    // A silent network does not connect either.
+                    while quiet.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    if let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let (in_read, in_write) = inbound.into_split();
+                        let (out_read, out_write) = outbound.into_split();
+                        tokio::join!(forward(in_read, out_write, quiet.clone()), forward(out_read, in_write, quiet));
                     }
                 });
                 conns.lock().expect("connections").push(handle);
             }
         });
-        CuttableProxy { port, cut, refused, connections, accept }
+        CuttableProxy { port, cut, silent, refused, connections, accept }
     }
 
     /// How many connections were turned away while cut.
@@ -366,8 +405,14 @@ impl CuttableProxy {
         }
     }
 
+    /// Pass no bytes, in either direction, on any connection, until `restore`.
+    pub fn silence(&self) {
+        self.silent.store(true, Ordering::SeqCst);
+    }
+
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+        self.silent.store(false, Ordering::SeqCst);
     }
 }
 
