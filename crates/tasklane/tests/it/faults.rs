@@ -242,10 +242,13 @@ async fn a_node_silently_partitioned_from_the_database_stops_in_time_and_fails_f
     })
     .await;
     let other = TasklaneProcess::start_node(&url);
+    // All the work is there before dispatch starts: ten seconds of it at 30 a second.
+    other.api().queue_verb("steady", "pause").await;
     for i in 0..300 {
         let name = format!("{PROJECT_LOCATION}/queues/steady/tasks/s{i}");
         other.api().create_task("steady", json!({"name": name, "httpRequest": {"url": worker.url("/")}})).await;
     }
+    other.api().queue_verb("steady", "resume").await;
     worker.wait_for(20, Duration::from_secs(15)).await;
 
     proxy.silence();
@@ -279,5 +282,248 @@ async fn a_node_silently_partitioned_from_the_database_stops_in_time_and_fails_f
     assert!(twice.len() <= 1, "only a delivery in flight at the partition may run twice: {twice:?}");
     assert_eq!(worker.max_in_flight(), 1, "two nodes delivered the queue at once");
     drop((cut_off, other, proxy));
+    let _ = schema_store.drop_schema(&schema).await;
+}
+
+/// Which tasks a worker got, and how often: a fault test's ledger.
+fn deliveries(worker: &Worker) -> std::collections::HashMap<String, usize> {
+    worker.received().iter().fold(Default::default(), |mut seen, r| {
+        *seen.entry(r.header("x-cloudtasks-taskname").unwrap_or("").to_string()).or_default() += 1;
+        seen
+    })
+}
+
+/// Creates and dispatch against the embedded store through four `kill -9`s, each in the
+/// middle of creates and deliveries: every task whose create was answered is delivered, and
+/// only deliveries in flight at a kill run twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn creates_and_deliveries_survive_repeated_kill_9s() {
+    const CONCURRENCY: usize = 8;
+    const KILLS: usize = 4;
+    let worker = Worker::start(std::sync::Arc::new(|_, _| (200, Duration::from_millis(5)))).await;
+    let mut server = TasklaneProcess::start();
+    let rate = json!({"rateLimits": {"maxConcurrentDispatches": CONCURRENCY, "maxDispatchesPerSecond": 500}});
+    server.api().create_queue("crashy", rate).await;
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut next = 0usize;
+    for _ in 0..KILLS {
+        // A creator that keeps going until the server under it dies.
+        let base = format!("http://{}/v2/{PROJECT_LOCATION}/queues/crashy/tasks", server.addr);
+        let (url, kept, first) = (worker.url("/"), accepted.clone(), next);
+        let creator = tokio::spawn(async move {
+            let client = client();
+            for i in first.. {
+                let id = format!("k{i}");
+                let task = json!({"task": {"name": format!("{PROJECT_LOCATION}/queues/crashy/tasks/{id}"),
+                    "httpRequest": {"url": url}}});
+                match client.post(&base).header("content-type", "application/json").body(task.to_string()).send().await
+                {
+                    Ok(r) if r.status() == 200 => kept.lock().unwrap().push(id),
+                    _ => return i + 1,
+                }
+            }
+            first
+        });
+        let seen = worker.received().len();
+        eventually("deliveries to be under way", Duration::from_secs(20), || async {
+            worker.received().len() >= seen + 150
+        })
+        .await;
+        let dir = server.kill_hard();
+        next = creator.await.unwrap();
+        server = TasklaneProcess::start_in(dir);
+    }
+    eventually("every accepted task to be delivered", Duration::from_secs(60), || async {
+        server.api().task_count("crashy").await == 0
+    })
+    .await;
+    let seen = deliveries(&worker);
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(accepted.len() > 600, "only {} creates were accepted; the test did too little", accepted.len());
+    let lost: Vec<&String> = accepted.iter().filter(|id| !seen.contains_key(*id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} accepted tasks were never delivered, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let twice: usize = seen.values().map(|n| n - 1).sum();
+    assert!(
+        twice <= KILLS * CONCURRENCY,
+        "{twice} duplicates; at most {} deliveries were in flight at the kills",
+        KILLS * CONCURRENCY
+    );
+}
+
+/// A batch job through three `kill -9`s keeps exact counts: each task is counted once, as
+/// succeeded or failed, and the job ends as its tasks did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_keeps_exact_counts_through_repeated_kill_9s() {
+    let worker = Worker::start(std::sync::Arc::new(|r, _| {
+        (if r.path.starts_with("/fail") { 500 } else { 200 }, Duration::from_millis(10))
+    }))
+    .await;
+    let mut server = TasklaneProcess::start();
+    let settings = json!({"rateLimits": {"maxConcurrentDispatches": 10}, "retryConfig": {"maxAttempts": 1}});
+    server.api().create_queue("counted", settings).await;
+    let tasks: Vec<serde_json::Value> = (0..400)
+        .map(|i| json!({"url": worker.url(&format!("/{}/{i}", if i % 10 == 0 { "fail" } else { "ok" }))}))
+        .collect();
+    let body = json!({"queue": format!("{PROJECT_LOCATION}/queues/counted"), "tasks": tasks});
+    let (status, job) = server.api().call(Method::POST, "../v1/jobs", Some(body)).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    for round in 1..=3 {
+        eventually("part of the batch to run", Duration::from_secs(20), || async {
+            worker.received().len() >= round * 100
+        })
+        .await;
+        let dir = server.kill_hard();
+        server = TasklaneProcess::start_in(dir);
+    }
+    let job_path = format!("../v1/jobs/{id}");
+    eventually("the job to finish", Duration::from_secs(60), || async {
+        server.api().call(Method::GET, &job_path, None).await.1["status"] == "failed"
+    })
+    .await;
+    let (_, done) = server.api().call(Method::GET, &job_path, None).await;
+    assert_eq!(
+        done["counts"],
+        json!({"total": 400, "succeeded": 360, "failed": 40, "running": 0, "pending": 0, "cancelled": 0}),
+        "{done}"
+    );
+    let paths: std::collections::HashSet<String> = worker.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths.len(), 400, "every task reached the worker");
+}
+
+/// Pull workers through `kill -9`s of the server and of a worker: every task is acknowledged,
+/// none is left or dead-lettered, and no task is ever run by two workers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pull_workers_and_the_server_killed_leave_every_task_done_once_at_a_time() {
+    let mut server = TasklaneProcess::start();
+    let port = server.addr.port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let v1 = crate::pull::V1::new(&server);
+    let q = v1.pull_queue("killed", json!({})).await;
+    let tasks: Vec<serde_json::Value> = (0..150).map(|i| json!({"payload": format!("{i}")})).collect();
+    v1.ok(Method::POST, &format!("queues/{q}/tasks"), Some(json!({"tasks": tasks}))).await;
+    let out = fresh_dir("pull-kills");
+    // Each run records its start and, if it is not killed, its end.
+    let script = format!(
+        "echo \"$TASKLANE_TASK_ID start $(date +%s%N)\" >> {0}/runs; sleep 0.1; \
+         echo \"$TASKLANE_TASK_ID end $(date +%s%N)\" >> {0}/runs",
+        out.display()
+    );
+    let queue = format!("{PROJECT_LOCATION}/queues/killed");
+    let endpoint = format!("http://{listen}");
+    let start_worker = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tasklane"))
+            .args(["work", "--queue", &queue, "--endpoint", &endpoint, "--concurrency", "2", "--lease", "4s"])
+            .args(["--", "sh", "-c", &script])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start tasklane work")
+    };
+    let mut workers: Vec<std::process::Child> = (0..3).map(|_| start_worker()).collect();
+    let runs = out.join("runs");
+    // How many tasks finished a run.
+    let ran = || {
+        let text = std::fs::read_to_string(&runs).unwrap_or_default();
+        let ended: std::collections::HashSet<&str> =
+            text.lines().filter(|l| l.contains(" end ")).filter_map(|l| l.split_whitespace().next()).collect();
+        ended.len()
+    };
+    for round in 1..=2 {
+        eventually("commands to run", Duration::from_secs(30), || async { ran() >= round * 40 }).await;
+        let dir = server.kill_hard();
+        server = TasklaneProcess::start_in_with(dir, &["--listen", &listen]);
+    }
+    // A worker killed mid-command: its command dies with it; the lease ends and another runs it.
+    workers[0].kill().unwrap();
+    let _ = workers[0].wait();
+    workers[0] = start_worker();
+    let v1 = crate::pull::V1::new(&server);
+    eventually("every task to be acknowledged", Duration::from_secs(60), || async {
+        server.api().task_count("killed").await == 0
+    })
+    .await;
+    let (_, dead) = v1.call(Method::GET, &format!("queues/{q}/dead-letters"), None).await;
+    assert_eq!(dead["dead_letters"], json!([]), "no task gave up");
+    for mut w in workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    // Per task, its runs in order of start: none starts before the one before it ended.
+    let mut by_task: std::collections::HashMap<String, Vec<(u128, Option<u128>)>> = Default::default();
+    let text = std::fs::read_to_string(&runs).unwrap();
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(id), Some(kind), Some(at)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let at: u128 = at.parse().unwrap();
+        let entry = by_task.entry(id.to_string()).or_default();
+        if kind == "start" {
+            entry.push((at, None));
+        } else if let Some(open) = entry.iter_mut().rev().find(|(_, end)| end.is_none()) {
+            open.1 = Some(at);
+        }
+    }
+    assert_eq!(by_task.len(), 150, "every task ran");
+    for (id, runs) in &by_task {
+        assert!(runs.iter().any(|(_, end)| end.is_some()), "{id} never finished a run");
+        for pair in runs.windows(2) {
+            if let (Some(end), next) = (pair[0].1, pair[1].0) {
+                assert!(next >= end, "{id} ran twice at once: {runs:?}");
+            }
+        }
+    }
+}
+
+/// Every connection of two nodes is terminated twice, as a database restart does: both
+/// nodes recover by themselves and every task is delivered, duplicates only for deliveries
+/// in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_recovers_from_its_database_restarting() {
+    let Some((url, schema_store, schema)) = crate::cluster::fresh_database("restart").await else { return };
+    let app = format!("tl_restart_{}", std::process::id());
+    let node_url = format!("{url}&application_name={app}");
+    let worker = Worker::start(std::sync::Arc::new(|_, _| (200, Duration::from_millis(5)))).await;
+    let nodes: Vec<TasklaneProcess> = (0..2).map(|_| TasklaneProcess::start_node(&node_url)).collect();
+    let api = nodes[0].api();
+    api.create_queue("restarts", json!({"rateLimits": {"maxDispatchesPerSecond": 60, "maxConcurrentDispatches": 5}}))
+        .await;
+    for i in 0..240 {
+        let name = format!("{PROJECT_LOCATION}/queues/restarts/tasks/r{i}");
+        nodes[i % 2]
+            .api()
+            .create_task("restarts", json!({"name": name, "httpRequest": {"url": worker.url("/")}}))
+            .await;
+    }
+    for round in 1..=2 {
+        // Restart once deliveries are under way and the nodes are connected (ready) again.
+        eventually("deliveries to be under way on ready nodes", Duration::from_secs(30), || async {
+            worker.received().len() >= round * 60
+                && ready(nodes[0].addr).await.0 == 200
+                && ready(nodes[1].addr).await.0 == 200
+        })
+        .await;
+        let terminated = schema_store.terminate_application(&app).await.expect("terminate the nodes' connections");
+        assert!(terminated > 0, "round {round}: no connection of the nodes was found to terminate");
+    }
+    eventually("every task to be delivered", Duration::from_secs(60), || async {
+        nodes[1].api().call(Method::GET, &format!("{PROJECT_LOCATION}/queues/restarts/tasks"), None).await.0 == 200
+            && api.task_count("restarts").await == 0
+    })
+    .await;
+    let seen = deliveries(&worker);
+    for i in 0..240 {
+        assert!(seen.contains_key(&format!("r{i}")), "r{i} was never delivered");
+    }
+    let twice: usize = seen.values().map(|n| n - 1).sum();
+    assert!(twice <= 2 * 5, "{twice} duplicates; at most 10 deliveries were in flight at the restarts");
+    for node in &nodes {
+        assert_eq!(ready(node.addr).await.0, 200, "every node is ready again");
+    }
+    drop(nodes);
     let _ = schema_store.drop_schema(&schema).await;
 }
