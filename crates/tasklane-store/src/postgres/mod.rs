@@ -370,9 +370,13 @@ async fn finish_batch(pool: &Pool, batch: &[Finished]) -> StoreResult<std::colle
         }
     }
     let now = batch.iter().map(|j| j.now).max().unwrap_or_default();
-    // Jobs in a fixed order, so concurrent batches lock them alike.
+    // Jobs in a fixed order, so concurrent batches lock them alike; each success counted
+    // and recorded on its own, so a job's event stream has one event per task outcome, as
+    // on SQLite, however the outcomes were batched.
     for (job, n) in &job_successes {
-        job_tasks_done(&tx, job, *n, 0, "", None, Timestamp(now)).await?;
+        for _ in 0..*n {
+            job_tasks_done(&tx, job, 1, 0, "", None, Timestamp(now)).await?;
+        }
     }
     // Each deleted task once, so the upsert never meets the same row twice.
     let (mut tq, mut tid, mut until) = (Vec::new(), Vec::new(), Vec::new());

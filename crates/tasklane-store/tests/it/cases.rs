@@ -913,6 +913,44 @@ pub async fn jobs_end_when_their_tasks_are_removed(store: Arc<dyn Store>) {
     assert_eq!(cancelled.error, None, "an owner's cancel is not blamed on the purge");
 }
 
+/// Many tasks of one job finishing at once (PostgreSQL group-commits them) still count one
+/// by one: exact counts, and one event per task outcome, on both backends.
+pub async fn a_job_s_concurrent_outcomes_are_each_counted_and_recorded(store: Arc<dyn Store>) {
+    make_queue(&store, "q").await;
+    create_job(&store, job("many", "q", 40, FailurePolicy::FinishAll), 40).await;
+    let claimed = store
+        .task_claim(TaskClaim { queue: qname("q"), limit: 100, grace: GRACE, now: at(1), owner: None })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 40);
+    let finishes = claimed.iter().map(|c| {
+        let store = store.clone();
+        let finish = TaskFinish {
+            name: c.task.name.clone(),
+            lease_id: c.lease_id,
+            outcome: TaskOutcome::Succeeded { tombstone_until: at(100) },
+            now: at(2),
+        };
+        async move { store.task_finish(finish).await.unwrap() }
+    });
+    let held = futures_util::future::join_all(finishes).await;
+    assert!(held.iter().all(|h| *h), "every outcome was recorded");
+    let done = store.job_get("many", at(2)).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.succeeded, done.failed, done.running, done.pending()),
+        (JobStatus::Succeeded, 40, 0, 0, 0)
+    );
+    let events = store.job_events("many", 0, 1000).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "task_succeeded").count(), 40, "one event per outcome: {kinds:?}");
+    assert_eq!((kinds[0], kinds[1], *kinds.last().unwrap()), ("created", "running", "succeeded"));
+    assert_eq!(kinds.len(), 43);
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=43).collect::<Vec<i64>>(), "numbered without gaps");
+    let counted: Vec<i64> = events.iter().filter(|e| e.kind == "task_succeeded").map(|e| e.job.succeeded).collect();
+    assert_eq!(counted, (1..=40).collect::<Vec<i64>>(), "each event holds the count after its outcome");
+}
+
 pub async fn jobs_fail_fast_cancels_the_tasks_not_started(store: Arc<dyn Store>) {
     make_queue(&store, "q").await;
     create_job(&store, job("ff", "q", 4, FailurePolicy::FailFast), 4).await;

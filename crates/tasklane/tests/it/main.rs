@@ -60,8 +60,15 @@ async fn delivers_a_task_with_cloud_tasks_headers_and_body() {
     assert_eq!(r.header("x-cloudtasks-taskname"), Some("job-1"));
     assert_eq!(r.header("x-cloudtasks-taskretrycount"), Some("0"));
     assert_eq!(r.header("x-cloudtasks-taskexecutioncount"), Some("0"));
-    let eta: f64 = r.header("x-cloudtasks-tasketa").unwrap().parse().unwrap();
-    assert!(eta > 1.7e9, "eta {eta}");
+    // The ETA header is the task's schedule time, in seconds with its microseconds.
+    let scheduled = time::OffsetDateTime::parse(
+        created["scheduleTime"].as_str().expect("a schedule time"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("an RFC 3339 schedule time");
+    let micros = scheduled.unix_timestamp_nanos() / 1000;
+    let expected = format!("{}.{:06}", micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
+    assert_eq!(r.header("x-cloudtasks-tasketa"), Some(expected.as_str()));
     assert_eq!(r.header("x-cloudtasks-taskpreviousresponse"), None);
 
     // Delivered tasks leave the queue, and their name stays reserved.
@@ -117,7 +124,13 @@ async fn attempts_are_recorded_and_a_task_gives_up_after_max_attempts() {
     api.create_task("giveup", json!({"name": task_name("giveup", "t"), "httpRequest": {"url": worker.url("/")}})).await;
     worker.wait_for(2, Duration::from_secs(10)).await;
     eventually("the task to give up", Duration::from_secs(5), || async { api.task_count("giveup").await == 0 }).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // It left the queue for the dead letters with exactly its two attempts, in the same
+    // write: nothing is left to attempt a third time.
+    let dead = api
+        .ok(Method::GET, "../v1/queues/projects%2Ftest%2Flocations%2Fhere%2Fqueues%2Fgiveup/dead-letters", None)
+        .await;
+    let attempts = dead["dead_letters"][0]["attempts"].as_array().map(Vec::len);
+    assert_eq!(attempts, Some(2), "no attempt after max_attempts: {dead}");
     assert_eq!(worker.received().len(), 2, "no attempt after max_attempts");
     let (status, err) = api.call(Method::GET, &task_name("giveup", "t"), None).await;
     assert_eq!(status, 404);
@@ -135,20 +148,30 @@ async fn pause_stops_delivery_and_resume_restarts_it() {
     for i in 0..5 {
         api.create_task("pausing", json!({"httpRequest": {"url": worker.url(&format!("/{i}"))}})).await;
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(worker.received().is_empty(), "a paused queue dispatches nothing");
-    assert_eq!(api.task_count("pausing").await, 5);
+    // A task created after them in a running queue arrives; theirs do not.
+    api.create_queue("running", json!({})).await;
+    api.create_task("running", json!({"httpRequest": {"url": worker.url("/later")}})).await;
+    let got = worker.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        got.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+        ["/later"],
+        "a paused queue dispatches nothing"
+    );
+    let listed = api.ok(Method::GET, &format!("{PROJECT_LOCATION}/queues/pausing/tasks"), None).await;
+    let tasks = listed["tasks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tasks.len(), 5);
+    assert!(tasks.iter().all(|t| t["dispatchCount"].as_i64().unwrap_or(0) == 0), "none was even leased: {listed}");
 
     // RunTask dispatches even while paused.
     let listed = api.ok(Method::GET, &format!("{PROJECT_LOCATION}/queues/pausing/tasks"), None).await;
     let first = listed["tasks"][0]["name"].as_str().unwrap().to_string();
     let ran = api.ok(Method::POST, &format!("{first}:run"), Some(json!({}))).await;
     assert_eq!(ran["dispatchCount"], 1);
-    worker.wait_for(1, Duration::from_secs(5)).await;
+    worker.wait_for(2, Duration::from_secs(5)).await;
 
     let resumed = api.queue_verb("pausing", "resume").await;
     assert_eq!(resumed["state"], "RUNNING");
-    worker.wait_for(5, Duration::from_secs(10)).await;
+    worker.wait_for(6, Duration::from_secs(10)).await;
     eventually("all tasks to finish", Duration::from_secs(5), || async { api.task_count("pausing").await == 0 }).await;
 }
 
@@ -347,8 +370,12 @@ async fn sigterm_drains_deliveries_in_flight_and_data_survives_restart() {
     // The drained delivery was recorded as done: it is not run again.
     let (status, _) = api.call(Method::GET, &task_name("kept", "inflight"), None).await;
     assert_eq!(status, 404, "the delivered task is finished");
+    // Once the queue runs again (its other task is attempted), still one delivery.
     api.queue_verb("kept", "resume").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("the queue to dispatch after the restart", Duration::from_secs(10), || async {
+        api.ok(Method::GET, &task_name("kept", "stays"), None).await["dispatchCount"].as_i64().unwrap_or(0) >= 1
+    })
+    .await;
     assert_eq!(worker.received().len(), 1, "no second delivery after the restart");
 }
 
@@ -437,14 +464,20 @@ async fn a_slow_worker_holds_back_only_the_queues_that_send_to_it() {
     fast.wait_for(5, Duration::from_secs(3)).await;
     // ...the slow one never has more than its two connections...
     assert!(slow.max_in_flight() <= 2, "{} requests in flight to the slow worker", slow.max_in_flight());
-    // ...and its queue stopped claiming once 64 deliveries waited: most of its tasks are
-    // still in the store, never leased, instead of waiting in memory.
-    let listed = api.ok(Method::GET, &format!("{PROJECT_LOCATION}/queues/slow/tasks?pageSize=1000"), None).await;
-    let tasks = listed["tasks"].as_array().cloned().unwrap_or_default();
-    assert_eq!(tasks.len(), 300);
-    let never_leased = tasks.iter().filter(|t| t["dispatchCount"].as_i64().unwrap_or(0) == 0).count();
-    assert!(never_leased >= 200, "only {never_leased} of 300 tasks were left in the store");
-    assert!(never_leased <= 298, "the slow queue must have leased the tasks it is sending");
+    // ...and its queue claimed until 64 deliveries waited (beside the two in flight), then
+    // stopped: most of its tasks are still in the store, never leased, not waiting in memory.
+    let leased = || async {
+        let listed = api.ok(Method::GET, &format!("{PROJECT_LOCATION}/queues/slow/tasks?pageSize=1000"), None).await;
+        let tasks = listed["tasks"].as_array().cloned().unwrap_or_default();
+        assert_eq!(tasks.len(), 300);
+        tasks.iter().filter(|t| t["dispatchCount"].as_i64().unwrap_or(0) > 0).count()
+    };
+    eventually("the slow queue to fill its 64 waiting places", Duration::from_secs(10), || async {
+        leased().await >= 64 + 2
+    })
+    .await;
+    let leased = leased().await;
+    assert!(leased <= 100, "{leased} of 300 tasks were leased: the queue kept claiming past its waiting limit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -247,8 +247,11 @@ async fn a_task_of_a_killed_worker_comes_back_after_its_lease_and_completes_else
     })
     .await;
     assert!(out.join("started-2").exists(), "the task ran again, as attempt 2");
-    // SIGTERM: the worker stops leasing and exits with its summary.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the task is acknowledged, SIGTERM: the worker stops leasing and exits with its summary.
+    eventually("the task to be acknowledged", Duration::from_secs(10), || async {
+        server.api().task_count("crashy").await == 0
+    })
+    .await;
     let term = std::process::Command::new("kill").args(["-TERM", &second.id().to_string()]).status().unwrap();
     assert!(term.success());
     let output = tokio::task::spawn_blocking(move || second.wait_with_output()).await.unwrap().unwrap();
@@ -272,10 +275,20 @@ async fn a_command_that_exits_3_is_retried_then_dead_lettered_with_its_stderr() 
     assert_eq!(d["attempts"].as_array().map(Vec::len), Some(3), "{dead}");
     let message = d["last_response"]["message"].as_str().unwrap();
     assert!(message.contains("exited with status 3") && message.contains("cannot open f7 (attempt 3)"), "{message}");
-    // The backoff spaced the attempts.
-    let times: Vec<&str> =
-        d["attempts"].as_array().unwrap().iter().map(|a| a["dispatch_time"].as_str().unwrap()).collect();
-    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    // The backoff (min 0.1 s) spaced the attempts: each lease came at least that long after the one before.
+    let times: Vec<time::OffsetDateTime> = d["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let at = a["dispatch_time"].as_str().unwrap();
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).expect("an RFC 3339 time")
+        })
+        .collect();
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= time::Duration::milliseconds(100), "attempts {gap} apart, less than the backoff: {times:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

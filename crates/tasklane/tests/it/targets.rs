@@ -92,7 +92,10 @@ async fn queue_target_overrides_reach_existing_tasks_with_a_verifiable_token() {
     assert_eq!(claims["aud"], "https://worker.example");
     assert_eq!(claims["email"], "worker@proj.iam.gserviceaccount.com");
     assert_eq!(claims["email_verified"], true);
-    assert_eq!(claims["sub"], claims["azp"]);
+    // `sub` and `azp`: the account's stable numeric id, as Google gives one (docs/clients.md).
+    let sub = claims["sub"].as_str().unwrap_or_default();
+    assert!(sub.len() == 21 && sub.bytes().all(|b| b.is_ascii_digit()), "sub is a numeric id: {sub}");
+    assert_eq!(claims["azp"], sub);
     assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 3600);
 
     // The key is kept in the store: after a restart the same JWKS verifies new tokens.
@@ -128,6 +131,10 @@ async fn a_task_retry_config_replaces_its_queue_s() {
         status == 404 && body["error"]["message"].as_str().unwrap_or("").contains("no longer exists")
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // It became a dead letter with its two attempts, in the write that removed it.
+    let dead = api
+        .ok(Method::GET, "../v1/queues/projects%2Ftest%2Flocations%2Fhere%2Fqueues%2Fretries/dead-letters", None)
+        .await;
+    assert_eq!(dead["dead_letters"][0]["attempts"].as_array().map(Vec::len), Some(2), "{dead}");
     assert_eq!(worker.received().len(), 2, "no attempt after the task's own max_attempts");
 }
