@@ -110,10 +110,15 @@ impl RetryConfig {
         Duration::from_secs_f64(secs)
     }
 
-    /// Whether a task gives up after a failed attempt: only when both limits are exhausted.
+    /// Whether a task gives up after a failed attempt: once both limits are exhausted. With
+    /// unlimited attempts (`-1`) only the duration limits, as the real service does: a
+    /// `max_retry_duration` then stops the task once it has passed since the first attempt.
     /// `attempts` counts every attempt so far, the failed one included.
     pub fn gives_up(&self, attempts: u32, first_attempt: Timestamp, now: Timestamp) -> bool {
-        let attempts_exhausted = self.max_attempts != -1 && i64::from(attempts) >= i64::from(self.max_attempts);
+        let attempts_exhausted = match self.max_attempts {
+            -1 => self.max_retry_duration.is_some(),
+            max => i64::from(attempts) >= i64::from(max),
+        };
         let duration_exhausted = match self.max_retry_duration {
             None => true,
             Some(limit) => now.since(first_attempt) >= limit,
@@ -190,7 +195,9 @@ mod tests {
         check(3, None, 3, 0, true);
         check(1, None, 1, 0, true);
         check(-1, None, 10_000, 1_000_000, false);
-        check(-1, Some(10), 10_000, 1_000, false);
+        check(-1, Some(10), 10_000, 9, false);
+        check(-1, Some(10), 3, 10, true);
+        check(-1, Some(3), 3, 3, true);
         check(3, Some(60), 3, 59, false);
         check(3, Some(60), 3, 60, true);
         check(3, Some(60), 2, 600, false);

@@ -185,6 +185,9 @@ async fn a_rate_limit_holds_across_three_nodes() {
     let span = got[199].at.duration_since(start);
     // A burst of 10, then 190 at 50 per second: about 3.8 s.
     assert!(span >= Duration::from_secs(3), "200 tasks at 50/s took only {span:?}");
+    let after_burst = got[199].at.duration_since(got[9].at).as_secs_f64();
+    let rate = 190.0 / after_burst;
+    assert!((40.0..=52.5).contains(&rate), "{rate:.1}/s after the burst against a limit of 50/s");
     let times: Vec<Instant> = got.iter().map(|r| r.at).collect();
     for (i, t) in times.iter().enumerate() {
         let in_window = times[i..].iter().take_while(|u| u.duration_since(*t) < Duration::from_secs(1)).count();
@@ -193,6 +196,14 @@ async fn a_rate_limit_holds_across_three_nodes() {
     let status: Value = api.ok(reqwest::Method::GET, "../v1/cluster", None).await;
     let owners: usize = status["nodes"].as_array().unwrap().iter().map(|n| n["queues"].as_array().unwrap().len()).sum();
     assert_eq!(owners, 1, "one node dispatches the queue: {status}");
+    // A concurrency cap holds across the nodes too.
+    let slow = Worker::start(Arc::new(|_, _| (200, Duration::from_millis(100)))).await;
+    api.create_queue("capped", json!({"rateLimits": {"maxConcurrentDispatches": 2}})).await;
+    for i in 0..30 {
+        nodes[i % 3].api().create_task("capped", json!({"httpRequest": {"url": slow.url(&format!("/{i}"))}})).await;
+    }
+    slow.wait_for(30, Duration::from_secs(30)).await;
+    assert_eq!(slow.max_in_flight(), 2, "two requests in flight at most, from any node");
     drop(nodes);
     let _ = schema_store.drop_schema(&schema).await;
 }

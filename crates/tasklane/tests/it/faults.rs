@@ -209,11 +209,15 @@ async fn a_dead_node_s_deliveries_are_requeued_at_takeover_in_their_order() {
     }
     let second = TasklaneProcess::start_node(&url);
     let dead = owner_of(&first, "order").await.expect("an owner");
+    let killed = std::time::Instant::now();
     first.kill_hard();
     eventually("the second node to take the queue", Duration::from_secs(20), || async {
         owner_of(&second, "order").await.is_some_and(|o| o != dead)
     })
     .await;
+    // The documented failover: the dead node's 5 s queue lease, then the next keeper tick.
+    let failover = killed.elapsed();
+    assert!(failover < Duration::from_secs(9), "the queue was taken over {failover:?} after the kill");
     // Everything arrives well within the dead node's lease (600 s + 1 s): t0 again, first.
     let got = worker.wait_for(6, Duration::from_secs(20)).await;
     let order: Vec<&str> = got.iter().map(|r| r.header("x-cloudtasks-taskname").unwrap_or("")).collect();
@@ -525,5 +529,32 @@ async fn a_cluster_recovers_from_its_database_restarting() {
         assert_eq!(ready(node.addr).await.0, 200, "every node is ready again");
     }
     drop(nodes);
+    let _ = schema_store.drop_schema(&schema).await;
+}
+
+/// A node stopped with SIGTERM hands its queues over at once (it deletes its leases), not
+/// after they lapse, and its deliveries in flight finish first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_stopped_gracefully_hands_its_queues_over_at_once() {
+    let Some((url, schema_store, schema)) = crate::cluster::fresh_database("handover").await else { return };
+    let worker = Worker::ok().await;
+    let first = TasklaneProcess::start_node(&url);
+    first.api().create_queue("handed", json!({})).await;
+    eventually("the first node to own the queue", Duration::from_secs(15), || async {
+        owner_of(&first, "handed").await.is_some()
+    })
+    .await;
+    let second = TasklaneProcess::start_node(&url);
+    let stopping = std::time::Instant::now();
+    assert!(first.terminate().success(), "SIGTERM stops the node cleanly");
+    eventually("the second node to take the queue", Duration::from_secs(10), || async {
+        owner_of(&second, "handed").await.is_some()
+    })
+    .await;
+    let handover = stopping.elapsed();
+    assert!(handover < Duration::from_secs(4), "handed over {handover:?} after SIGTERM, as if its lease had lapsed");
+    second.api().create_task("handed", json!({"httpRequest": {"url": worker.url("/after")}})).await;
+    worker.wait_for(1, Duration::from_secs(10)).await;
+    drop(second);
     let _ = schema_store.drop_schema(&schema).await;
 }

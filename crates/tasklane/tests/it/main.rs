@@ -7,6 +7,7 @@ mod connections;
 mod examples;
 mod faults;
 mod jobs;
+mod promises;
 mod pull;
 mod security;
 mod support;
@@ -191,6 +192,11 @@ async fn rate_limit_spreads_sixty_tasks_over_about_six_seconds() {
     let span = got[59].at.duration_since(start);
     // A burst of 10, then 50 more at 10 per second: about 5 s; generous band.
     assert!(span >= Duration::from_secs(4) && span <= Duration::from_secs(9), "60 tasks took {span:?}");
+    // After the burst the rate is the limit: never above it (by more than the clock's
+    // grain), and not far below on a loaded machine.
+    let after_burst = got[59].at.duration_since(got[9].at).as_secs_f64();
+    let rate = 50.0 / after_burst;
+    assert!((8.0..=10.5).contains(&rate), "{rate:.2}/s after the burst against a limit of 10/s");
     // In no one-second window are there more than burst + rate deliveries.
     let times: Vec<Instant> = got.iter().map(|r| r.at).collect();
     for (i, t) in times.iter().enumerate() {
