@@ -558,3 +558,93 @@ async fn a_node_stopped_gracefully_hands_its_queues_over_at_once() {
     drop(second);
     let _ = schema_store.drop_schema(&schema).await;
 }
+
+/// A job's callback that could not be delivered before a `kill -9` is delivered after the
+/// restart, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pending_callback_survives_a_kill_9_and_is_delivered_once() {
+    let server = TasklaneProcess::start();
+    let worker = Worker::ok().await;
+    // The receiver refuses until told otherwise.
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = open.clone();
+    let receiver = Worker::start(std::sync::Arc::new(move |_, _| {
+        (if gate.load(std::sync::atomic::Ordering::SeqCst) { 200 } else { 503 }, Duration::ZERO)
+    }))
+    .await;
+    server.api().create_queue("hooked", json!({})).await;
+    let body = json!({"queue": format!("{PROJECT_LOCATION}/queues/hooked"), "task": {"url": worker.url("/")},
+        "callback_url": receiver.url("/hook")});
+    let (status, job) = server.api().call(Method::POST, "../v1/jobs", Some(body)).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    receiver.wait_for(1, Duration::from_secs(20)).await; // the first try, refused
+    let dir = server.kill_hard();
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    let server = TasklaneProcess::start_in(dir);
+    let path = format!("../v1/jobs/{id}");
+    eventually("the callback to be delivered after the restart", Duration::from_secs(30), || async {
+        let job = server.api().ok(Method::GET, &path, None).await;
+        job["callbacks"][0]["state"] == "delivered"
+    })
+    .await;
+    let delivered = receiver.received().len();
+    let job = server.api().ok(Method::GET, &path, None).await;
+    assert_eq!(job["callbacks"].as_array().map(Vec::len), Some(1), "{job}");
+    assert_eq!(
+        job["callbacks"][0]["attempts"].as_i64(),
+        Some(delivered as i64),
+        "every try was recorded, the refused ones and the one that got through"
+    );
+}
+
+/// A `kill -9` while a full BatchCreateTasks is being written leaves all of it or none:
+/// killed at several moments after the request is sent, from before it arrives to after
+/// it is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kill_9_during_a_batch_create_leaves_all_of_it_or_none() {
+    let mut outcomes = Vec::new();
+    for delay_ms in [0u64, 10, 25, 50, 100, 400] {
+        let server = TasklaneProcess::start();
+        server.api().create_queue("batched", json!({})).await;
+        server.api().queue_verb("batched", "pause").await;
+        // The largest batch (100 requests), with bodies big enough that writing it takes a while.
+        let body = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; 20 * 1024]);
+        let requests: Vec<serde_json::Value> = (0..100)
+            .map(|i| {
+                json!({"task": {"name": format!("{PROJECT_LOCATION}/queues/batched/tasks/b{i}"),
+                "httpRequest": {"url": "http://127.0.0.1:9/", "body": body}}})
+            })
+            .collect();
+        let url = format!("http://{}/v2/{PROJECT_LOCATION}/queues/batched/tasks:batchCreate", server.addr);
+        let sent = tokio::spawn(async move {
+            let body = json!({"requests": requests}).to_string();
+            client().post(url).header("content-type", "application/json").body(body).send().await
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let dir = server.kill_hard();
+        let (answered, text) = match sent.await.unwrap() {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        };
+        let server = TasklaneProcess::start_in(dir);
+        let mut count = 0;
+        let mut token = String::new();
+        loop {
+            let path = format!("{PROJECT_LOCATION}/queues/batched/tasks?pageSize=1000&pageToken={token}");
+            let page = server.api().ok(Method::GET, &path, None).await;
+            count += page["tasks"].as_array().map_or(0, Vec::len);
+            token = page["nextPageToken"].as_str().unwrap_or_default().to_string();
+            if token.is_empty() {
+                break;
+            }
+        }
+        assert!(count == 0 || count == 100, "killed after {delay_ms} ms: {count} of 100 tasks of one batch survived");
+        assert!(matches!(answered, 0 | 200), "the batch was refused ({answered}), not killed: {text}");
+        if answered == 200 {
+            assert_eq!(count, 100, "an answered batch is whole");
+        }
+        outcomes.push((delay_ms, answered, count));
+    }
+    eprintln!("batch create through kill -9 (delay ms, answer, tasks kept): {outcomes:?}");
+}
