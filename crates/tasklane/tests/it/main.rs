@@ -6,6 +6,7 @@ mod compat;
 mod connections;
 mod examples;
 mod faults;
+mod grpc;
 mod jobs;
 mod promises;
 mod pull;
