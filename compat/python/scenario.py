@@ -130,6 +130,10 @@ def run(client, project, worker, endpoint):
                             "burst": created.rate_limits.max_burst_size,
                             "max_attempts": created.retry_config.max_attempts})
     check("create_queue", created.state == tasks_v2.Queue.State.RUNNING, created)
+    # Cloud Tasks' documented defaults: 500/s, a burst of 100 (rate / 5), 1000 at once, 100 attempts.
+    check("create_queue defaults", (created.rate_limits.max_dispatches_per_second, created.rate_limits.max_burst_size,
+                                    created.rate_limits.max_concurrent_dispatches, created.retry_config.max_attempts)
+          == (500, 100, 1000, 100), created)
     expect_error("create_queue twice", "ALREADY_EXISTS", lambda: client.create_queue(parent=location, queue={"name": q}))
     got = client.get_queue(name=q)
     check("get_queue", got == created, got)
@@ -141,6 +145,9 @@ def run(client, project, worker, endpoint):
                             "burst": updated.rate_limits.max_burst_size,
                             "concurrency": updated.rate_limits.max_concurrent_dispatches})
     check("update_queue", updated.rate_limits.max_dispatches_per_second == 5, updated)
+    # The burst follows the rate (max(10, rate / 5)); the concurrency keeps its default.
+    check("update_queue derived", (updated.rate_limits.max_burst_size, updated.rate_limits.max_concurrent_dispatches)
+          == (10, 1000), updated)
     paused = client.pause_queue(name=q)
     check("pause_queue", paused.state == tasks_v2.Queue.State.PAUSED, paused)
     client.create_queue(parent=location, queue={"name": f"{location}/queues/other"})
@@ -234,6 +241,7 @@ def run(client, project, worker, endpoint):
                                   "failed": {str(k): [v.code, v.message] for k, v in meta.failed_requests.items()}})
     check("batch_create_tasks", [short(t.name) for t in result.tasks] == [f"compat/tasks/b{i}" for i in range(3)], result)
     check("batch_create_tasks state", meta.state.name == "PARTIALLY_SUCCEEDED" and list(meta.failed_requests) == [3], meta)
+    check("batch_create_tasks failure code", meta.failed_requests[3].code == 6, meta)  # ALREADY_EXISTS
     read_back = client.get_operation(request={"name": created_op.operation.name})
     check("get_operation", read_back.done and read_back.name == created_op.operation.name, read_back)
     record("get_operation", {"done": read_back.done, "name": read_back.name.replace(PROJECT, "PROJECT").split("/operations/")[0]})
@@ -307,7 +315,8 @@ def run(client, project, worker, endpoint):
                                               "retry_config": {"max_attempts": 3, "min_backoff": duration_pb2.Duration(seconds=1)}})
     record("task retry_config", {"max_attempts": own.retry_config.max_attempts,
                                  "min_backoff": own.retry_config.min_backoff.total_seconds()})
-    check("task retry_config", own.retry_config.max_attempts == 3, own)
+    check("task retry_config", own.retry_config.max_attempts == 3
+          and own.retry_config.min_backoff.total_seconds() == 1, own)
     d = worker.wait_for("/overridden")
     h = {k.lower(): v for k, v in d["headers"].items()}
     check("http_target header", h.get("x-queue") == "set", h)
@@ -317,7 +326,8 @@ def run(client, project, worker, endpoint):
     claims = jwt.decode(token, key.key, algorithms=["RS256"], audience="https://aud.example",
                         issuer=f"http://{endpoint}")
     record("oidc claims", {k: claims[k] for k in ["aud", "email", "email_verified"]} | {"life": claims["exp"] - claims["iat"]})
-    check("oidc claims", claims["email"] == "sa@p.iam.gserviceaccount.com" and claims["exp"] - claims["iat"] == 3600, claims)
+    check("oidc claims", claims["email"] == "sa@p.iam.gserviceaccount.com" and claims["exp"] - claims["iat"] == 3600
+          and claims["email_verified"] is True, claims)
 
     # Purge, then delete the queue.
     client.pause_queue(name=q)
