@@ -540,7 +540,11 @@ async fn a_cluster_node_never_starts_a_queue_it_no_longer_holds() {
     assert!(dispatcher.owned().is_empty(), "a late reload started a queue that was handed over");
 
     dispatcher.set_owned(std::slice::from_ref(&name));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    while dispatcher.owned().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "a held queue never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(dispatcher.owned(), vec![name], "a held queue does start");
     dispatcher.shutdown(Duration::from_secs(1)).await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -656,9 +656,17 @@ where
         for f in finishes {
             f.await.unwrap();
         }
-        // Statistics reach the server about once a second; maintenance reads them.
-        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
-        store.store_maintain(now).await.unwrap();
+        // Statistics reach the server about once a second, and maintenance reads them: ask
+        // until it has vacuumed the round's dead tasks.
+        let asked = std::time::Instant::now();
+        loop {
+            let done = store.store_maintain(now).await.unwrap();
+            if done.iter().any(|d| d.starts_with("vacuumed tasks ")) {
+                break;
+            }
+            assert!(asked.elapsed() < std::time::Duration::from_secs(20), "the churned tasks were never vacuumed");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         store.tombstone_expire(now.saturating_add(std::time::Duration::from_secs(1))).await.unwrap();
         sizes.push(measure().await);
     }
