@@ -1,8 +1,8 @@
 //! Time as an input: timestamps are plain microseconds since the Unix epoch and the
 //! current time always comes from a `Clock` that callers pass in.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Microseconds since 1970-01-01T00:00:00Z.
@@ -41,9 +41,20 @@ pub fn duration_micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// A wait on a clock: resolves once the clock reads the time it was made for.
+pub type Sleep = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
 /// The source of the current time. Production uses `SystemClock`; tests use `ManualClock`.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> Timestamp;
+
+    /// A wait until this clock reads `at`, for a clock that keeps its own time (a test's,
+    /// which moves when told). `None` for the wall clock: the caller waits on its runtime's
+    /// timer for `at.since(now())`, which this crate, having no runtime, cannot.
+    fn sleep_until(&self, at: Timestamp) -> Option<Sleep> {
+        let _ = at;
+        None
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -57,25 +68,50 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that only moves when told to; clones share the same time.
+/// A clock that only moves when told to; clones share the same time, and the waits made on
+/// it end when it is advanced past them.
 #[derive(Debug, Clone, Default)]
 pub struct ManualClock {
     micros: Arc<AtomicI64>,
+    sleepers: Arc<Mutex<Vec<(Timestamp, std::task::Waker)>>>,
 }
 
 impl ManualClock {
     pub fn new(start: Timestamp) -> Self {
-        ManualClock { micros: Arc::new(AtomicI64::new(start.0)) }
+        ManualClock { micros: Arc::new(AtomicI64::new(start.0)), sleepers: Arc::default() }
     }
 
     pub fn advance(&self, d: Duration) {
-        self.micros.fetch_add(duration_micros(d), Ordering::SeqCst);
+        let now = Timestamp(self.micros.fetch_add(duration_micros(d), Ordering::SeqCst)).saturating_add(d);
+        let due: Vec<std::task::Waker> = match self.sleepers.lock() {
+            Ok(mut sleepers) => {
+                let (due, waiting): (Vec<_>, Vec<_>) = sleepers.drain(..).partition(|(at, _)| *at <= now);
+                *sleepers = waiting;
+                due.into_iter().map(|(_, waker)| waker).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        due.into_iter().for_each(std::task::Waker::wake);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         Timestamp(self.micros.load(Ordering::SeqCst))
+    }
+
+    fn sleep_until(&self, at: Timestamp) -> Option<Sleep> {
+        let clock = self.clone();
+        Some(Box::pin(std::future::poll_fn(move |cx| {
+            if clock.now() >= at {
+                return std::task::Poll::Ready(());
+            }
+            if let Ok(mut sleepers) = clock.sleepers.lock() {
+                sleepers.push((at, cx.waker().clone()));
+            }
+            // Advanced between the check and the push: look again rather than sleep on.
+            if clock.now() >= at { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+        })))
     }
 }
 
@@ -90,6 +126,30 @@ mod tests {
         assert_eq!(clock.now(), Timestamp::from_secs(100));
         shared.advance(Duration::from_millis(1500));
         assert_eq!(clock.now(), Timestamp(101_500_000));
+    }
+
+    #[test]
+    fn a_manual_clock_ends_the_waits_it_passes() {
+        let clock = ManualClock::new(Timestamp::from_secs(100));
+        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        struct Count(Arc<std::sync::atomic::AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let waker = std::task::Waker::from(Arc::new(Count(woken.clone())));
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut sleep = clock.sleep_until(Timestamp::from_secs(102)).expect("a manual clock waits");
+        assert!(sleep.as_mut().poll(&mut cx).is_pending());
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(woken.load(Ordering::SeqCst), 0, "not yet");
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "woken once it is time");
+        assert!(sleep.as_mut().poll(&mut cx).is_ready());
+        let mut past = clock.sleep_until(Timestamp::from_secs(50)).unwrap();
+        assert!(past.as_mut().poll(&mut cx).is_ready(), "a time already passed does not wait");
+        assert!(SystemClock.sleep_until(Timestamp::from_secs(1)).is_none(), "the wall clock waits on a runtime");
     }
 
     #[test]

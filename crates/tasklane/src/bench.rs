@@ -28,9 +28,15 @@ pub struct BenchArgs {
     /// Tasks held in the scheduled-tasks scenario (default 1,000,000; 10,000 with --quick).
     #[arg(long)]
     held: Option<usize>,
-    /// Run only these scenarios (comma-separated): bound, push, idle, rate, pull, held.
+    /// Run only these scenarios (comma-separated): bound, push, idle, rate, pull, held, queues.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Scenario>,
+    /// Queues in the idle-cost scenario (default 10,000; 500 with --quick).
+    #[arg(long)]
+    queues: Option<usize>,
+    /// The tasklane binary to measure (default: this one), to compare two builds in one run.
+    #[arg(long)]
+    serve_binary: Option<std::path::PathBuf>,
     /// Also write the rows as JSON to this file (for bench/peers/run.sh).
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -44,7 +50,11 @@ enum Scenario {
     Rate,
     Pull,
     Held,
+    Queues,
 }
+
+/// The binary `ServerProcess` starts: `--serve-binary`, or this one.
+static SERVE_BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
 /// Arrival times at the sink, by task id, and counts the bench can poll cheaply.
 #[derive(Default)]
@@ -136,7 +146,10 @@ struct ServerProcess {
 impl ServerProcess {
     async fn start(args: &[String]) -> anyhow::Result<ServerProcess> {
         use tokio::io::AsyncBufReadExt;
-        let exe = std::env::current_exe().context("find the tasklane binary")?;
+        let exe = match SERVE_BINARY.get() {
+            Some(path) => path.clone(),
+            None => std::env::current_exe().context("find the tasklane binary")?,
+        };
         let mut child = tokio::process::Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--log-level", "warn"])
             .args(args)
@@ -743,7 +756,61 @@ async fn held(b: &mut Bench, dir: &std::path::Path, n: usize) -> anyhow::Result<
     ])
 }
 
+/// Idle cost: `n` queues, each holding one task due in an hour, and nothing else to do; the
+/// server's CPU over `window`. An idle queue should cost nothing, however many there are.
+async fn idle_queues(b: &Bench, dir: &std::path::Path, n: usize, window: Duration) -> anyhow::Result<Row> {
+    let data = dir.join("queues");
+    let server = ServerProcess::start(&["--data-dir".to_string(), data.display().to_string()]).await?;
+    let b = Bench { api: format!("http://{}", server.api), ..b.clone() };
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let later = later.format(&time::format_description::well_known::Rfc3339)?;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut creating = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (b, next, later) = (b.clone(), next.clone(), later.clone());
+        creating.spawn(async move {
+            loop {
+                let q = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if q >= n {
+                    return anyhow::Ok(());
+                }
+                b.queue(&format!("idle-{q}"), 500.0, false).await?;
+                let task = json!({"task": {"name": format!("{LOCATION}/queues/idle-{q}/tasks/later"),
+                    "httpRequest": {"url": b.sink_url}, "scheduleTime": later}});
+                b.post(&format!("{LOCATION}/queues/idle-{q}/tasks"), task).await?;
+            }
+        });
+    }
+    while let Some(r) = creating.join_next().await {
+        r??;
+    }
+    // Let the loops settle after the creates, then measure.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mark = server.mark();
+    tokio::time::sleep(window).await;
+    let usage = server.usage(mark);
+    let rss = memory_mb(&server.pid, "VmRSS:");
+    let early = b.sink.arrivals.lock().map_err(|_| anyhow::anyhow!("lock"))?.keys().filter(|k| *k == "later").count();
+    anyhow::ensure!(early == 0, "{early} tasks due in an hour were dispatched");
+    server.stop().await?;
+    Ok(Row {
+        scenario: format!("idle cost, {n} queues each holding a task due in 1 h"),
+        tasks: n,
+        seconds: window.as_secs_f64(),
+        throughput: 0.0,
+        latency: None,
+        server: Some(usage),
+        note: format!(
+            "{:.2}% of one core while idle; {rss:.0} MB resident",
+            usage.cpu_seconds / window.as_secs_f64() * 100.0
+        ),
+    })
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.serve_binary {
+        let _ = SERVE_BINARY.set(path.clone());
+    }
     let (sink_addr, sink) = start_sink().await?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder().pool_max_idle_per_host(128).build().context("client")?;
@@ -781,6 +848,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 rows.extend(pull(&bench, &server, n).await?);
             }
             server.stop().await?;
+        }
+        if runs(Scenario::Queues) {
+            let queues_n = args.queues.unwrap_or(if args.quick { 500 } else { 10_000 });
+            let window = if args.quick { Duration::from_secs(2) } else { Duration::from_secs(20) };
+            eprintln!("bench: idle cost of {queues_n} queues");
+            rows.push(idle_queues(&bench, &dir, queues_n, window).await?);
         }
         if runs(Scenario::Held) {
             eprintln!("bench: {held_n} scheduled tasks held, then kill -9 and restart");

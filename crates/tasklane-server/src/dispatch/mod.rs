@@ -2,13 +2,15 @@
 //! and concurrency limits and pushes them to their workers.
 //!
 //! Each loop keeps a token bucket (rate + burst) and an in-flight count. It claims as
-//! many due tasks as both allow, spawns one delivery per task, then sleeps until the
-//! next task is due, a token is earned, a delivery finishes, or it is woken by a create
-//! or a configuration change. A lease is taken before each delivery and the outcome
+//! many due tasks as both allow, spawns one delivery per task, then waits to be woken:
+//! by the one `Scheduler` when its next task is due or a token is earned (every timed wait
+//! goes through the dispatcher's `Clock`, so a test can step it), or by a finished
+//! delivery, a create or a configuration change. An idle queue costs nothing. A lease is taken before each delivery and the outcome
 //! is written with a guarded update, so a crash at any point only causes a retry.
 
 mod hosts;
 pub mod push;
+mod scheduler;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,8 +51,6 @@ const WAITING_RECHECK: Duration = Duration::from_millis(10);
 /// more) loses no tokens meanwhile.
 const MIN_CLAIM: usize = 16;
 const RATE_TICK: Duration = Duration::from_millis(20);
-/// Longest sleep of an idle queue loop, a safety net under the wake-ups.
-const MAX_IDLE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct DispatchConfig {
@@ -109,6 +109,12 @@ struct Shared {
     /// Queues that got new tasks (here or, in a cluster, on any node): wakes long polls.
     queue_activity: tokio::sync::broadcast::Sender<QueueName>,
     queues: Mutex<HashMap<QueueName, QueueHandle>>,
+    /// Every loop's next timed wake-up.
+    scheduler: Arc<scheduler::Scheduler>,
+    /// The scheduler's task starts with the first loop (inside the runtime).
+    scheduler_started: std::sync::Once,
+    /// Queue loops waiting to be woken (the others are working).
+    parked: AtomicUsize,
     /// In a cluster, the queues this node holds leases for; a loop starts only for these.
     owned: Mutex<std::collections::HashSet<QueueName>>,
     stop: watch::Sender<bool>,
@@ -148,6 +154,7 @@ impl Dispatcher {
         notifier: Option<tokio::sync::mpsc::UnboundedSender<String>>,
     ) -> Self {
         let (stop, _) = watch::channel(false);
+        let scheduler = Arc::new(scheduler::Scheduler::new(clock.clone()));
         let signer = Arc::new(
             TokenSigner::new(store.clone(), clock.clone(), config.token_issuer.clone())
                 .sealed_with(config.sealer.clone()),
@@ -165,6 +172,9 @@ impl Dispatcher {
                 job_changes: tokio::sync::broadcast::channel(4096).0,
                 queue_activity: tokio::sync::broadcast::channel(4096).0,
                 queues: Mutex::new(HashMap::new()),
+                scheduler,
+                scheduler_started: std::sync::Once::new(),
+                parked: AtomicUsize::new(0),
                 owned: Mutex::new(std::collections::HashSet::new()),
                 stop,
                 in_flight: AtomicUsize::new(0),
@@ -193,6 +203,25 @@ impl Dispatcher {
     /// Tell watchers of `job` (on every node) that it has new events.
     pub fn job_changed(&self, job: &str) {
         self.shared.job_changed(job);
+    }
+
+    /// How many queue loops wait for a timed wake-up (one scheduler holds them all).
+    pub fn scheduled_wakeups(&self) -> usize {
+        self.shared.scheduler.pending()
+    }
+
+    /// Whether nothing is happening now: every queue loop waits to be woken, no delivery is in
+    /// flight, and no timed wake-up is due. On a `ManualClock` nothing happens again until the
+    /// clock is advanced or work arrives, so a test can assert what did not happen.
+    pub fn quiet(&self) -> bool {
+        self.parked() && self.shared.in_flight.load(Ordering::SeqCst) == 0
+    }
+
+    /// Whether every queue loop waits to be woken and no timed wake-up is due (deliveries
+    /// may be in flight).
+    pub fn parked(&self) -> bool {
+        let loops = self.shared.queues.lock().map_or(usize::MAX, |q| q.len());
+        self.shared.parked.load(Ordering::SeqCst) == loops && !self.shared.scheduler.any_due()
     }
 
     /// Queues as they get new tasks.
@@ -332,6 +361,9 @@ impl Dispatcher {
         if !may_start || !held || queue.kind == QueueKind::Pull {
             return;
         }
+        self.shared.scheduler_started.call_once(|| {
+            tokio::spawn(self.shared.scheduler.clone().run(self.shared.stop.subscribe()));
+        });
         let (config_tx, config_rx) = watch::channel(queue.clone());
         let wake = Arc::new(Notify::new());
         queues.insert(queue.name.clone(), QueueHandle { config: config_tx, wake: wake.clone() });
@@ -461,24 +493,28 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
             Ok(true) => apply(&mut queue, &mut bucket, config.borrow_and_update().clone(), shared.clock.now()),
             Ok(false) => {}
         }
-        let mut wait = MAX_IDLE;
+        // When to look again by itself; `None`: only when woken (a create, a finished
+        // delivery, a settings change).
+        let mut wait: Option<Duration> = None;
         if queue.state == QueueState::Running {
             let now = shared.clock.now();
             let limit = queue.rate_limits.max_concurrent_dispatches.max(1) as usize;
             let free = limit.saturating_sub(in_flight.load(Ordering::SeqCst));
             let tokens = bucket.available(now) as usize;
+            let burst = queue.rate_limits.max_burst_size.max(1) as usize;
             if free == 0 {
                 // A finishing delivery wakes the loop.
             } else if waiting.load(Ordering::Relaxed) >= MAX_WAITING {
                 // This queue's workers or the store are saturated: leave its tasks in the store for now.
-                wait = WAITING_RECHECK;
+                wait = Some(WAITING_RECHECK);
             } else if tokens == 0 {
-                wait = bucket.time_to_next(now).unwrap_or(MAX_IDLE);
-            } else if tokens < MIN_CLAIM.min(free) && now.since(last_claim) < RATE_TICK {
+                wait = bucket.time_to_next(now);
+            } else if tokens < MIN_CLAIM.min(free).min(burst) && now.since(last_claim) < RATE_TICK {
                 // The rate binds: gather tokens for a batch (at most one tick) rather than
-                // claim a task or two on every wake-up.
+                // claim a task or two on every wake-up. Never more than the bucket holds: a
+                // burst under the batch size would make that wait zero, a spin.
                 let tick_left = RATE_TICK.saturating_sub(now.since(last_claim));
-                wait = bucket.time_until(MIN_CLAIM as u32, now).unwrap_or(MAX_IDLE).min(tick_left);
+                wait = Some(bucket.time_until(MIN_CLAIM as u32, now).map_or(tick_left, |t| t.min(tick_left)));
             } else {
                 last_claim = now;
                 let want = free.min(tokens).min(CLAIM_BATCH);
@@ -510,15 +546,15 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
                             continue;
                         }
                         match shared.store.task_next_due(&queue.name).await {
-                            Ok(Some(due)) => wait = due.since(shared.clock.now()),
+                            Ok(Some(due)) => wait = Some(due.since(shared.clock.now())),
                             Ok(None) => {}
                             Err(e) => tracing::warn!(error = %e, "read next due time"),
                         }
-                        if n == 0 && wait.is_zero() {
+                        if n == 0 && wait == Some(Duration::ZERO) {
                             // Tasks are due but the store leased none: the queue is paused there
                             // (our view is stale) or another claim holds them. Re-read the queue
                             // and look again shortly instead of spinning.
-                            wait = REFUSED_CLAIM_WAIT;
+                            wait = Some(REFUSED_CLAIM_WAIT);
                             if let Ok(Some(fresh)) = shared.store.queue_get(&queue.name).await
                                 && fresh != *queue
                             {
@@ -528,26 +564,31 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
                     }
                     Err(e) => {
                         failures = failures.saturating_add(1);
-                        wait = Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)));
-                        tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "claim tasks");
+                        let backoff = Duration::from_millis(100u64.saturating_mul(1 << failures.min(6)));
+                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "claim tasks");
+                        wait = Some(backoff);
                     }
                 }
             }
         }
-        if wait.is_zero() {
-            continue;
+        match wait {
+            Some(Duration::ZERO) => continue,
+            Some(wait) => shared.scheduler.wake_at(&wake, shared.clock.now().saturating_add(wait)),
+            None => shared.scheduler.cancel(&wake),
         }
+        shared.parked.fetch_add(1, Ordering::SeqCst);
         tokio::select! {
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(wait.min(MAX_IDLE)) => {}
             changed = config.changed() => {
                 if changed.is_err() {
+                    shared.parked.fetch_sub(1, Ordering::SeqCst);
                     break;
                 }
                 apply(&mut queue, &mut bucket, config.borrow_and_update().clone(), shared.clock.now());
             }
             _ = stop.changed() => {}
         }
+        shared.parked.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -699,7 +740,7 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
                     if shared.clock.now().saturating_add(backoff) < lease_end && !*stop.borrow() =>
                 {
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = scheduler::sleep_until(&*shared.clock, shared.clock.now().saturating_add(backoff)) => {}
                         _ = stop.changed() => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -13,6 +13,8 @@ use tasklane_server::{CloudTasks, rest};
 use tasklane_store::{SqliteStore, Store};
 use tower::ServiceExt;
 
+mod stepped;
+
 const LOC: &str = "/v2/projects/p/locations/l";
 
 struct Api {
