@@ -115,6 +115,8 @@ struct Shared {
     scheduler_started: std::sync::Once,
     /// Queue loops waiting to be woken (the others are working).
     parked: AtomicUsize,
+    /// Queue settings being read from the store before a loop starts or changes.
+    reloading: AtomicUsize,
     /// In a cluster, the queues this node holds leases for; a loop starts only for these.
     owned: Mutex<std::collections::HashSet<QueueName>>,
     stop: watch::Sender<bool>,
@@ -175,6 +177,7 @@ impl Dispatcher {
                 scheduler,
                 scheduler_started: std::sync::Once::new(),
                 parked: AtomicUsize::new(0),
+                reloading: AtomicUsize::new(0),
                 owned: Mutex::new(std::collections::HashSet::new()),
                 stop,
                 in_flight: AtomicUsize::new(0),
@@ -217,11 +220,13 @@ impl Dispatcher {
         self.parked() && self.shared.in_flight.load(Ordering::SeqCst) == 0
     }
 
-    /// Whether every queue loop waits to be woken and no timed wake-up is due (deliveries
-    /// may be in flight).
+    /// Whether every queue loop waits to be woken, no queue's settings are being read, and no
+    /// timed wake-up is due (deliveries may be in flight).
     pub fn parked(&self) -> bool {
         let loops = self.shared.queues.lock().map_or(usize::MAX, |q| q.len());
-        self.shared.parked.load(Ordering::SeqCst) == loops && !self.shared.scheduler.any_due()
+        self.shared.parked.load(Ordering::SeqCst) == loops
+            && self.shared.reloading.load(Ordering::SeqCst) == 0
+            && !self.shared.scheduler.any_due()
     }
 
     /// Queues as they get new tasks.
@@ -269,12 +274,14 @@ impl Dispatcher {
     /// Read a queue's settings from the store and apply them to its loop (starting it if needed).
     fn reload(&self, name: QueueName) {
         let this = self.clone();
+        this.shared.reloading.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             match this.shared.store.queue_get(&name).await {
                 Ok(Some(queue)) => this.start_or_update(queue, true),
                 Ok(None) => this.drop_loop(&name),
                 Err(e) => tracing::warn!(queue = %name, error = %e, "reload queue settings"),
             }
+            this.shared.reloading.fetch_sub(1, Ordering::SeqCst);
         });
     }
 

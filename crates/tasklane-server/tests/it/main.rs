@@ -538,7 +538,12 @@ async fn a_cluster_node_never_starts_a_queue_it_no_longer_holds() {
 
     dispatcher.set_owned(std::slice::from_ref(&name));
     dispatcher.set_owned(&[]);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the reload has read the queue and done what it would (quiet counts reloads).
+    let started = std::time::Instant::now();
+    while !dispatcher.quiet() {
+        assert!(started.elapsed() < Duration::from_secs(10), "the reload never finished");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(dispatcher.owned().is_empty(), "a late reload started a queue that was handed over");
 
     dispatcher.set_owned(std::slice::from_ref(&name));
