@@ -65,6 +65,8 @@ pub struct Pull {
     clock: Arc<dyn Clock>,
     dispatcher: Dispatcher,
     tombstone_window: Duration,
+    /// Long polls waiting now for a task to come.
+    parked: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A numeric task id like the ones Cloud Tasks generates: 63 random bits.
@@ -89,7 +91,13 @@ impl Pull {
         dispatcher: Dispatcher,
         tombstone_window: Duration,
     ) -> Pull {
-        Pull { store, clock, dispatcher, tombstone_window }
+        Pull { store, clock, dispatcher, tombstone_window, parked: Arc::default() }
+    }
+
+    /// How many long polls are waiting now for a task to come (for tests: a create made
+    /// after this counts one is sure to exercise the wake-up).
+    pub fn parked_polls(&self) -> usize {
+        self.parked.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The pull queue a request names (a push queue is refused with what to do instead).
@@ -202,10 +210,12 @@ impl Pull {
                     }
                 }
             };
+            self.parked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::select! {
                 _ = tokio::time::timeout(nap, woken) => {}
                 _ = stopping.changed() => {}
             }
+            self.parked.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 

@@ -254,3 +254,47 @@ async fn idle_queues_wait_on_one_scheduler_and_do_nothing_until_due() {
     assert!(by_path.values().all(|n| *n == 1), "each once");
     assert_eq!(t.dispatcher.scheduled_wakeups(), 0, "nothing left to wake for");
 }
+
+/// A long poll returns as soon as a task is created, woken by the create rather than by the
+/// end of its wait: the create is made once the poll is known to be parked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_is_woken_by_a_create() {
+    let t = stepped().await;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(t.dir.join("pull.db")).unwrap());
+    let clock: Arc<dyn Clock> = Arc::new(t.clock.clone());
+    let dispatcher = Dispatcher::new(store.clone(), clock.clone(), http_client().unwrap(), DispatchConfig::default());
+    let pull = tasklane_server::pull::Pull::new(store.clone(), clock.clone(), dispatcher, Duration::from_secs(3600));
+    let name = tasklane_core::QueueName::parse("projects/p/locations/l/queues/polled").unwrap();
+    let mut queue = tasklane_core::queue::QueueSpec::default()
+        .resolve(name.clone(), tasklane_core::QueueState::Running, None)
+        .unwrap();
+    queue.kind = tasklane_core::QueueKind::Pull;
+    store.queue_create(tasklane_store::QueueCreate { queue, now: clock.now() }).await.unwrap();
+    let poll = tokio::spawn({
+        let pull = pull.clone();
+        let queue = name.to_string();
+        async move {
+            let request = tasklane_server::pull::LeaseRequest {
+                queue,
+                max_tasks: 1,
+                lease: Duration::from_secs(60),
+                tag: None,
+                wait: Duration::from_secs(30),
+            };
+            let asked = std::time::Instant::now();
+            (pull.lease(request).await.unwrap(), asked.elapsed())
+        }
+    });
+    let started = std::time::Instant::now();
+    while pull.parked_polls() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the poll never parked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let spec = tasklane_core::PullSpec { payload: b"now".to_vec(), ..Default::default() };
+    let created = pull.create(&name.to_string(), vec![spec]).await.unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+    let (leased, took) = tokio::time::timeout(Duration::from_secs(10), poll).await.expect("the poll returned").unwrap();
+    assert_eq!(leased.len(), 1, "it returned with the new task");
+    assert!(took < Duration::from_secs(30), "woken by the create, not by the end of its 30 s wait ({took:?})");
+    assert_eq!(pull.parked_polls(), 0);
+}

@@ -318,12 +318,11 @@ async fn other_nodes_wake_the_owner_for_creates_and_settings() {
             sent.elapsed()
         );
     }
-    // A pause sent to the other node stops the owner; a resume restarts it at once.
+    // A resume sent to the other node restarts the owner at once. (That a paused queue is
+    // not dispatched needs no waiting to show: the claim statement itself leases nothing from
+    // a queue paused in the store, whatever the owner believes; the store suite tests it.)
     api.queue_verb("woken", "pause").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     api.create_task("woken", task("paused")).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(worker.received().len(), 5, "the owner kept dispatching a paused queue");
     let sent = Instant::now();
     api.queue_verb("woken", "resume").await;
     worker.wait_for(6, Duration::from_secs(10)).await;
