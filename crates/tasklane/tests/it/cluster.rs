@@ -311,7 +311,7 @@ async fn other_nodes_wake_the_owner_for_creates_and_settings() {
         let sent = Instant::now();
         api.create_task("woken", task(&format!("w{i}"))).await;
         worker.wait_for(i + 1, Duration::from_secs(10)).await;
-        // Woken, not found by the owner's idle poll (every 5 s): well under that even when loaded.
+        // Woken: an idle loop has no poll that would find the task otherwise.
         assert!(
             sent.elapsed() < Duration::from_millis(2500),
             "create {i} reached the owner after {:?}",
