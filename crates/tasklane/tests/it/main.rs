@@ -468,7 +468,7 @@ async fn a_slow_worker_holds_back_only_the_queues_that_send_to_it() {
         api.create_task("fast", json!({"name": name, "httpRequest": {"url": fast.url("/")}})).await;
     }
     // The other worker's queue is not held back...
-    fast.wait_for(5, Duration::from_secs(3)).await;
+    fast.wait_for(5, Duration::from_secs(10)).await;
     // ...the slow one never has more than its two connections...
     assert!(slow.max_in_flight() <= 2, "{} requests in flight to the slow worker", slow.max_in_flight());
     // ...and its queue claimed until 64 deliveries waited (beside the two in flight), then

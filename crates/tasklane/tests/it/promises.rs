@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::response::IntoResponse;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -355,4 +356,66 @@ async fn a_command_longer_than_its_lease_keeps_its_task_by_renewing() {
     assert_eq!(runs.lines().count(), 1, "the 7 s command ran once under a 3 s lease");
     assert_eq!(acknowledged, 1);
     assert_eq!(server.api().task_count("long").await, 0);
+}
+
+/// `--dead-letter-retention`: letters older than it are deleted by maintenance (which runs at
+/// start, then every minute), younger ones kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_go_after_their_retention() {
+    let server = TasklaneProcess::start();
+    let api = server.api();
+    api.create_queue("retained", json!({"retryConfig": {"maxAttempts": 1}})).await;
+    api.create_task(
+        "retained",
+        json!({"name": format!("{}/tasks/old", queue("retained")), "httpRequest": {"url": "http://127.0.0.1:9/"}}),
+    )
+    .await;
+    let letters = "../v1/queues/projects%2Ftest%2Flocations%2Fhere%2Fqueues%2Fretained/dead-letters";
+    eventually("a dead letter", Duration::from_secs(10), || async {
+        api.ok(Method::GET, letters, None).await["dead_letters"].as_array().is_some_and(|d| d.len() == 1)
+    })
+    .await;
+    let dir = server.kill_hard();
+    // Kept by a retention longer than its age...
+    let server = TasklaneProcess::start_in_with(dir, &["--dead-letter-retention", "1h"]);
+    let kept = server.api().ok(Method::GET, letters, None).await;
+    assert_eq!(kept["dead_letters"].as_array().map(Vec::len), Some(1), "{kept}");
+    let dir = server.kill_hard();
+    // ...and deleted by one shorter than it, once it is older (the time is the point here).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let server = TasklaneProcess::start_in_with(dir, &["--dead-letter-retention", "1s"]);
+    eventually("the old letter to be deleted", Duration::from_secs(10), || async {
+        server.api().ok(Method::GET, letters, None).await["dead_letters"] == json!([])
+    })
+    .await;
+}
+
+/// A worker's `Retry-After` spaces the next attempt by at least that long, beyond a shorter backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_from_the_worker_delays_the_next_attempt() {
+    let times = Arc::new(std::sync::Mutex::new(Vec::<std::time::Instant>::new()));
+    let seen = times.clone();
+    let app = axum::Router::new().fallback(move || {
+        let seen = seen.clone();
+        async move {
+            let mut t = seen.lock().unwrap();
+            t.push(std::time::Instant::now());
+            if t.len() == 1 {
+                (axum::http::StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "2")]).into_response()
+            } else {
+                axum::http::StatusCode::OK.into_response()
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = TasklaneProcess::start();
+    let api = server.api();
+    api.create_queue("after", json!({"retryConfig": {"minBackoff": "0.1s", "maxBackoff": "0.1s"}})).await;
+    api.create_task("after", json!({"httpRequest": {"url": format!("http://{addr}/")}})).await;
+    eventually("the second attempt", Duration::from_secs(15), || async { times.lock().unwrap().len() >= 2 }).await;
+    let t = times.lock().unwrap().clone();
+    let gap = t[1].duration_since(t[0]);
+    assert!(gap >= Duration::from_secs(2), "the retry came {gap:?} after a Retry-After of 2 s");
 }
