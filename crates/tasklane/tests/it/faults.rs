@@ -583,7 +583,8 @@ async fn a_pending_callback_survives_a_kill_9_and_is_delivered_once() {
     open.store(true, std::sync::atomic::Ordering::SeqCst);
     let server = TasklaneProcess::start_in(dir);
     let path = format!("../v1/jobs/{id}");
-    eventually("the callback to be delivered after the restart", Duration::from_secs(30), || async {
+    // If the kill landed while an attempt was out, that attempt's 60 s lease must end first.
+    eventually("the callback to be delivered after the restart", Duration::from_secs(90), || async {
         let job = server.api().ok(Method::GET, &path, None).await;
         job["callbacks"][0]["state"] == "delivered"
     })
