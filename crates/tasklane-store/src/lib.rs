@@ -18,7 +18,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use deadline::Deadline;
-pub use postgres::{PgStore, WAKE_CHANNEL};
+pub use postgres::{PgStore, WAKE_CHANNEL, test_database_url};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -20,6 +20,7 @@ const LOC: &str = "/v2/projects/p/locations/l";
 struct Api {
     router: axum::Router,
     clock: ManualClock,
+    dispatcher: Dispatcher,
     dir: std::path::PathBuf,
 }
 
@@ -40,8 +41,8 @@ async fn api() -> Api {
     let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
     let dispatcher =
         Dispatcher::new(store.clone(), clock_dyn.clone(), http_client().unwrap(), DispatchConfig::default());
-    let service = CloudTasks::new(store, clock_dyn, dispatcher, Duration::from_secs(3600));
-    Api { router: rest::router(service), clock, dir }
+    let service = CloudTasks::new(store, clock_dyn, dispatcher.clone(), Duration::from_secs(3600));
+    Api { router: rest::router(service), clock, dispatcher, dir }
 }
 
 impl Api {

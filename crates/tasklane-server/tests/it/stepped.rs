@@ -12,10 +12,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
-use tasklane_core::{Clock, ManualClock, Timestamp};
+use tasklane_core::{Clock, Timestamp};
 use tasklane_server::dispatch::{DispatchConfig, Dispatcher, http_client};
 use tasklane_server::rest::proto_json::format_timestamp;
-use tasklane_server::{CloudTasks, rest};
+
 use tasklane_store::{SqliteStore, Store};
 use tower::ServiceExt;
 
@@ -58,34 +58,20 @@ impl Worker {
     }
 }
 
+/// The in-process API (`super::api`) with its dispatcher on a `ManualClock`.
 struct Stepped {
-    router: axum::Router,
-    clock: ManualClock,
-    dispatcher: Dispatcher,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Stepped {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    api: super::Api,
 }
 
 async fn stepped() -> Stepped {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "tasklane-stepped-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.join("db")).unwrap());
-    let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
-    let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
-    let dispatcher =
-        Dispatcher::new(store.clone(), clock_dyn.clone(), http_client().unwrap(), DispatchConfig::default());
-    let service = CloudTasks::new(store, clock_dyn, dispatcher.clone(), Duration::from_secs(3600));
-    Stepped { router: rest::router(service), clock, dispatcher, dir }
+    Stepped { api: super::api().await }
+}
+
+impl std::ops::Deref for Stepped {
+    type Target = super::Api;
+    fn deref(&self) -> &super::Api {
+        &self.api
+    }
 }
 
 impl Stepped {

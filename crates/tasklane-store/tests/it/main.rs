@@ -57,23 +57,9 @@ pub async fn sqlite() -> Option<Fixture> {
     Some(Fixture { store: Arc::new(store), dir: Some(dir), pg: None })
 }
 
-/// The PostgreSQL the tests use: `TASKLANE_TEST_DATABASE_URL`, or the local server's `test`
-/// database when it is unset (every machine this project is tested on runs one), so the
-/// README's test command never passes quietly without it. `none` skips those tests on purpose.
-pub fn test_database_url() -> Option<String> {
-    match std::env::var("TASKLANE_TEST_DATABASE_URL") {
-        Ok(url) if url == "none" => {
-            eprintln!("TASKLANE_TEST_DATABASE_URL=none: skipping a PostgreSQL test");
-            None
-        }
-        Ok(url) => Some(url),
-        Err(_) => Some("postgres://postgres@127.0.0.1:5432/test".to_string()),
-    }
-}
-
 /// The PostgreSQL backend, in a fresh schema.
 pub async fn postgres() -> Option<Fixture> {
-    let url = test_database_url()?;
+    let url = tasklane_store::test_database_url()?;
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     let schema = format!("t_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
@@ -181,7 +167,7 @@ async fn postgres_churn_does_not_grow_the_hot_table() {
 /// root or name is refused.
 #[tokio::test]
 async fn postgres_connections_use_tls_as_sslmode_asks() {
-    let Some(url) = test_database_url() else { return };
+    let Some(url) = tasklane_store::test_database_url() else { return };
     let plain = PgStore::connect(&url, None).await.expect("connect");
     let (encrypted, ssl, cert_file) = plain.tls_status().await.expect("read the TLS status");
     assert!(!encrypted, "no sslmode: cleartext, as before");
@@ -224,7 +210,7 @@ async fn postgres_connections_use_tls_as_sslmode_asks() {
 /// internal error.
 #[tokio::test]
 async fn postgres_terminating_a_statement_in_flight_reads_as_unavailable() {
-    let Some(url) = test_database_url() else { return };
+    let Some(url) = tasklane_store::test_database_url() else { return };
     let tag = format!("tl57_{}", std::process::id());
     let sep = if url.contains('?') { '&' } else { '?' };
     let store = PgStore::connect(&format!("{url}{sep}application_name={tag}"), None).await.expect("connect");

@@ -16,21 +16,9 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-pub const PROJECT_LOCATION: &str = "projects/test/locations/here";
+pub use tasklane_store::test_database_url;
 
-/// The PostgreSQL the tests use: `TASKLANE_TEST_DATABASE_URL`, or the local server's `test`
-/// database when it is unset (every machine this project is tested on runs one), so the
-/// README's test command never passes quietly without it. `none` skips those tests on purpose.
-pub fn test_database_url() -> Option<String> {
-    match std::env::var("TASKLANE_TEST_DATABASE_URL") {
-        Ok(url) if url == "none" => {
-            eprintln!("TASKLANE_TEST_DATABASE_URL=none: skipping a PostgreSQL test");
-            None
-        }
-        Ok(url) => Some(url),
-        Err(_) => Some("postgres://postgres@127.0.0.1:5432/test".to_string()),
-    }
-}
+pub const PROJECT_LOCATION: &str = "projects/test/locations/here";
 
 pub fn fresh_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
