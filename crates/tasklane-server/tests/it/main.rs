@@ -15,6 +15,20 @@ use tower::ServiceExt;
 
 mod stepped;
 
+/// Wait until `check` holds `looks` times in a row (1: as soon as it holds; more, for a state
+/// that must have settled), or fail after 20 s naming `what`.
+async fn until_steady(what: &str, looks: usize, check: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    let mut seen = 0;
+    while seen < looks {
+        assert!(started.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        seen = if check() { seen + 1 } else { 0 };
+        if seen < looks {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 const LOC: &str = "/v2/projects/p/locations/l";
 
 struct Api {
@@ -540,19 +554,11 @@ async fn a_cluster_node_never_starts_a_queue_it_no_longer_holds() {
     dispatcher.set_owned(std::slice::from_ref(&name));
     dispatcher.set_owned(&[]);
     // Once the reload has read the queue and done what it would (quiet counts reloads).
-    let started = std::time::Instant::now();
-    while !dispatcher.quiet() {
-        assert!(started.elapsed() < Duration::from_secs(10), "the reload never finished");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_steady("the reload to finish", 1, || dispatcher.quiet()).await;
     assert!(dispatcher.owned().is_empty(), "a late reload started a queue that was handed over");
 
     dispatcher.set_owned(std::slice::from_ref(&name));
-    let started = std::time::Instant::now();
-    while dispatcher.owned().is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(10), "a held queue never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_steady("a held queue to start", 1, || !dispatcher.owned().is_empty()).await;
     assert_eq!(dispatcher.owned(), vec![name], "a held queue does start");
     dispatcher.shutdown(Duration::from_secs(1)).await;
     let _ = std::fs::remove_dir_all(&dir);

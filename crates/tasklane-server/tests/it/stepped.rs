@@ -105,18 +105,7 @@ impl Stepped {
 
     /// Wait until `state` holds several looks in a row.
     async fn until(&self, state: impl Fn(&Dispatcher) -> bool, what: &str) {
-        let started = std::time::Instant::now();
-        let mut looks = 0;
-        while looks < 5 {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the dispatcher never became {what}: {} in flight, {} wake-ups pending",
-                self.dispatcher.in_flight(),
-                self.dispatcher.scheduled_wakeups()
-            );
-            looks = if state(&self.dispatcher) { looks + 1 } else { 0 };
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        super::until_steady(&format!("the dispatcher to be {what}"), 5, || state(&self.dispatcher)).await;
     }
 
     async fn advance(&self, by: Duration) {
@@ -181,11 +170,7 @@ async fn a_concurrency_cap_holds_and_a_finished_delivery_frees_its_place() {
         t.task("capped", format!("http://{addr}/{i}"), json!({})).await;
     }
     // Two in flight, held by the worker: the dispatcher is busy, not quiet; wait for the two.
-    let started = std::time::Instant::now();
-    while worker.count() < 2 {
-        assert!(started.elapsed() < Duration::from_secs(10), "the first two never arrived");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    super::until_steady("the first two deliveries", 1, || worker.count() >= 2).await;
     t.clock.advance(Duration::from_secs(5));
     t.until(|d| d.parked() && d.in_flight() == 2, "parked with two in flight").await;
     assert_eq!(worker.count(), 2, "no third delivery while two are in flight, however much time passes");
@@ -271,11 +256,7 @@ async fn a_long_poll_is_woken_by_a_create() {
             (pull.lease(request).await.unwrap(), asked.elapsed())
         }
     });
-    let started = std::time::Instant::now();
-    while pull.parked_polls() == 0 {
-        assert!(started.elapsed() < Duration::from_secs(10), "the poll never parked");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    super::until_steady("the poll to park", 1, || pull.parked_polls() == 1).await;
     let spec = tasklane_core::PullSpec { payload: b"now".to_vec(), ..Default::default() };
     let created = pull.create(&name.to_string(), vec![spec]).await.unwrap();
     assert!(created[0].is_ok(), "{created:?}");

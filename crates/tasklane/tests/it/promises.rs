@@ -380,9 +380,14 @@ async fn dead_letters_go_after_their_retention() {
     let server = TasklaneProcess::start_in_with(dir, &["--dead-letter-retention", "1h"]);
     let kept = server.api().ok(Method::GET, letters, None).await;
     assert_eq!(kept["dead_letters"].as_array().map(Vec::len), Some(1), "{kept}");
+    let died = kept["dead_letters"][0]["died_at"].as_str().expect("a death time").to_string();
+    let died = time::OffsetDateTime::parse(&died, &time::format_description::well_known::Rfc3339).expect("RFC 3339");
     let dir = server.kill_hard();
-    // ...and deleted by one shorter than it, once it is older (the time is the point here).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // ...and deleted by one shorter than it, once it is older.
+    eventually("the letter to be over a second old", Duration::from_secs(10), || async {
+        time::OffsetDateTime::now_utc() - died > time::Duration::seconds(1)
+    })
+    .await;
     let server = TasklaneProcess::start_in_with(dir, &["--dead-letter-retention", "1s"]);
     eventually("the old letter to be deleted", Duration::from_secs(10), || async {
         server.api().ok(Method::GET, letters, None).await["dead_letters"] == json!([])

@@ -335,15 +335,18 @@ pub struct CuttableProxy {
     silent: Arc<std::sync::atomic::AtomicBool>,
     /// Connections turned away while cut.
     refused: Arc<AtomicUsize>,
+    /// Bytes passed on from clients to the upstream.
+    forwarded: Arc<AtomicUsize>,
     connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
-/// Copy `from` to `to`, holding each chunk while `silent` is set.
+/// Copy `from` to `to`, holding each chunk while `silent` is set; counts what it passed on.
 async fn forward(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     silent: Arc<std::sync::atomic::AtomicBool>,
+    passed: Arc<AtomicUsize>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 16 * 1024];
@@ -358,6 +361,7 @@ async fn forward(
         if to.write_all(&buf[..n]).await.is_err() {
             return;
         }
+        passed.fetch_add(n, Ordering::SeqCst);
     }
 }
 
@@ -368,15 +372,17 @@ impl CuttableProxy {
         let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let refused = Arc::new(AtomicUsize::new(0));
+        let forwarded = Arc::new(AtomicUsize::new(0));
         let connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::new(Mutex::new(Vec::new()));
         let (c, quiet, r, conns) = (cut.clone(), silent.clone(), refused.clone(), connections.clone());
+        let up = forwarded.clone();
         let accept = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 if c.load(Ordering::SeqCst) {
                     r.fetch_add(1, Ordering::SeqCst);
                     continue; // dropped: the client sees the connection close
                 }
-                let quiet = quiet.clone();
+                let (quiet, up) = (quiet.clone(), up.clone());
                 let handle = tokio::spawn(async move {
                     // A silent network does not connect either.
                     while quiet.load(Ordering::SeqCst) {
@@ -385,18 +391,26 @@ impl CuttableProxy {
                     if let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await {
                         let (in_read, in_write) = inbound.into_split();
                         let (out_read, out_write) = outbound.into_split();
-                        tokio::join!(forward(in_read, out_write, quiet.clone()), forward(out_read, in_write, quiet));
+                        tokio::join!(
+                            forward(in_read, out_write, quiet.clone(), up),
+                            forward(out_read, in_write, quiet, Arc::default())
+                        );
                     }
                 });
                 conns.lock().expect("connections").push(handle);
             }
         });
-        CuttableProxy { port, cut, silent, refused, connections, accept }
+        CuttableProxy { port, cut, silent, refused, forwarded, connections, accept }
     }
 
     /// How many connections were turned away while cut.
     pub fn refused(&self) -> usize {
         self.refused.load(Ordering::SeqCst)
+    }
+
+    /// How many bytes clients have sent through to the upstream.
+    pub fn forwarded(&self) -> usize {
+        self.forwarded.load(Ordering::SeqCst)
     }
 
     /// Close every connection and refuse new ones until `restore`.
