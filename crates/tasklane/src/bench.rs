@@ -675,7 +675,8 @@ async fn held(b: &mut Bench, dir: &std::path::Path, n: usize) -> anyhow::Result<
                 let size = range.len();
                 let requests: Vec<serde_json::Value> = range
                     .map(|i| {
-                        json!({"task": {"name": format!("{LOCATION}/queues/held/tasks/h-{i}"),
+                        json!({"parent": format!("{LOCATION}/queues/held"),
+                                "task": {"name": format!("{LOCATION}/queues/held/tasks/h-{i}"),
                                 "httpRequest": {"url": b.sink_url}, "scheduleTime": later}})
                     })
                     .collect();
