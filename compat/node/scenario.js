@@ -92,6 +92,20 @@ async function main() {
   check('pauseQueue', paused.state === 'PAUSED', paused);
   const [queues] = await client.listQueues({parent: location});
   check('listQueues', queues.map(x => x.name).join() === q, queues);
+  const [slow] = await client.listQueues({parent: location, filter: 'rate_limits.max_dispatches_per_second < 10 AND state: PAUSED'});
+  check('listQueues filter', slow.map(x => x.name).join() === q, slow);
+  await expectError(
+    'listQueues bad filter',
+    status.INVALID_ARGUMENT,
+    () => client.listQueues({parent: location, filter: 'bogus_field: 1'}),
+    "Field not found: 'bogus_field'.",
+  );
+  await expectError(
+    'updateQueue bad mask',
+    status.INVALID_ARGUMENT,
+    () => client.updateQueue({queue: {name: q}, updateMask: {paths: ['rateLimits']}}),
+    'Invalid mask: rateLimits',
+  );
 
   for (let i = 0; i < 5; i++) {
     await client.createTask({
@@ -125,13 +139,13 @@ async function main() {
     'createTask bad url',
     status.INVALID_ARGUMENT,
     () => client.createTask({parent: q, task: {httpRequest: {url: 'ftp://example.com/'}}}),
-    "http_request.url must start with 'http://' or 'https://'",
+    "HttpTarget.url must start with 'http://' or 'https://'.",
   );
   await expectError(
     'getQueue missing',
     status.NOT_FOUND,
     () => client.getQueue({name: `${location}/queues/missing`}),
-    'Requested entity was not found.',
+    'Queue does not exist. If you just created the queue, wait at least a minute for the queue to initialize.',
   );
 
   const [ran] = await client.runTask({name: `${q}/tasks/t2`});

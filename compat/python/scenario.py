@@ -81,7 +81,8 @@ class Worker:
                 body = self.rfile.read(length)
                 with worker.lock:
                     worker.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                self.send_response(200)
+                # Paths under /fail answer 500, so an attempt's recorded status can be seen.
+                self.send_response(500 if self.path.startswith("/fail") else 200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -157,6 +158,24 @@ def run(client, project, worker, endpoint):
     paused_only = [short(x.name) for x in client.list_queues(request={"parent": location, "filter": "state: PAUSED"})]
     record("list_queues state: PAUSED", paused_only)
     check("list_queues filter", paused_only == ["compat"], paused_only)
+    # The real service's filter language: comparisons, presence, combinations, and its errors.
+    filters = {
+        "rate_limits.max_dispatches_per_second < 10": ["compat"],
+        "name: OTHER": ["other"],
+        "state: PAUSED OR rate_limits.max_dispatches_per_second > 100": ["compat", "other"],
+        "NOT state: PAUSED AND retry_config.max_attempts = 100": ["other"],
+        "http_target: *": [],
+    }
+    for text, want in filters.items():
+        got = [short(x.name) for x in client.list_queues(request={"parent": location, "filter": text})]
+        record(f"list_queues {text}", got)
+        check(f"list_queues {text}", got == want, got)
+    expect_error("list_queues unknown field", "INVALID_ARGUMENT",
+                 lambda: list(client.list_queues(request={"parent": location, "filter": "bogus_field: 1"})),
+                 "Field not found: 'bogus_field'.")
+    expect_error("list_queues wrong type", "INVALID_ARGUMENT",
+                 lambda: list(client.list_queues(request={"parent": location, "filter": "state: BOGUS"})),
+                 "The value 'bogus' is of incorrect type.")
 
     # Tasks on the paused queue: nothing is delivered while we look at them.
     for i in range(5):
@@ -179,7 +198,8 @@ def run(client, project, worker, endpoint):
     check("get_task FULL", full.http_request.body == b"payload-0" and full.view == tasks_v2.Task.View.FULL, full)
     pages = [len(page.tasks) for page in client.list_tasks(request={"parent": q, "page_size": 2}).pages]
     record("list_tasks pages", pages)
-    check("list_tasks paging", pages == [2, 2, 2], pages)
+    # As the real service pages: every non-empty page has a token, so the last one is empty.
+    check("list_tasks paging", pages == [2, 2, 2, 0], pages)
     expect_error("create_task duplicate name", "ALREADY_EXISTS",
                  lambda: client.create_task(parent=q, task={"name": f"{q}/tasks/t0",
                                                             "http_request": {"url": worker.url}}),
@@ -192,16 +212,16 @@ def run(client, project, worker, endpoint):
                  "existed too recently")
     expect_error("create_task bad url", "INVALID_ARGUMENT",
                  lambda: client.create_task(parent=q, task={"http_request": {"url": "ftp://example.com/"}}),
-                 "http_request.url must start with 'http://' or 'https://'")
+                 "HttpTarget.url must start with 'http://' or 'https://'.")
     expect_error("create_task no target", "INVALID_ARGUMENT",
                  lambda: client.create_task(parent=q, task={"name": f"{q}/tasks/x"}))
-    expect_error("create_task missing queue", "FAILED_PRECONDITION",
+    expect_error("create_task missing queue", "NOT_FOUND",
                  lambda: client.create_task(parent=f"{location}/queues/missing",
                                             task={"http_request": {"url": worker.url}}))
     expect_error("get_queue missing", "NOT_FOUND", lambda: client.get_queue(name=f"{location}/queues/missing"),
-                 "Requested entity was not found.")
+                 "Queue does not exist. If you just created the queue, wait at least a minute for the queue to initialize.")
     expect_error("get_queue bad name", "INVALID_ARGUMENT", lambda: client.get_queue(name=f"{location}/queues/bad_name"),
-                 "Invalid queue name")
+                 "Queue ID \"bad_name\" can contain only letters")
 
     # RunTask dispatches at once even though the queue is paused.
     ran = client.run_task(name=f"{q}/tasks/t2")
@@ -233,7 +253,16 @@ def run(client, project, worker, endpoint):
     client.pause_queue(name=q)
     requests = [{"parent": q, "task": {"name": f"{q}/tasks/b{i}", "http_request": {"url": f"{worker.url}/batch/{i}"}}}
                 for i in range(3)]
-    requests.append({"parent": q, "task": {"name": f"{q}/tasks/b0", "http_request": {"url": worker.url}}})
+    # t0 ran earlier, so its name is still reserved: that entry alone fails.
+    requests.append({"parent": q, "task": {"name": f"{q}/tasks/t0", "http_request": {"url": worker.url}}})
+    expect_error("batch_create_tasks duplicate name", "INVALID_ARGUMENT",
+                 lambda: client.batch_create_tasks(request={"parent": q, "requests": requests + [requests[0]]}),
+                 f"Duplicate task name in the batch request: {q}/tasks/b0")
+    expect_error("batch_create_tasks other queue", "INVALID_ARGUMENT",
+                 lambda: client.batch_create_tasks(request={"parent": q, "requests": [
+                     {"parent": f"{location}/queues/other", "task": {"http_request": {"url": worker.url}}}]}),
+                 f"All tasks in a batch request must target the same queue. Found task for queue "
+                 f"{location}/queues/other in batch request for queue {q}.")
     created_op = client.batch_create_tasks(request={"parent": q, "requests": requests})
     result = created_op.result(timeout=10)
     meta = created_op.metadata
@@ -251,33 +280,52 @@ def run(client, project, worker, endpoint):
     dmeta = deleted_op.metadata
     record("batch_delete_tasks", {"state": dmeta.state.name, "failed": sorted(dmeta.failed_requests)})
     check("batch_delete_tasks", dmeta.state.name == "PARTIALLY_SUCCEEDED" and sorted(dmeta.failed_requests) == [2], dmeta)
+    check("batch_delete_tasks entry", dmeta.failed_requests[2].message == "Requested entity was not found.", dmeta)
+    # A delete batch where every name fails still ends PARTIALLY_SUCCEEDED, with an error.
+    none_op = client.batch_delete_tasks(request={"parent": q, "names": [f"{q}/tasks/never"]})
+    none_error = none_op.exception(timeout=10)
+    record("batch_delete_tasks none", {"state": none_op.metadata.state.name, "error": str(none_error)})
+    check("batch_delete_tasks none", none_op.metadata.state.name == "PARTIALLY_SUCCEEDED" and none_error is not None
+          and "None of the requests succeeded" in str(none_error), none_error)
     expect_error("get_task batch-deleted", "NOT_FOUND", lambda: client.get_task(name=f"{q}/tasks/b0"))
     expect_error("batch_create_tasks over the limit", "INVALID_ARGUMENT",
                  lambda: client.batch_create_tasks(request={"parent": q, "requests": [
                      {"parent": q, "task": {"http_request": {"url": worker.url}}}] * 101}),
-                 "at most 100")
-    same_id = [client.batch_create_tasks(request={"parent": q, "request_id": "retry-1", "requests": [
-        {"parent": q, "task": {"http_request": {"url": f"{worker.url}/idempotent"}}}]}).result(timeout=10) for _ in range(2)]
-    check("batch_create_tasks request_id", same_id[0].tasks[0].name == same_id[1].tasks[0].name, same_id)
-    record("batch_create_tasks request_id", "same operation")
+                 "A maximum of 100 tasks can be created in a single batch, but got 101 tasks.")
+    # A request_id names the operation; using it again is refused, as the real service does.
+    request_id = "retry-1"
+    once = client.batch_create_tasks(request={"parent": q, "request_id": request_id, "requests": [
+        {"parent": q, "task": {"http_request": {"url": f"{worker.url}/idempotent"}}}]})
+    once.result(timeout=10)
+    check("batch_create_tasks request_id", once.operation.name == f"{location}/operations/{request_id}", once.operation)
+    expect_error("batch_create_tasks request_id reused", "INVALID_ARGUMENT",
+                 lambda: client.batch_create_tasks(request={"parent": q, "request_id": request_id, "requests": [
+                     {"parent": q, "task": {"http_request": {"url": worker.url}}}]}),
+                 f"Duplicate operation id in the batch request: {request_id}")
+    record("batch_create_tasks request_id", "named by request_id")
 
     # IAM: stored with an etag, read-modify-write refused when stale.
     empty = client.get_iam_policy(request={"resource": q})
-    check("get_iam_policy", list(empty.bindings) == [], empty)
+    check("get_iam_policy", list(empty.bindings) == [] and empty.etag == b"\x00\x20\x01" and empty.version == 0, empty)
     policy = client.set_iam_policy(request={"resource": q, "policy": {
         "bindings": [{"role": "roles/cloudtasks.enqueuer", "members": ["serviceAccount:app@p.iam.gserviceaccount.com"]}],
         "etag": empty.etag}})
     record("set_iam_policy", [[b.role, list(b.members)] for b in policy.bindings])
-    check("set_iam_policy", policy.etag != empty.etag, policy)
+    check("set_iam_policy", policy.etag != empty.etag and policy.version == 1, policy)
     check("get_iam_policy after set", client.get_iam_policy(request={"resource": q}) == policy, policy)
     expect_error("set_iam_policy stale etag", "ABORTED",
                  lambda: client.set_iam_policy(request={"resource": q, "policy": {"bindings": [], "etag": empty.etag}}))
     expect_error("set_iam_policy bad member", "INVALID_ARGUMENT",
                  lambda: client.set_iam_policy(request={"resource": q, "policy": {
                      "bindings": [{"role": "roles/cloudtasks.viewer", "members": ["someone"]}]}}))
-    granted = client.test_iam_permissions(request={"resource": q, "permissions": ["cloudtasks.tasks.create", "other.x"]})
+    granted = client.test_iam_permissions(request={"resource": q, "permissions": [
+        "cloudtasks.tasks.create", "cloudtasks.queues.get", "cloudtasks.tasks.create"]})
     record("test_iam_permissions", list(granted.permissions))
-    check("test_iam_permissions", list(granted.permissions) == ["cloudtasks.tasks.create"], granted)
+    check("test_iam_permissions", list(granted.permissions) == ["cloudtasks.queues.get", "cloudtasks.tasks.create"],
+          granted)
+    expect_error("test_iam_permissions foreign", "INVALID_ARGUMENT",
+                 lambda: client.test_iam_permissions(request={"resource": q, "permissions": ["storage.objects.get"]}),
+                 "Permission storage.objects.get is not valid for this resource.")
 
     # CMEK config and locations.
     cmek_name = f"{location}/cmekConfig"
@@ -328,6 +376,23 @@ def run(client, project, worker, endpoint):
     record("oidc claims", {k: claims[k] for k in ["aud", "email", "email_verified"]} | {"life": claims["exp"] - claims["iat"]})
     check("oidc claims", claims["email"] == "sa@p.iam.gserviceaccount.com" and claims["exp"] - claims["iat"] == 3600
           and claims["email_verified"] is True, claims)
+
+    # A failed attempt is recorded as the real service records it.
+    fq = f"{location}/queues/failing"
+    client.create_queue(parent=location, queue={"name": fq, "retry_config": {
+        "max_attempts": 2, "min_backoff": duration_pb2.Duration(seconds=600), "max_backoff": duration_pb2.Duration(seconds=600)}})
+    failing = client.create_task(parent=fq, task={"http_request": {"url": f"{worker.url}/fail"}})
+    worker.wait_for("/fail")
+    deadline = time.monotonic() + 10
+    seen = client.get_task(name=failing.name)
+    while not seen.last_attempt.response_status.message and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen = client.get_task(name=failing.name)
+    status = seen.last_attempt.response_status
+    record("attempt status", {"code": status.code, "message": status.message, "responses": seen.response_count,
+                              "dispatches": seen.dispatch_count})
+    check("attempt status", status.code == 13 and status.message == "INTERNAL(13): HTTP status code 500"
+          and seen.response_count == 0 and seen.dispatch_count == 1, seen)
 
     # Purge, then delete the queue.
     client.pause_queue(name=q)

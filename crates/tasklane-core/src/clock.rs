@@ -36,6 +36,65 @@ impl Timestamp {
     }
 }
 
+/// The civil date of a day counted from 1970-01-01 (proleptic Gregorian).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// Days from 1970-01-01 to a civil date.
+pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The day of the `nth` Sunday of a month (1 = the first).
+fn nth_sunday(year: i64, month: u32, nth: i64) -> i64 {
+    let first = days_from_civil(year, month, 1);
+    // 1970-01-01 was a Thursday: day 0 has weekday 4 (Sunday = 0).
+    let weekday = (first + 4).rem_euclid(7);
+    first + (7 - weekday) % 7 + 7 * (nth - 1)
+}
+
+/// `t` in US Pacific time with its offset, as the real service writes times in its errors:
+/// `2099-12-31T16:00:00-08:00`, with a fraction only when there is one (`…:00.5-08:00`).
+/// Daylight time runs from the second Sunday of March, 2:00 local, to the first Sunday of
+/// November, 2:00 local.
+pub fn pacific_time(t: Timestamp) -> String {
+    let secs = t.0.div_euclid(1_000_000);
+    let micros = t.0.rem_euclid(1_000_000);
+    let (year, _, _) = civil_from_days(secs.div_euclid(86_400));
+    let dst_start = nth_sunday(year, 3, 2) * 86_400 + 10 * 3600;
+    let dst_end = nth_sunday(year, 11, 1) * 86_400 + 9 * 3600;
+    let offset_hours: i64 = if (dst_start..dst_end).contains(&secs) { -7 } else { -8 };
+    let local = secs + offset_hours * 3600;
+    let (y, mo, d) = civil_from_days(local.div_euclid(86_400));
+    let of_day = local.rem_euclid(86_400);
+    let mut frac = if micros == 0 { String::new() } else { format!(".{micros:06}") };
+    while frac.ends_with('0') {
+        frac.pop();
+    }
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}{frac}-{:02}:00",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60,
+        -offset_hours
+    )
+}
+
 /// A duration in whole microseconds, saturating at `i64::MAX`.
 pub fn duration_micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
@@ -158,5 +217,21 @@ mod tests {
         let b = Timestamp::from_secs(12);
         assert_eq!(b.since(a), Duration::from_secs(2));
         assert_eq!(a.since(b), Duration::ZERO);
+    }
+
+    #[test]
+    fn pacific_time_follows_daylight_saving() {
+        let at = |secs: i64, micros: i64| pacific_time(Timestamp(secs * 1_000_000 + micros));
+        // 2100-01-01T00:00:00Z, in winter.
+        assert_eq!(at(4_102_444_800, 0), "2099-12-31T16:00:00-08:00");
+        assert_eq!(at(4_102_444_800, 500_000), "2099-12-31T16:00:00.5-08:00");
+        // 2100-07-01T00:00:00Z, in summer.
+        assert_eq!(at(4_118_083_200, 0), "2100-06-30T17:00:00-07:00");
+        // 2026-03-08 is the second Sunday of March: 10:00Z starts daylight time.
+        assert_eq!(at(1_772_963_999, 0), "2026-03-08T01:59:59-08:00");
+        assert_eq!(at(1_772_964_000, 0), "2026-03-08T03:00:00-07:00");
+        // 2026-11-01 is the first Sunday of November: 09:00Z ends it.
+        assert_eq!(at(1_793_523_599, 0), "2026-11-01T01:59:59-07:00");
+        assert_eq!(at(1_793_523_600, 0), "2026-11-01T01:00:00-08:00");
     }
 }

@@ -4,8 +4,10 @@
 pub mod access;
 pub mod clock;
 pub mod egress;
+pub mod filter;
 pub mod header;
 pub mod job;
+pub mod mask;
 pub mod name;
 pub mod queue;
 pub mod rate;

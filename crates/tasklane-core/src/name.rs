@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::status::Status;
+use crate::status::{Detail, Status};
 
 pub const MAX_QUEUE_ID_LEN: usize = 100;
 pub const MAX_TASK_ID_LEN: usize = 500;
@@ -80,25 +80,57 @@ impl LocationName {
     }
 }
 
+/// The texts the real service answers a malformed name with.
+pub mod texts {
+    pub fn queue_id(id: &str) -> String {
+        format!(
+            "Queue ID \"{id}\" can contain only letters ([A-Za-z]), numbers ([0-9]), or hyphens (-). \
+             Queue ID must be between 1 and 100 characters."
+        )
+    }
+
+    pub fn task_id(id: &str) -> String {
+        format!(
+            "Task ID \"{id}\" can contain only letters ([A-Za-z]), numbers ([0-9]), hyphens (-), or \
+             underscores (_). Task ID must between 1 and 500 characters."
+        )
+    }
+
+    pub const QUEUE_NAME: &str =
+        "Queue name must be formatted: \"projects/<PROJECT_ID>/locations/<LOCATION_ID>/queues/<QUEUE_ID>\".";
+    pub const TASK_NAME: &str = "Task name must be formatted: \
+        \"projects/<PROJECT_ID>/locations/<LOCATION_ID>/queues/<QUEUE_ID>/tasks/<TASK_ID>\".";
+}
+
+const QUEUE_DOCS: &str =
+    "https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues#Queue.FIELDS.name";
+const TASK_DOCS: &str =
+    "https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks#Task.FIELDS.name";
+
 fn queue_id_error(full: &str) -> Status {
-    Status::invalid_argument(format!(
-        "Invalid queue name \"{full}\": expected projects/PROJECT_ID/locations/LOCATION_ID/queues/QUEUE_ID \
-         where QUEUE_ID has 1 to {MAX_QUEUE_ID_LEN} letters, digits or hyphens"
-    ))
+    Status::invalid_argument(texts::queue_id(full.rsplit_once("/queues/").map_or(full, |(_, id)| id)))
+        .with_detail(Detail::help("Definition of queue ID", QUEUE_DOCS))
 }
 
 fn task_id_error(full: &str) -> Status {
-    Status::invalid_argument(format!(
-        "Invalid task name \"{full}\": expected projects/PROJECT_ID/locations/LOCATION_ID/queues/QUEUE_ID/tasks/TASK_ID \
-         where TASK_ID has 1 to {MAX_TASK_ID_LEN} letters, digits, hyphens or underscores"
-    ))
+    Status::invalid_argument(texts::task_id(full.rsplit_once("/tasks/").map_or(full, |(_, id)| id)))
+        .with_detail(Detail::help("Definition of task ID", TASK_DOCS))
+}
+
+fn malformed_queue_name() -> Status {
+    Status::invalid_argument(texts::QUEUE_NAME).with_detail(Detail::help("Definition of queue name", QUEUE_DOCS))
+}
+
+fn malformed_task_name() -> Status {
+    Status::invalid_argument(texts::TASK_NAME).with_detail(Detail::help("Definition of task name", TASK_DOCS))
 }
 
 impl QueueName {
+    /// A queue name; a well-formed name with a bad queue ID says what an ID may hold.
     pub fn parse(s: &str) -> Result<Self, Status> {
-        let (parent, queue) = s.rsplit_once("/queues/").ok_or_else(|| queue_id_error(s))?;
-        let parent = LocationName::parse(parent).map_err(|_| queue_id_error(s))?;
-        parent.queue(queue).map_err(|_| queue_id_error(s))
+        let (parent, queue) = s.rsplit_once("/queues/").ok_or_else(malformed_queue_name)?;
+        let parent = LocationName::parse(parent).map_err(|_| malformed_queue_name())?;
+        parent.queue(queue)
     }
 
     pub fn task(&self, task: impl Into<String>) -> Result<TaskName, Status> {
@@ -111,10 +143,15 @@ impl QueueName {
 }
 
 impl TaskName {
+    /// A task name; a well-formed name with a bad task or queue ID says what an ID may hold.
     pub fn parse(s: &str) -> Result<Self, Status> {
-        let (queue, task) = s.rsplit_once("/tasks/").ok_or_else(|| task_id_error(s))?;
-        let queue = QueueName::parse(queue).map_err(|_| task_id_error(s))?;
-        queue.task(task).map_err(|_| task_id_error(s))
+        let (queue, task) = s.rsplit_once("/tasks/").ok_or_else(malformed_task_name)?;
+        let queue = match QueueName::parse(queue) {
+            Ok(q) => q,
+            Err(e) if e.message.starts_with("Queue ID") => return Err(e),
+            Err(_) => return Err(malformed_task_name()),
+        };
+        queue.task(task)
     }
 }
 
@@ -185,7 +222,22 @@ mod tests {
     #[test]
     fn errors_say_what_to_fix() {
         let err = QueueName::parse("projects/p/locations/l/queues/bad_name").unwrap_err();
-        assert!(err.message.contains("QUEUE_ID has 1 to 100 letters, digits or hyphens"), "{err}");
-        assert!(err.message.contains("bad_name"));
+        assert_eq!(
+            err.message,
+            "Queue ID \"bad_name\" can contain only letters ([A-Za-z]), numbers ([0-9]), or hyphens (-). \
+             Queue ID must be between 1 and 100 characters."
+        );
+        let err = QueueName::parse("projects/p/locations/l/queue/q").unwrap_err();
+        assert_eq!(err.message, texts::QUEUE_NAME);
+        let err = TaskName::parse("projects/p/locations/l/queues/q/tasks/a.b").unwrap_err();
+        assert_eq!(
+            err.message,
+            "Task ID \"a.b\" can contain only letters ([A-Za-z]), numbers ([0-9]), hyphens (-), or \
+             underscores (_). Task ID must between 1 and 500 characters."
+        );
+        let err = TaskName::parse("projects/p/locations/l/queues/q_1/tasks/t").unwrap_err();
+        assert!(err.message.starts_with("Queue ID \"q_1\""), "{err}");
+        assert_eq!(TaskName::parse("projects/p/queues/q/tasks/t").unwrap_err().message, texts::TASK_NAME);
+        assert_eq!(TaskName::parse("").unwrap_err().message, texts::TASK_NAME);
     }
 }

@@ -6,6 +6,25 @@ use crate::retry::{RetryConfig, RetrySpec};
 use crate::status::Status;
 use crate::target::HttpTarget;
 
+/// The texts the real service answers about queues and their tasks' existence.
+pub mod texts {
+    /// NOT_FOUND for a queue that is not there, wherever the queue is needed.
+    pub const QUEUE_MISSING: &str =
+        "Queue does not exist. If you just created the queue, wait at least a minute for the queue to initialize.";
+    /// NOT_FOUND for what DeleteQueue, DeleteTask and RunTask cannot find.
+    pub const NOT_FOUND: &str = "Requested entity was not found.";
+    pub const QUEUE_EXISTS: &str = "Queue already exists";
+    /// GetTask, for a task that completed or was deleted within the tombstone window.
+    pub const TASK_GONE: &str = "The task no longer exists, though a task with this name existed recently. \
+                                 The task either successfully completed or was deleted.";
+    pub const TASK_TOO_RECENT: &str = "The task cannot be created because a task with this name existed too \
+        recently. For more information about task de-duplication see \
+        https://cloud.google.com/tasks/docs/reference/rest/v2/projects.locations.queues.tasks/create#body.request_body.FIELDS.task.";
+    pub const TASK_EXISTS: &str = "Requested entity already exists";
+    pub const QUEUE_TOO_RECENT: &str =
+        "The queue cannot be created because a queue with this name existed too recently.";
+}
+
 pub const DEFAULT_MAX_DISPATCHES_PER_SECOND: f64 = 500.0;
 pub const MAX_DISPATCHES_PER_SECOND: f64 = 500.0;
 pub const DEFAULT_MAX_CONCURRENT_DISPATCHES: i32 = 1000;
@@ -120,21 +139,21 @@ impl RateSpec {
     pub fn resolve(&self) -> Result<RateLimits, Status> {
         let rate = self.max_dispatches_per_second;
         if !rate.is_finite() || rate < 0.0 {
-            return Err(Status::invalid_argument("rate_limits.max_dispatches_per_second must be a positive number"));
+            return Err(Status::invalid_argument("RateLimits.maxDispatchesPerSecond cannot be negative."));
         }
         if rate > MAX_DISPATCHES_PER_SECOND {
-            return Err(Status::invalid_argument(format!(
-                "rate_limits.max_dispatches_per_second is {rate}, but must be at most {MAX_DISPATCHES_PER_SECOND}"
-            )));
+            return Err(Status::invalid_argument(
+                "RateLimits.maxDispatchesPerSecond must be less than or equal to 500.",
+            ));
         }
         let concurrency = self.max_concurrent_dispatches;
         if concurrency < 0 {
-            return Err(Status::invalid_argument("rate_limits.max_concurrent_dispatches must not be negative"));
+            return Err(Status::invalid_argument("RateLimits.maxConcurrentDispatches cannot be negative."));
         }
         if concurrency > MAX_CONCURRENT_DISPATCHES {
-            return Err(Status::invalid_argument(format!(
-                "rate_limits.max_concurrent_dispatches is {concurrency}, but must be at most {MAX_CONCURRENT_DISPATCHES}"
-            )));
+            return Err(Status::invalid_argument(
+                "RateLimits.maxConcurrentDispatches must be less than or equal to 5000.",
+            ));
         }
         let rate = if rate == 0.0 { DEFAULT_MAX_DISPATCHES_PER_SECOND } else { rate };
         Ok(RateLimits {
@@ -146,13 +165,21 @@ impl RateSpec {
 }
 
 impl QueueSpec {
-    /// Validate and fill defaults.
+    /// Check what a request wrote before it is merged into anything: its `http_target`
+    /// whole, even where an update mask leaves it out (the real service does).
+    pub fn check_request(&self) -> Result<(), Status> {
+        match &self.http_target {
+            Some(t) => t.clone().validate().map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Validate and fill defaults. A request's own `http_target` has passed
+    /// [`QueueSpec::check_request`]; a merged one must still say something.
     pub fn resolve(&self, name: QueueName, state: QueueState, purge_time: Option<Timestamp>) -> Result<Queue, Status> {
         let ratio = self.logging_sampling_ratio;
         if !(0.0..=1.0).contains(&ratio) {
-            return Err(Status::invalid_argument(
-                "stackdriver_logging_config.sampling_ratio must be between 0.0 and 1.0",
-            ));
+            return Err(Status::invalid_argument("sampling_ratio must be between 0.0 and 1.0."));
         }
         Ok(Queue {
             name,
@@ -161,7 +188,13 @@ impl QueueSpec {
             state,
             purge_time,
             logging_sampling_ratio: ratio,
-            http_target: self.http_target.clone().map(HttpTarget::validate).transpose()?,
+            http_target: match &self.http_target {
+                Some(t) => {
+                    t.check_uri_override()?;
+                    Some(t.clone())
+                }
+                None => None,
+            },
             kind: QueueKind::Push,
         })
     }
@@ -176,117 +209,6 @@ impl QueueSpec {
             retry: RetrySpec::from(&queue.retry_config),
             logging_sampling_ratio: queue.logging_sampling_ratio,
             http_target: queue.http_target.clone(),
-        }
-    }
-
-    /// Apply `patch` over `base` as `UpdateQueue` does. No mask replaces every settable
-    /// field; an empty mask changes nothing; a path names a field or a whole sub-message.
-    /// Output-only fields (`state`, `purge_time`, `name`) are accepted and ignored.
-    pub fn apply_mask(base: QueueSpec, patch: QueueSpec, mask: Option<&[String]>) -> Result<QueueSpec, Status> {
-        let Some(paths) = mask else { return Ok(patch) };
-        let mut out = base;
-        for raw in paths {
-            let path = snake_case_path(raw.trim());
-            match path.as_str() {
-                "" | "name" | "state" | "purge_time" | "rate_limits.max_burst_size" => {}
-                "rate_limits" => out.rate = patch.rate,
-                "rate_limits.max_dispatches_per_second" => {
-                    out.rate.max_dispatches_per_second = patch.rate.max_dispatches_per_second
-                }
-                "rate_limits.max_concurrent_dispatches" => {
-                    out.rate.max_concurrent_dispatches = patch.rate.max_concurrent_dispatches
-                }
-                "retry_config" => out.retry = patch.retry,
-                "retry_config.max_attempts" => out.retry.max_attempts = patch.retry.max_attempts,
-                "retry_config.max_retry_duration" => {
-                    out.retry.max_retry_duration_micros = patch.retry.max_retry_duration_micros
-                }
-                "retry_config.min_backoff" => out.retry.min_backoff_micros = patch.retry.min_backoff_micros,
-                "retry_config.max_backoff" => out.retry.max_backoff_micros = patch.retry.max_backoff_micros,
-                "retry_config.max_doublings" => out.retry.max_doublings = patch.retry.max_doublings,
-                "stackdriver_logging_config" | "stackdriver_logging_config.sampling_ratio" => {
-                    out.logging_sampling_ratio = patch.logging_sampling_ratio
-                }
-                "http_target" => out.http_target = patch.http_target.clone(),
-                "http_target.uri_override"
-                | "http_target.http_method"
-                | "http_target.header_overrides"
-                | "http_target.oauth_token"
-                | "http_target.oidc_token" => {
-                    let from = patch.http_target.clone().unwrap_or_default();
-                    let to = out.http_target.get_or_insert_with(Default::default);
-                    match path.as_str() {
-                        "http_target.uri_override" => to.uri_override = from.uri_override,
-                        "http_target.http_method" => to.method = from.method,
-                        "http_target.header_overrides" => to.headers = from.headers,
-                        _ => to.auth = from.auth,
-                    }
-                    if *to == HttpTarget::default() {
-                        out.http_target = None;
-                    }
-                }
-                other => {
-                    return Err(Status::invalid_argument(format!(
-                        "update_mask path \"{other}\" is not a field of Queue; valid paths are rate_limits, \
-                         retry_config, stackdriver_logging_config, http_target and their fields"
-                    )));
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// A `ListQueues` filter. The service filters on `state`: `state: PAUSED`, `state = PAUSED`,
-/// `state != PAUSED`, `NOT state: PAUSED`, `-state: PAUSED`, with the enum name in any case
-/// (quoted or not), or nothing at all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum QueueFilter {
-    #[default]
-    All,
-    StateIs(QueueState),
-    StateIsNot(QueueState),
-}
-
-impl QueueFilter {
-    pub fn parse(filter: &str) -> Result<QueueFilter, Status> {
-        let f = filter.trim();
-        if f.is_empty() {
-            return Ok(QueueFilter::All);
-        }
-        let bad = || {
-            Status::invalid_argument(format!(
-                "Invalid filter \"{filter}\": queues can be filtered by state, for example \"state: PAUSED\" or \"state != PAUSED\""
-            ))
-        };
-        // `NOT state: X` and `-state: X` negate, as in Google's filter syntax.
-        let (not, f) = match f.strip_prefix("NOT ").or_else(|| f.strip_prefix('-')) {
-            Some(rest) => (true, rest.trim_start()),
-            None => (false, f),
-        };
-        let rest = f.strip_prefix("state").ok_or_else(bad)?.trim_start();
-        let (negated, value) = if let Some(v) = rest.strip_prefix("!=") {
-            (!not, v)
-        } else if let Some(v) = rest.strip_prefix(':').or_else(|| rest.strip_prefix('=')) {
-            (not, v)
-        } else {
-            return Err(bad());
-        };
-        let value = value.trim().trim_matches('"');
-        let state = match value.to_ascii_uppercase().as_str() {
-            "RUNNING" => QueueState::Running,
-            "PAUSED" => QueueState::Paused,
-            "DISABLED" => QueueState::Disabled,
-            _ => return Err(bad()),
-        };
-        Ok(if negated { QueueFilter::StateIsNot(state) } else { QueueFilter::StateIs(state) })
-    }
-
-    pub fn matches(&self, queue: &Queue) -> bool {
-        match self {
-            QueueFilter::All => true,
-            QueueFilter::StateIs(s) => queue.state == *s,
-            QueueFilter::StateIsNot(s) => queue.state != *s,
         }
     }
 }
@@ -342,83 +264,16 @@ mod tests {
             let r = RateSpec { max_dispatches_per_second: rate, max_concurrent_dispatches: concurrency }.resolve();
             match needle {
                 None => assert!(r.is_ok(), "{rate} {concurrency}: {r:?}"),
-                Some(n) => assert!(r.unwrap_err().message.contains(n), "{rate} {concurrency}"),
+                Some(n) => assert_eq!(r.unwrap_err().message, n, "{rate} {concurrency}"),
             }
         };
         check(500.0, 5000, None);
         check(0.01, 1, None);
-        check(500.5, 0, Some("at most 500"));
-        check(-1.0, 0, Some("positive"));
-        check(f64::NAN, 0, Some("positive"));
-        check(10.0, 5001, Some("at most 5000"));
-        check(10.0, -1, Some("must not be negative"));
-    }
-
-    #[test]
-    fn update_mask_rules() {
-        use crate::target::{HttpTarget, UriOverride};
-        let base = QueueSpec {
-            rate: RateSpec { max_dispatches_per_second: 10.0, max_concurrent_dispatches: 5 },
-            retry: RetrySpec { max_attempts: 7, max_doublings: 3, ..Default::default() },
-            logging_sampling_ratio: 0.5,
-            http_target: Some(HttpTarget { headers: vec![("X-A".into(), "1".into())], ..Default::default() }),
-        };
-        let patch = QueueSpec {
-            rate: RateSpec { max_dispatches_per_second: 20.0, max_concurrent_dispatches: 0 },
-            retry: RetrySpec { max_attempts: 9, ..Default::default() },
-            logging_sampling_ratio: 0.0,
-            http_target: Some(HttpTarget {
-                uri_override: Some(UriOverride { host: Some("h".into()), ..Default::default() }),
-                ..Default::default()
-            }),
-        };
-        let apply = |mask: Option<&[String]>| QueueSpec::apply_mask(base.clone(), patch.clone(), mask);
-        // No mask: the patch replaces everything.
-        assert_eq!(apply(None).unwrap(), patch);
-        // Empty mask: nothing changes.
-        assert_eq!(apply(Some(&[])).unwrap(), base);
-        // A leaf path changes only that leaf (camelCase accepted).
-        let leaf = apply(Some(&["rateLimits.maxDispatchesPerSecond".into()])).unwrap();
-        assert_eq!(leaf.rate.max_dispatches_per_second, 20.0);
-        assert_eq!(leaf.rate.max_concurrent_dispatches, 5);
-        assert_eq!(leaf.retry, base.retry);
-        // A sub-message path replaces the whole sub-message.
-        let whole = apply(Some(&["retry_config".into()])).unwrap();
-        assert_eq!(whole.retry, patch.retry);
-        assert_eq!(whole.rate, base.rate);
-        // http_target: whole, or one of its fields.
-        assert_eq!(apply(Some(&["http_target".into()])).unwrap().http_target, patch.http_target);
-        let uri = apply(Some(&["httpTarget.uriOverride".into()])).unwrap().http_target.unwrap();
-        assert_eq!(uri.headers, base.http_target.as_ref().unwrap().headers);
-        assert_eq!(uri.uri_override, patch.http_target.as_ref().unwrap().uri_override);
-        let cleared = apply(Some(&["http_target.header_overrides".into()])).unwrap();
-        assert_eq!(cleared.http_target, None, "a target with nothing left is no target");
-        // Output-only paths are ignored; unknown ones are refused.
-        assert_eq!(apply(Some(&["state".into()])).unwrap(), base);
-        let err = apply(Some(&["retry_config.bogus".into()])).unwrap_err();
-        assert!(err.message.contains("retry_config.bogus"));
-    }
-
-    #[test]
-    fn filters() {
-        let check = |input: &str, expected: Option<QueueFilter>| {
-            assert_eq!(QueueFilter::parse(input).ok(), expected, "{input:?}");
-        };
-        check("", Some(QueueFilter::All));
-        check("state: PAUSED", Some(QueueFilter::StateIs(QueueState::Paused)));
-        check("state:paused", Some(QueueFilter::StateIs(QueueState::Paused)));
-        check("state = RUNNING", Some(QueueFilter::StateIs(QueueState::Running)));
-        check("state != PAUSED", Some(QueueFilter::StateIsNot(QueueState::Paused)));
-        check("state: \"DISABLED\"", Some(QueueFilter::StateIs(QueueState::Disabled)));
-        check("NOT state: PAUSED", Some(QueueFilter::StateIsNot(QueueState::Paused)));
-        check("-state:running", Some(QueueFilter::StateIsNot(QueueState::Running)));
-        check("NOT state != PAUSED", Some(QueueFilter::StateIs(QueueState::Paused)));
-        check("state: SLEEPING", None);
-        check("name: x", None);
-        check("state PAUSED", None);
-        let q = QueueSpec::default().resolve(name(), QueueState::Paused, None).unwrap();
-        assert!(QueueFilter::StateIs(QueueState::Paused).matches(&q));
-        assert!(!QueueFilter::StateIsNot(QueueState::Paused).matches(&q));
+        check(500.5, 0, Some("RateLimits.maxDispatchesPerSecond must be less than or equal to 500."));
+        check(-1.0, 0, Some("RateLimits.maxDispatchesPerSecond cannot be negative."));
+        check(f64::NAN, 0, Some("RateLimits.maxDispatchesPerSecond cannot be negative."));
+        check(10.0, 5001, Some("RateLimits.maxConcurrentDispatches must be less than or equal to 5000."));
+        check(10.0, -1, Some("RateLimits.maxConcurrentDispatches cannot be negative."));
     }
 
     #[test]

@@ -47,30 +47,30 @@ pub struct RetrySpec {
 fn non_negative(field: &str, micros: i64) -> Result<Option<Duration>, Status> {
     match micros {
         0 => Ok(None),
-        m if m < 0 => Err(Status::invalid_argument(format!("retry_config.{field} must not be negative"))),
+        m if m < 0 => Err(Status::invalid_argument(format!("RetryConfig.{field} cannot be negative."))),
         m => Ok(Some(Duration::from_micros(m as u64))),
     }
 }
 
 impl RetrySpec {
+    /// Validate and fill defaults, with the real service's texts.
     pub fn resolve(&self) -> Result<RetryConfig, Status> {
         if self.max_attempts < -1 {
-            return Err(Status::invalid_argument(
-                "retry_config.max_attempts must be -1 (unlimited) or greater; 0 selects the default of 100",
-            ));
+            return Err(Status::invalid_argument("RetryConfig.maxAttempts must be greater or equal to -1."));
         }
         if self.max_doublings < 0 {
-            return Err(Status::invalid_argument("retry_config.max_doublings must not be negative"));
+            return Err(Status::invalid_argument("RetryConfig.maxDoublings cannot be negative."));
         }
-        let max_retry_duration = non_negative("max_retry_duration", self.max_retry_duration_micros)?;
-        let min_backoff = non_negative("min_backoff", self.min_backoff_micros)?.unwrap_or(DEFAULT_MIN_BACKOFF);
-        let max_backoff = non_negative("max_backoff", self.max_backoff_micros)?.unwrap_or(DEFAULT_MAX_BACKOFF);
+        let max_retry_duration = non_negative("max_retry_duration.seconds", self.max_retry_duration_micros)?;
+        if self.max_retry_duration_micros % 1_000_000 != 0 {
+            return Err(Status::invalid_argument("RetryConfig.max_retry_duration.nanos cannot be set."));
+        }
+        let min_backoff = non_negative("minBackoff", self.min_backoff_micros)?.unwrap_or(DEFAULT_MIN_BACKOFF);
+        let max_backoff = non_negative("maxBackoff", self.max_backoff_micros)?.unwrap_or(DEFAULT_MAX_BACKOFF);
         if min_backoff > max_backoff {
-            return Err(Status::invalid_argument(format!(
-                "retry_config.min_backoff ({}s) must be less than or equal to retry_config.max_backoff ({}s)",
-                min_backoff.as_secs_f64(),
-                max_backoff.as_secs_f64()
-            )));
+            return Err(Status::invalid_argument(
+                "RetryConfig.minBackoff must be less than or equal to RetryConfig.maxBackoff.",
+            ));
         }
         Ok(RetryConfig {
             max_attempts: if self.max_attempts == 0 { DEFAULT_MAX_ATTEMPTS } else { self.max_attempts },
@@ -213,19 +213,28 @@ mod tests {
         assert_eq!(custom.max_attempts, -1);
         assert_eq!(custom.min_backoff, Duration::from_secs(2));
 
-        let err = |spec: RetrySpec, needle: &str| {
+        let err = |spec: RetrySpec, text: &str| {
             let e = spec.resolve().unwrap_err();
-            assert!(e.message.contains(needle), "{e}");
+            assert_eq!(e.message, text);
         };
-        err(RetrySpec { max_attempts: -2, ..Default::default() }, "max_attempts");
-        err(RetrySpec { max_doublings: -1, ..Default::default() }, "max_doublings");
-        err(RetrySpec { min_backoff_micros: -1, ..Default::default() }, "min_backoff must not be negative");
-        err(RetrySpec { max_retry_duration_micros: -5, ..Default::default() }, "max_retry_duration");
         err(
-            RetrySpec { min_backoff_micros: 10_000_000, max_backoff_micros: 5_000_000, ..Default::default() },
-            "less than or equal",
+            RetrySpec { max_attempts: -2, ..Default::default() },
+            "RetryConfig.maxAttempts must be greater or equal to -1.",
         );
+        err(RetrySpec { max_doublings: -1, ..Default::default() }, "RetryConfig.maxDoublings cannot be negative.");
+        err(RetrySpec { min_backoff_micros: -1, ..Default::default() }, "RetryConfig.minBackoff cannot be negative.");
+        err(RetrySpec { max_backoff_micros: -1, ..Default::default() }, "RetryConfig.maxBackoff cannot be negative.");
+        err(
+            RetrySpec { max_retry_duration_micros: -5, ..Default::default() },
+            "RetryConfig.max_retry_duration.seconds cannot be negative.",
+        );
+        err(
+            RetrySpec { max_retry_duration_micros: 30_900_000, ..Default::default() },
+            "RetryConfig.max_retry_duration.nanos cannot be set.",
+        );
+        let order = "RetryConfig.minBackoff must be less than or equal to RetryConfig.maxBackoff.";
+        err(RetrySpec { min_backoff_micros: 10_000_000, max_backoff_micros: 5_000_000, ..Default::default() }, order);
         // An unset max_backoff defaults to 3600 s, so a min_backoff above it is refused.
-        err(RetrySpec { min_backoff_micros: 3_601_000_000, ..Default::default() }, "less than or equal");
+        err(RetrySpec { min_backoff_micros: 3_601_000_000, ..Default::default() }, order);
     }
 }

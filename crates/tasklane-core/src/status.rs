@@ -94,10 +94,18 @@ impl Code {
         }
     }
 
+    /// An attempt's recorded status text, as the real service writes it:
+    /// `INTERNAL(13): HTTP status code 500`, `UNKNOWN(2): HTTP status code 0` for a worker
+    /// that could not be reached.
+    pub fn attempt_message(self, http_status: u16) -> String {
+        format!("{}({}): HTTP status code {http_status}", self.name(), self as i32)
+    }
+
     /// The code recorded for a worker's HTTP answer, as Cloud Tasks records `response_status`.
     pub fn from_worker_http_status(status: u16) -> Code {
         match status {
             200..=299 => Code::Ok,
+            301 => Code::Unknown,
             400 => Code::InvalidArgument,
             401 => Code::Unauthenticated,
             403 => Code::PermissionDenied,
@@ -116,17 +124,53 @@ impl Code {
     }
 }
 
+/// What an error says beyond its text, as `google.rpc` error details: the edges render
+/// them (`details` in REST JSON, `grpc-status-details-bin` over gRPC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detail {
+    /// `google.rpc.ErrorInfo`: a machine-readable reason, its domain, and facts about it.
+    ErrorInfo { reason: String, domain: String, metadata: Vec<(String, String)> },
+    /// `google.rpc.Help`: links as (description, url).
+    Help { links: Vec<(String, String)> },
+    /// `google.rpc.BadRequest`: the fields at fault as (field, description); the field may be empty.
+    BadRequest { violations: Vec<(String, String)> },
+    /// `google.rpc.LocalizedMessage`.
+    LocalizedMessage { locale: String, message: String },
+}
+
+impl Detail {
+    /// An `ErrorInfo` in Cloud Tasks' domain.
+    pub fn cloud_tasks(reason: &str, metadata: &[(&str, &str)]) -> Detail {
+        Detail::ErrorInfo {
+            reason: reason.to_string(),
+            domain: "cloudtasks.googleapis.com".to_string(),
+            metadata: metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    /// A `Help` with one link.
+    pub fn help(description: &str, url: &str) -> Detail {
+        Detail::Help { links: vec![(description.to_string(), url.to_string())] }
+    }
+}
+
 /// A code with a message for the caller: the error type of every validation rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct Status {
     pub code: Code,
     pub message: String,
+    pub details: Vec<Detail>,
 }
 
 impl Status {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Status { code, message: message.into() }
+        Status { code, message: message.into(), details: Vec::new() }
+    }
+
+    pub fn with_detail(mut self, detail: Detail) -> Self {
+        self.details.push(detail);
+        self
     }
 
     pub fn invalid_argument(message: impl Into<String>) -> Self {
@@ -186,6 +230,11 @@ mod tests {
         check(503, Code::Unavailable);
         check(504, Code::DeadlineExceeded);
         check(302, Code::FailedPrecondition);
+        check(301, Code::Unknown);
+        assert_eq!(Code::Internal.attempt_message(500), "INTERNAL(13): HTTP status code 500");
+        assert_eq!(Code::Cancelled.attempt_message(499), "CANCELLED(1): HTTP status code 499");
+        assert_eq!(Code::DeadlineExceeded.attempt_message(504), "DEADLINE_EXCEEDED(4): HTTP status code 504");
+        assert_eq!(Code::Unknown.attempt_message(0), "UNKNOWN(2): HTTP status code 0");
     }
 
     #[test]

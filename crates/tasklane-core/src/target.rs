@@ -5,8 +5,11 @@ use crate::header;
 use crate::status::Status;
 use crate::task::{AuthToken, HttpMethod, HttpRequest};
 
+/// The scheme a URI override sets. `Unspecified` is kept when a caller sets it (the real
+/// service keeps an explicit 0) and changes nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    Unspecified,
     Http,
     Https,
 }
@@ -14,19 +17,82 @@ pub enum Scheme {
 impl Scheme {
     pub fn as_str(self) -> &'static str {
         match self {
+            Scheme::Unspecified => "unspecified",
             Scheme::Http => "http",
             Scheme::Https => "https",
         }
     }
 }
 
-/// When the URI override applies. Unspecified means `Always`, as in Cloud Tasks.
+impl Scheme {
+    /// A `UriOverride.Scheme` number; one the API lacks refuses the whole target.
+    pub fn from_number(n: Option<i32>) -> Result<Option<Scheme>, Status> {
+        match n {
+            None => Ok(None),
+            Some(0) => Ok(Some(Scheme::Unspecified)),
+            Some(1) => Ok(Some(Scheme::Http)),
+            Some(2) => Ok(Some(Scheme::Https)),
+            Some(_) => Err(texts::error(texts::BAD_TARGET)),
+        }
+    }
+
+    pub fn number(self) -> i32 {
+        match self {
+            Scheme::Unspecified => 0,
+            Scheme::Http => 1,
+            Scheme::Https => 2,
+        }
+    }
+}
+
+/// When the URI override applies. Unspecified (kept as such, as the real service keeps
+/// it) behaves as `Always`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EnforceMode {
+    #[default]
+    Unspecified,
     /// Only the parts of the URL the task does not have (a port, a path other than `/`, a query).
     IfNotExists,
-    #[default]
     Always,
+}
+
+impl EnforceMode {
+    /// A `UriOverrideEnforceMode` number; one the API lacks refuses the whole target.
+    pub fn from_number(n: i32) -> Result<EnforceMode, Status> {
+        match n {
+            0 => Ok(EnforceMode::Unspecified),
+            1 => Ok(EnforceMode::IfNotExists),
+            2 => Ok(EnforceMode::Always),
+            _ => Err(texts::error(texts::BAD_TARGET)),
+        }
+    }
+
+    pub fn number(self) -> i32 {
+        match self {
+            EnforceMode::Unspecified => 0,
+            EnforceMode::IfNotExists => 1,
+            EnforceMode::Always => 2,
+        }
+    }
+}
+
+/// The texts the real service answers a bad `http_target` with.
+pub mod texts {
+    /// An enum number the API does not define, anywhere in the target.
+    pub const BAD_TARGET: &str = "Error in parsing HttpTarget. ";
+    pub const INVALID_URI_OVERRIDE: &str = "Error in parsing HttpTarget. Invalid uri_override.";
+    pub const INVALID_HOST: &str = "Error in parsing HttpTarget. Invalid Host.";
+    pub const INVALID_PORT: &str = "Error in parsing HttpTarget. Port number should be a positive integer.";
+
+    /// One of these texts with the `ErrorInfo` the real service attaches: its reason, and
+    /// the text after `Error in parsing HttpTarget. ` as the invalid field.
+    pub fn error(text: &str) -> crate::Status {
+        let field = text.strip_prefix(BAD_TARGET).unwrap_or("");
+        crate::Status::invalid_argument(text).with_detail(crate::status::Detail::cloud_tasks(
+            "INVALID_INPUT_ON_HTTP_TARGET_OVERRIDE",
+            &[("invalid_field", field)],
+        ))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -53,52 +119,32 @@ pub struct HttpTarget {
 }
 
 impl HttpTarget {
-    /// Check a target a caller wrote, cleaning its headers as a task's are cleaned.
-    pub fn validate(mut self) -> Result<HttpTarget, Status> {
-        if let Some(u) = &self.uri_override {
-            if let Some(host) = &u.host
-                && (host.is_empty() || host.contains(['/', '?', '#', '@', ' ']))
-            {
-                return Err(Status::invalid_argument(format!(
-                    "http_target.uri_override.host \"{host}\" must be a host name, without scheme, port or path"
-                )));
-            }
-            if let Some(port) = u.port
-                && !(0..=65535).contains(&port)
-            {
-                return Err(Status::invalid_argument(format!(
-                    "http_target.uri_override.port is {port}; it must be between 1 and 65535, or 0 to clear the port"
-                )));
-            }
-            if let Some(path) = &u.path
-                && !path.is_empty()
-                && !path.starts_with('/')
-            {
-                return Err(Status::invalid_argument(format!(
-                    "http_target.uri_override.path_override.path \"{path}\" must start with '/'"
-                )));
-            }
-        }
-        match &self.auth {
-            Some(AuthToken::Oidc { service_account_email, audience })
-                if service_account_email.is_empty() || audience.is_empty() =>
-            {
-                return Err(Status::invalid_argument(
-                    "http_target.oidc_token needs both service_account_email and audience",
-                ));
-            }
-            Some(AuthToken::OAuth { service_account_email, scope })
-                if service_account_email.is_empty() || scope.is_empty() =>
-            {
-                return Err(Status::invalid_argument(
-                    "http_target.oauth_token needs both service_account_email and scope",
-                ));
-            }
-            _ => {}
-        }
-        self.headers = header::sanitize(self.headers)
-            .map_err(|e| Status::invalid_argument(format!("http_target.header_overrides: {e}")))?;
+    /// Check a target as a caller wrote it: its URI override, its token's service
+    /// account, its header overrides (kept as written).
+    pub fn validate(self) -> Result<HttpTarget, Status> {
+        self.check_uri_override()?;
+        // A token without an audience or scope is kept: each task completes it from its URL.
+        crate::task::check_token_email(self.auth.as_ref())?;
+        header::check_overrides(&self.headers).map_err(Status::invalid_argument)?;
         Ok(self)
+    }
+
+    /// The check a target made by merging an update into the stored one gets: its URI
+    /// override must still say something (the real service checks no more after a merge).
+    pub fn check_uri_override(&self) -> Result<(), Status> {
+        let Some(u) = &self.uri_override else { return Ok(()) };
+        if u.scheme.is_none() && u.host.is_none() && u.port.unwrap_or(0) == 0 && u.path.is_none() && u.query.is_none() {
+            return Err(texts::error(texts::INVALID_URI_OVERRIDE));
+        }
+        if let Some(host) = &u.host
+            && (host.is_empty() || host.contains(['/', '?', '#', '@', ' ', ':']))
+        {
+            return Err(texts::error(texts::INVALID_HOST));
+        }
+        if u.port.is_some_and(|p| p < 0) {
+            return Err(texts::error(texts::INVALID_PORT));
+        }
+        Ok(())
     }
 
     /// The request to send for a task of this queue.
@@ -108,17 +154,15 @@ impl HttpTarget {
             out.url = u.apply(&task.url);
         }
         if let Some(m) = self.method {
+            // The body stays: a request without room for it is not sent (as in Cloud Tasks).
             out.method = m;
-            if !m.allows_body() {
-                out.body = Vec::new();
-            }
         }
         for (name, value) in &self.headers {
             out.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
             out.headers.push((name.clone(), value.clone()));
         }
-        if self.auth.is_some() {
-            out.auth = self.auth.clone();
+        if let Some(auth) = &self.auth {
+            out.auth = Some(auth.clone().with_defaults(&task.url));
         }
         out
     }
@@ -169,9 +213,9 @@ fn split(url: &str) -> Option<Parts<'_>> {
 impl UriOverride {
     pub fn apply(&self, url: &str) -> String {
         let Some(p) = split(url) else { return url.to_string() };
-        let always = self.mode == EnforceMode::Always;
+        let always = self.mode != EnforceMode::IfNotExists;
         let scheme = match self.scheme {
-            Some(s) if always => s.as_str(),
+            Some(s) if always && s != Scheme::Unspecified => s.as_str(),
             _ => p.scheme,
         };
         let host = match &self.host {
@@ -182,8 +226,13 @@ impl UriOverride {
             Some(n) if always || p.port.is_none() => (n != 0).then(|| n.to_string()),
             _ => p.port.map(String::from),
         };
+        // A path stored without its leading `/` (the real service keeps it so) gets one.
+        let with_slash;
         let path = match &self.path {
-            Some(path) if always || p.path.is_empty() || p.path == "/" => path.as_str(),
+            Some(path) if always || p.path.is_empty() || p.path == "/" => {
+                with_slash = if path.is_empty() || path.starts_with('/') { path.clone() } else { format!("/{path}") };
+                with_slash.as_str()
+            }
             _ => p.path,
         };
         let query = match &self.query {
@@ -289,54 +338,94 @@ mod tests {
         };
         let out = target.apply(&task);
         assert_eq!(out.method, HttpMethod::Get);
-        assert!(out.body.is_empty(), "a GET override drops the body");
+        // The body stays, so the dispatcher can refuse to send a GET that would lose it.
+        assert_eq!(out.body, b"body");
         assert_eq!(out.headers, vec![("X-Keep".to_string(), "1".to_string()), ("X-Env".into(), "prod".into())]);
         assert_eq!(out.auth, target.auth);
     }
 
     #[test]
     fn bad_targets_say_what_to_fix() {
+        let uri = |u: UriOverride| HttpTarget { uri_override: Some(u), ..Default::default() };
+        let host = |h: &str| uri(UriOverride { host: Some(h.into()), ..Default::default() });
         let bad = [
-            (
-                HttpTarget {
-                    uri_override: Some(UriOverride { host: Some(String::new()), ..Default::default() }),
-                    ..Default::default()
-                },
-                "host",
-            ),
-            (
-                HttpTarget {
-                    uri_override: Some(UriOverride { port: Some(70000), ..Default::default() }),
-                    ..Default::default()
-                },
-                "port",
-            ),
-            (
-                HttpTarget {
-                    uri_override: Some(UriOverride { path: Some("x".into()), ..Default::default() }),
-                    ..Default::default()
-                },
-                "must start with '/'",
-            ),
-            (
-                HttpTarget {
-                    auth: Some(AuthToken::Oidc { service_account_email: "a@b".into(), audience: String::new() }),
-                    ..Default::default()
-                },
-                "audience",
-            ),
+            (uri(UriOverride::default()), texts::INVALID_URI_OVERRIDE),
+            (uri(UriOverride { mode: EnforceMode::Always, ..Default::default() }), texts::INVALID_URI_OVERRIDE),
+            (host(""), texts::INVALID_HOST),
+            (host("https://example.net"), texts::INVALID_HOST),
+            (host("example.net:8080"), texts::INVALID_HOST),
+            (host("example.net/path"), texts::INVALID_HOST),
+            (uri(UriOverride { port: Some(-1), ..Default::default() }), texts::INVALID_PORT),
             (
                 HttpTarget {
                     auth: Some(AuthToken::OAuth { service_account_email: String::new(), scope: "s".into() }),
                     ..Default::default()
                 },
-                "scope",
+                "service_account_email must be set.",
             ),
-            (HttpTarget { headers: vec![("bad name".into(), "v".into())], ..Default::default() }, "header_overrides"),
+            (
+                HttpTarget {
+                    auth: Some(AuthToken::Oidc { service_account_email: "tasks@".into(), audience: "a".into() }),
+                    ..Default::default()
+                },
+                "Request contains an invalid argument.",
+            ),
+            (
+                HttpTarget { headers: vec![("Host".into(), "v".into())], ..Default::default() },
+                "Invalid headers found: Host",
+            ),
         ];
         for (target, needle) in bad {
             let e = target.clone().validate().unwrap_err();
             assert!(e.message.contains(needle), "{target:?}: {}", e.message);
         }
+        // What the real service lets through: an explicit unspecified scheme alone, port 0
+        // with an empty path and query, a port past 65535, paths and queries as written.
+        let good = [
+            UriOverride { scheme: Some(Scheme::Unspecified), ..Default::default() },
+            UriOverride { port: Some(0), path: Some(String::new()), query: Some(String::new()), ..Default::default() },
+            UriOverride { port: Some(65536), ..Default::default() },
+            UriOverride { path: Some("path".into()), ..Default::default() },
+            UriOverride { path: Some("/a b".into()), query: Some("?x=1".into()), ..Default::default() },
+        ];
+        for u in good {
+            assert!(uri(u.clone()).validate().is_ok(), "{u:?}");
+        }
+    }
+
+    #[test]
+    fn unspecified_parts_change_nothing_and_a_bare_path_gets_its_slash() {
+        let u = UriOverride { scheme: Some(Scheme::Unspecified), path: Some("run".into()), ..Default::default() };
+        assert_eq!(u.apply("https://h/a?x=1"), "https://h/run?x=1");
+    }
+
+    #[test]
+    fn a_queue_token_without_audience_or_scope_is_completed_per_task() {
+        let oidc = HttpTarget {
+            auth: Some(AuthToken::Oidc { service_account_email: "a@b".into(), audience: String::new() }),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let task = HttpRequest {
+            url: "https://w.example/run?x=1".into(),
+            method: HttpMethod::Post,
+            headers: Vec::new(),
+            body: Vec::new(),
+            auth: None,
+        };
+        let sent = oidc.apply(&task).auth.unwrap();
+        assert_eq!(sent, AuthToken::Oidc { service_account_email: "a@b".into(), audience: task.url.clone() });
+        let oauth = HttpTarget {
+            auth: Some(AuthToken::OAuth { service_account_email: "a@b".into(), scope: String::new() }),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let sent = oauth.apply(&task).auth.unwrap();
+        assert_eq!(
+            sent,
+            AuthToken::OAuth { service_account_email: "a@b".into(), scope: crate::task::DEFAULT_OAUTH_SCOPE.into() }
+        );
     }
 }

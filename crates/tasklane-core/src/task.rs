@@ -70,6 +70,22 @@ pub enum AuthToken {
     OAuth { service_account_email: String, scope: String },
 }
 
+impl AuthToken {
+    /// The token as the real service completes it for a request to `url`: an OIDC token
+    /// without an audience gets the URL, an OAuth token without a scope `cloud-platform`.
+    pub fn with_defaults(self, url: &str) -> AuthToken {
+        match self {
+            AuthToken::Oidc { service_account_email, audience } if audience.is_empty() => {
+                AuthToken::Oidc { service_account_email, audience: url.to_string() }
+            }
+            AuthToken::OAuth { service_account_email, scope } if scope.is_empty() => {
+                AuthToken::OAuth { service_account_email, scope: DEFAULT_OAUTH_SCOPE.to_string() }
+            }
+            other => other,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRequest {
     pub url: String,
@@ -136,10 +152,14 @@ impl Task {
         self
     }
 
-    /// The approximate stored size, checked against `MAX_TASK_SIZE`.
+    /// The approximate stored size, checked against `MAX_TASK_SIZE`: the name, URL, body
+    /// and headers, and what the real service charges for the other fields (measured: 53
+    /// bytes beyond its `User-Agent` header).
     pub fn size(&self) -> usize {
+        const OTHER_FIELDS: usize = 53;
         let r = &self.http_request;
-        self.name.to_string().len()
+        OTHER_FIELDS
+            + self.name.to_string().len()
             + r.url.len()
             + r.body.len()
             + r.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>()
@@ -162,9 +182,66 @@ pub struct TaskSpec {
     pub retry: Option<RetrySpec>,
 }
 
+/// The scope an OAuth token gets when it names none, as the real service stores it.
+pub const DEFAULT_OAUTH_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// The texts the real service answers a bad new task with.
+pub mod texts {
+    pub const PAYLOAD_NOT_SET: &str = "Task.payload_type is not set.";
+    /// The same fault in a `BatchCreateTasks` entry.
+    pub const BATCH_PAYLOAD_NOT_SET: &str = "Payload type must be set.";
+    pub const URL_REQUIRED: &str = "HttpRequest.url is required.";
+    pub const URL_SCHEME: &str = "HttpTarget.url must start with 'http://' or 'https://'.";
+    pub const BODY_METHOD: &str = "Body can only be set if the http_method is POST, PUT, or PATCH.";
+    pub const DEADLINE_RANGE: &str = "Task.dispatchDeadline must be between [15s, 30m].";
+    pub const EMAIL_REQUIRED: &str = "service_account_email must be set.";
+    pub const OAUTH_HOST: &str =
+        "Invalid url for HttpRequest.oauth_token. The hostname in the url must end with \".googleapis.com\"";
+    pub const TOO_LARGE: &str = "Task size too large";
+    /// Google's front end's answer for a value it cannot take, without saying which.
+    pub const INVALID_ARGUMENT: &str = "Request contains an invalid argument.";
+}
+
+/// Whether `email` looks like an address: one `@` with text on both sides.
+fn valid_email(email: &str) -> bool {
+    matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && !domain.is_empty() && !domain.contains('@'))
+}
+
+/// Check a token's service account, as both a task and a queue are checked.
+pub fn check_token_email(auth: Option<&AuthToken>) -> Result<(), Status> {
+    if let Some(AuthToken::Oidc { service_account_email, .. } | AuthToken::OAuth { service_account_email, .. }) = auth {
+        if service_account_email.is_empty() {
+            return Err(Status::invalid_argument(texts::EMAIL_REQUIRED));
+        }
+        if !valid_email(service_account_email) {
+            return Err(Status::invalid_argument(texts::INVALID_ARGUMENT));
+        }
+    }
+    Ok(())
+}
+
+/// An OAuth token is only sent to Google APIs: the URL's host must end `.googleapis.com`.
+pub fn check_oauth_url(auth: Option<&AuthToken>, url: &str) -> Result<(), Status> {
+    if !matches!(auth, Some(AuthToken::OAuth { .. })) {
+        return Ok(());
+    }
+    let host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_ascii_lowercase)).unwrap_or_default();
+    if host.ends_with(".googleapis.com") { Ok(()) } else { Err(Status::invalid_argument(texts::OAUTH_HOST)) }
+}
+
+/// A task named in a queue other than the one it is created in (or deleted from, in a batch).
+pub fn other_queue(parent: &QueueName, named: &QueueName) -> Status {
+    Status::invalid_argument(format!(
+        "The queue name from request ('{parent}') must be the same as the queue name in the named task ('{named}')."
+    ))
+}
+
+/// The latest schedule time the real service takes (the end of year 9999).
+const LAST_TIME: Timestamp = Timestamp(253_402_300_799_999_999);
+
 fn validate_url(url: &str) -> Result<(), Status> {
     if url.is_empty() {
-        return Err(Status::invalid_argument("http_request.url is required"));
+        return Err(Status::invalid_argument(texts::URL_REQUIRED));
     }
     if url.len() > MAX_URL_LEN {
         return Err(Status::invalid_argument(format!(
@@ -175,7 +252,7 @@ fn validate_url(url: &str) -> Result<(), Status> {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| Status::invalid_argument("http_request.url must start with 'http://' or 'https://'"))?;
+        .ok_or_else(|| Status::invalid_argument(texts::URL_SCHEME))?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
     if host.is_empty() || host.starts_with(':') {
@@ -204,9 +281,7 @@ impl TaskSpec {
             Some(n) if !n.is_empty() => {
                 let name = TaskName::parse(n)?;
                 if &name.queue != queue {
-                    return Err(Status::invalid_argument(format!(
-                        "The task name \"{n}\" does not belong to the queue \"{queue}\" named as its parent"
-                    )));
+                    return Err(other_queue(queue, &name.queue));
                 }
                 name
             }
@@ -215,30 +290,21 @@ impl TaskSpec {
         validate_url(&self.url)?;
         let method = self.method.unwrap_or(HttpMethod::Post);
         if !self.body.is_empty() && !method.allows_body() {
-            return Err(Status::invalid_argument(format!(
-                "http_request.body can only be set for POST, PUT or PATCH requests, not {}",
-                method.as_str()
-            )));
+            return Err(Status::invalid_argument(texts::BODY_METHOD));
         }
-        let headers = header::sanitize(self.headers).map_err(Status::invalid_argument)?;
-        if let Some(AuthToken::Oidc { service_account_email, .. } | AuthToken::OAuth { service_account_email, .. }) =
-            &self.auth
-            && service_account_email.is_empty()
-        {
-            return Err(Status::invalid_argument("service_account_email is required for an OIDC or OAuth token"));
-        }
-        let auth = match self.auth {
-            Some(AuthToken::Oidc { service_account_email, audience }) if audience.is_empty() => {
-                Some(AuthToken::Oidc { service_account_email, audience: self.url.clone() })
-            }
-            other => other,
-        };
+        let headers = header::clean_task_headers(self.headers);
+        check_token_email(self.auth.as_ref())?;
+        check_oauth_url(self.auth.as_ref(), &self.url)?;
+        let auth = self.auth.map(|a| a.with_defaults(&self.url));
         let schedule_time = match self.schedule_time {
+            Some(t) if t > LAST_TIME => return Err(Status::invalid_argument(texts::INVALID_ARGUMENT)),
             Some(t) if t > now => {
                 if t.since(now) > MAX_SCHEDULE_AHEAD {
-                    return Err(Status::invalid_argument(
-                        "schedule_time is more than 720 hours (30 days) in the future",
-                    ));
+                    return Err(Status::invalid_argument(format!(
+                        "The Task.scheduleTime, {}, is too far in the future. Schedule time must be no more than \
+                         720h in the future.",
+                        crate::clock::pacific_time(t)
+                    )));
                 }
                 t
             }
@@ -247,20 +313,20 @@ impl TaskSpec {
         let dispatch_deadline = match self.dispatch_deadline_micros {
             None | Some(0) => DEFAULT_DISPATCH_DEADLINE,
             Some(m) => {
-                let d = Duration::from_micros(m.max(0) as u64);
-                if m < 0 || d < MIN_DISPATCH_DEADLINE || d > MAX_DISPATCH_DEADLINE {
-                    return Err(Status::invalid_argument(
-                        "dispatch_deadline must be between 15 seconds and 30 minutes",
-                    ));
+                let asked = Duration::from_micros(m.max(0) as u64);
+                if m < 0 || asked < MIN_DISPATCH_DEADLINE || asked > MAX_DISPATCH_DEADLINE {
+                    return Err(Status::invalid_argument(texts::DEADLINE_RANGE));
                 }
-                d
+                // The real service keeps milliseconds.
+                Duration::from_millis(asked.as_millis() as u64)
             }
         };
         let task = Task {
             name,
             http_request: HttpRequest { url: self.url, method, headers, body: self.body, auth },
             schedule_time,
-            create_time: now,
+            // The real service answers whole seconds.
+            create_time: Timestamp::from_secs(now.0.div_euclid(1_000_000)),
             dispatch_deadline,
             dispatch_count: 0,
             response_count: 0,
@@ -273,11 +339,8 @@ impl TaskSpec {
             tag: None,
             env: Vec::new(),
         };
-        let size = task.size();
-        if size > MAX_TASK_SIZE {
-            return Err(Status::invalid_argument(format!(
-                "Task size too large: the task is {size} bytes and may be at most {MAX_TASK_SIZE} bytes"
-            )));
+        if task.size() > MAX_TASK_SIZE {
+            return Err(Status::invalid_argument(texts::TOO_LARGE));
         }
         Ok(task)
     }
@@ -337,7 +400,10 @@ mod tests {
             let r = s.validate(&queue(), now(), || "1".into());
             assert_eq!(r.is_ok(), method.allows_body(), "{method:?}");
         }
-        check_err(TaskSpec { method: Some(HttpMethod::Get), body: b"x".to_vec(), ..spec("http://h/") }, "not GET");
+        check_err(
+            TaskSpec { method: Some(HttpMethod::Get), body: b"x".to_vec(), ..spec("http://h/") },
+            texts::BODY_METHOD,
+        );
     }
 
     #[test]
@@ -349,7 +415,16 @@ mod tests {
         assert_eq!(edge.validate(&queue(), now(), || "1".into()).unwrap().schedule_time, ahead);
         let too_far =
             TaskSpec { schedule_time: Some(ahead.saturating_add(Duration::from_secs(1))), ..spec("http://h/") };
-        check_err(too_far, "720 hours");
+        check_err(too_far, "is too far in the future. Schedule time must be no more than 720h in the future.");
+        // 2100-01-01T00:00:00Z is written in Pacific time.
+        let at_2100 = TaskSpec { schedule_time: Some(Timestamp::from_secs(4_102_444_800)), ..spec("http://h/") };
+        check_err(
+            at_2100,
+            "The Task.scheduleTime, 2099-12-31T16:00:00-08:00, is too far in the future. Schedule time must be no \
+             more than 720h in the future.",
+        );
+        let past_9999 = TaskSpec { schedule_time: Some(Timestamp(LAST_TIME.0 + 1)), ..spec("http://h/") };
+        check_err(past_9999, texts::INVALID_ARGUMENT);
     }
 
     #[test]
@@ -363,9 +438,14 @@ mod tests {
             with(1_800_000_000).validate(&queue(), now(), || "1".into()).unwrap().dispatch_deadline,
             Duration::from_secs(1800)
         );
-        check_err(with(14_999_999), "between 15 seconds and 30 minutes");
-        check_err(with(1_800_000_001), "between 15 seconds and 30 minutes");
-        check_err(with(-1), "between 15 seconds and 30 minutes");
+        check_err(with(14_999_999), texts::DEADLINE_RANGE);
+        check_err(with(1_800_000_001), texts::DEADLINE_RANGE);
+        check_err(with(-1), texts::DEADLINE_RANGE);
+        // Kept to the millisecond, as the real service keeps it.
+        assert_eq!(
+            with(20_123_456).validate(&queue(), now(), || "1".into()).unwrap().dispatch_deadline,
+            Duration::from_millis(20_123)
+        );
     }
 
     #[test]
@@ -373,11 +453,47 @@ mod tests {
         let big = TaskSpec { body: vec![b'x'; MAX_TASK_SIZE + 1], ..spec("http://h/") };
         check_err(big, "Task size too large");
         let other = TaskSpec { name: Some("projects/p/locations/l/queues/other/tasks/t".into()), ..spec("http://h/") };
-        check_err(other, "does not belong to the queue");
+        check_err(
+            other,
+            "The queue name from request ('projects/p/locations/l/queues/q') must be the same as the queue name in \
+             the named task ('projects/p/locations/l/queues/other').",
+        );
         let bad = TaskSpec { name: Some("projects/p/locations/l/queues/q/tasks/a.b".into()), ..spec("http://h/") };
-        check_err(bad, "Invalid task name");
+        check_err(bad, "Task ID \"a.b\" can contain only");
         let named = TaskSpec { name: Some("projects/p/locations/l/queues/q/tasks/job_1".into()), ..spec("http://h/") };
         assert_eq!(named.validate(&queue(), now(), || "1".into()).unwrap().name.task, "job_1");
+    }
+
+    #[test]
+    fn create_time_is_whole_seconds_and_user_agent_is_stored() {
+        let t = spec("http://h/").validate(&queue(), Timestamp(1_700_000_000_654_321), || "1".into()).unwrap();
+        assert_eq!(t.create_time, Timestamp::from_secs(1_700_000_000));
+        assert_eq!(t.schedule_time, Timestamp(1_700_000_000_654_321));
+        assert_eq!(t.http_request.headers, vec![("User-Agent".to_string(), "Google-Cloud-Tasks".to_string())]);
+    }
+
+    #[test]
+    fn token_rules() {
+        let oidc = |email: &str| AuthToken::Oidc { service_account_email: email.into(), audience: String::new() };
+        let oauth = |email: &str| AuthToken::OAuth { service_account_email: email.into(), scope: String::new() };
+        for bad in ["not-an-email", "tasks@", "@example.com", "tasks@a@example.com"] {
+            check_err(TaskSpec { auth: Some(oidc(bad)), ..spec("http://h/") }, texts::INVALID_ARGUMENT);
+            check_err(
+                TaskSpec { auth: Some(oauth(bad)), ..spec("https://x.googleapis.com/") },
+                texts::INVALID_ARGUMENT,
+            );
+        }
+        check_err(TaskSpec { auth: Some(oidc("")), ..spec("http://h/") }, texts::EMAIL_REQUIRED);
+        for host in ["https://example.com/", "https://googleapis.com/", "https://evilgoogleapis.com/"] {
+            check_err(TaskSpec { auth: Some(oauth("a@b.c")), ..spec(host) }, texts::OAUTH_HOST);
+        }
+        let t = TaskSpec { auth: Some(oauth("a@b.c")), ..spec("https://tasks.googleapis.com/v1") }
+            .validate(&queue(), now(), || "1".into())
+            .unwrap();
+        assert_eq!(
+            t.http_request.auth,
+            Some(AuthToken::OAuth { service_account_email: "a@b.c".into(), scope: DEFAULT_OAUTH_SCOPE.into() })
+        );
     }
 
     #[test]

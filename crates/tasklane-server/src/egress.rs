@@ -70,6 +70,19 @@ pub fn check_url(policy: &EgressPolicy, field: &str, url: &str) -> Result<(), St
     })
 }
 
+/// A request the egress policy refused, told apart from a worker that could not be
+/// reached: the attempt records tasklane's reason rather than the real service's text.
+#[derive(Debug)]
+pub struct EgressRefused(pub String);
+
+impl std::fmt::Display for EgressRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "egress policy: {}", self.0)
+    }
+}
+
+impl std::error::Error for EgressRefused {}
+
 /// Resolves a host once and refuses it unless every address is allowed.
 struct CheckedResolver {
     gate: EgressGate,
@@ -80,10 +93,10 @@ impl reqwest::dns::Resolve for CheckedResolver {
         let policy = self.gate.current();
         let host = name.as_str().to_string();
         Box::pin(async move {
-            policy.check_host(&host).map_err(|why| format!("egress policy: {why}"))?;
+            policy.check_host(&host).map_err(EgressRefused)?;
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             for a in &addrs {
-                policy.check_ip(&host, a.ip()).map_err(|why| format!("egress policy: {why}"))?;
+                policy.check_ip(&host, a.ip()).map_err(EgressRefused)?;
             }
             let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
@@ -112,7 +125,7 @@ pub fn http_client(gate: EgressGate) -> Result<reqwest::Client, String> {
                     return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
                 }
                 match attempt.url().host_str().map(|h| hops.current().check_host(h)) {
-                    Some(Err(why)) => attempt.error(format!("egress policy: {why}")),
+                    Some(Err(why)) => attempt.error(EgressRefused(why)),
                     _ => attempt.follow(),
                 }
             }))

@@ -51,6 +51,10 @@ pub fn api(service: CloudTasks) -> Router {
     ))
 }
 
+/// How long a deleted queue's name stays reserved unless told otherwise: the real
+/// service's "up to 3 days".
+pub const DEFAULT_QUEUE_TOMBSTONE_WINDOW: Duration = Duration::from_secs(3 * 24 * 3600);
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -61,6 +65,8 @@ pub struct ServerConfig {
     /// How long one call to PostgreSQL may take before it answers `Unavailable`.
     pub database_timeout: Duration,
     pub tombstone_window: Duration,
+    /// How long a deleted queue's name stays reserved (the real service: up to 3 days).
+    pub queue_tombstone_window: Duration,
     pub lease_grace: Duration,
     /// How long shutdown waits for deliveries in flight.
     pub shutdown_grace: Duration,
@@ -108,6 +114,7 @@ impl Default for ServerConfig {
             database_url: None,
             database_timeout: Duration::from_secs(5),
             tombstone_window: Duration::from_secs(3600),
+            queue_tombstone_window: DEFAULT_QUEUE_TOMBSTONE_WINDOW,
             lease_grace: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             cluster: ClusterConfig::default(),
@@ -324,6 +331,7 @@ impl Server {
         }
         dispatcher.signer().check_stored().await.map_err(|e| StartError::SecretKey(e.message))?;
         let service = CloudTasks::new(store.clone(), clock.clone(), dispatcher.clone(), config.tombstone_window)
+            .with_queue_tombstone_window(config.queue_tombstone_window)
             .with_access(access.clone());
         let maintained_access = access.clone();
         let app = Router::new()

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use prost::Message;
 use tasklane_core::task::TaskSpec;
-use tasklane_core::{LocationName, QueueName, Status, Task, TaskView, Timestamp};
+use tasklane_core::{LocationName, QueueName, Status, Task, TaskName, TaskView, Timestamp};
 use tasklane_store::{RecordCondition, RecordPut, StoreError};
 
 use crate::grpc::{convert, messages as m};
@@ -60,8 +60,8 @@ fn record_key(name: &str) -> String {
     format!("operation:{name}")
 }
 
-/// The operation's id: from the caller's `request_id`, so a retried request finds the
-/// operation of the first one instead of running again, or generated.
+/// The operation's name: the caller's `request_id` as its id (the real service's rule,
+/// one namespace for creates and deletes), or a generated one.
 fn operation_name(s: &CloudTasks, location: &LocationName, request_id: &str) -> Result<String, Status> {
     if request_id.is_empty() {
         return Ok(format!("{location}/operations/{}", s.generate_id()));
@@ -73,24 +73,16 @@ fn operation_name(s: &CloudTasks, location: &LocationName, request_id: &str) -> 
             "request_id must be at most 100 letters, digits, hyphens or underscores (a UUID works)",
         ));
     }
-    Ok(format!("{location}/operations/req-{request_id}"))
+    Ok(format!("{location}/operations/{request_id}"))
 }
 
-struct BatchSize {
-    field: &'static str,
-    entries: usize,
-    max: usize,
-    verb: &'static str,
+fn duplicate_request_id(request_id: &str) -> Status {
+    Status::invalid_argument(format!("Duplicate operation id in the batch request: {request_id}"))
 }
 
-enum Begin {
-    /// An earlier request with the same id already ran.
-    Done(BatchOperation),
-    Run {
-        queue: QueueName,
-        name: String,
-    },
-}
+/// What the whole of an all-failed `BatchDeleteTasks` answers, beside its per-entry failures.
+pub const NONE_DELETED: &str =
+    "None of the requests succeeded, refer to BatchDeleteTasksMetadata.failed_requests for individual error details";
 
 fn state_of(total: usize, failed: usize) -> BatchState {
     match failed {
@@ -98,6 +90,34 @@ fn state_of(total: usize, failed: usize) -> BatchState {
         f if f == total => BatchState::Failed,
         _ => BatchState::PartiallySucceeded,
     }
+}
+
+/// The checks that refuse a whole `BatchCreateTasks` before anything runs, in the real
+/// service's words: an entry for another queue, a task name that is malformed, in
+/// another queue or used twice.
+fn check_batch_create(parent: &QueueName, requests: &[BatchCreateItem]) -> Result<(), Status> {
+    let mut names = std::collections::HashSet::new();
+    for item in requests {
+        if item.parent != parent.to_string() {
+            return Err(Status::invalid_argument(format!(
+                "All tasks in a batch request must target the same queue. Found task for queue {} in batch request \
+                 for queue {parent}.",
+                item.parent
+            )));
+        }
+        let Ok(TaskSpec { name: Some(name), .. }) = &item.spec else { continue };
+        if name.is_empty() {
+            continue;
+        }
+        let task = TaskName::parse(name)?;
+        if &task.queue != parent {
+            return Err(tasklane_core::task::other_queue(parent, &task.queue));
+        }
+        if !names.insert(name.as_str()) {
+            return Err(Status::invalid_argument(format!("Duplicate task name in the batch request: {name}")));
+        }
+    }
+    Ok(())
 }
 
 impl CloudTasks {
@@ -109,6 +129,7 @@ impl CloudTasks {
     }
 
     async fn operation_save(&self, op: &BatchOperation) -> Result<BatchOperation, Status> {
+        let request_id = op.name.rsplit('/').next().unwrap_or_default();
         let put = RecordPut {
             key: record_key(&op.name),
             value: convert::operation(op).encode_to_vec(),
@@ -118,32 +139,19 @@ impl CloudTasks {
         };
         match self.store().record_put(put).await {
             Ok(_) => Ok(op.clone()),
-            // The same request_id ran at the same moment elsewhere: answer with that one.
-            Err(StoreError::RecordConflict) => {
-                self.operation_existing(&op.name).await?.ok_or_else(|| Status::aborted("Please retry the batch."))
-            }
+            // The same request_id ran at the same moment elsewhere.
+            Err(StoreError::RecordConflict) => Err(duplicate_request_id(request_id)),
             Err(e) => Err(store_status(e)),
         }
     }
 
-    /// Check a batch's parent and size, and find the operation of an earlier run of the
-    /// same `request_id`.
-    async fn batch_begin(&self, parent: &str, size: BatchSize, request_id: &str) -> Result<Begin, Status> {
-        let queue = QueueName::parse(parent)?;
-        let BatchSize { field, entries, max, verb } = size;
-        if entries == 0 {
-            return Err(Status::invalid_argument(format!("{field} must not be empty")));
-        }
-        if entries > max {
-            return Err(Status::invalid_argument(format!(
-                "{field} has {entries} entries; a batch may {verb} at most {max} tasks"
-            )));
-        }
+    /// Name a batch's operation, refusing a `request_id` already used.
+    async fn batch_begin(&self, queue: &QueueName, request_id: &str) -> Result<String, Status> {
         let name = operation_name(self, &queue.parent, request_id)?;
-        Ok(match self.operation_existing(&name).await? {
-            Some(op) => Begin::Done(op),
-            None => Begin::Run { queue, name },
-        })
+        if self.operation_existing(&name).await?.is_some() {
+            return Err(duplicate_request_id(request_id));
+        }
+        Ok(name)
     }
 
     pub async fn batch_create_tasks(
@@ -152,45 +160,47 @@ impl CloudTasks {
         requests: Vec<BatchCreateItem>,
         request_id: &str,
     ) -> Result<BatchOperation, Status> {
-        let size = BatchSize { field: "requests", entries: requests.len(), max: MAX_BATCH_CREATE, verb: "create" };
-        let (queue, name) = match self.batch_begin(parent, size, request_id).await? {
-            Begin::Done(op) => return Ok(op),
-            Begin::Run { queue, name } => (queue, name),
-        };
-        let start_time = self.now();
-        let queue = queue.to_string();
-        let mut running = tokio::task::JoinSet::new();
-        // The creates run concurrently (and are group-committed), so a name used twice in
-        // one batch is settled here: the first request with it wins, as if run in order.
-        let mut names = std::collections::HashSet::new();
-        for (i, item) in requests.into_iter().enumerate() {
-            let s = self.clone();
-            let queue = queue.clone();
-            let parent = if item.parent.is_empty() { parent.to_string() } else { item.parent };
-            let repeated = match &item.spec {
-                Ok(TaskSpec { name: Some(n), .. }) if !n.is_empty() => !names.insert(n.clone()),
-                _ => false,
-            };
-            running.spawn(async move {
-                let result = match item.spec {
-                    Err(e) => Err(e),
-                    Ok(_) if repeated => Err(Status::already_exists(crate::service::TASK_EXISTS)),
-                    Ok(_) if parent != queue => Err(Status::invalid_argument(format!(
-                        "requests[{i}].parent \"{parent}\" is not the batch's parent queue"
-                    ))),
-                    Ok(spec) => s.create_task(&parent, spec, item.view).await.map(|t| (t, item.view)),
-                };
-                (i as i32, result)
-            });
+        let queue = QueueName::parse(parent)?;
+        match requests.len() {
+            0 => return Err(Status::invalid_argument("Request must contain at least one task.")),
+            n if n > MAX_BATCH_CREATE => {
+                return Err(Status::invalid_argument(format!(
+                    "A maximum of {MAX_BATCH_CREATE} tasks can be created in a single batch, but got {n} tasks."
+                )));
+            }
+            _ => {}
         }
-        let total = running.len();
-        let mut created = BTreeMap::new();
+        check_batch_create(&queue, &requests)?;
+        let name = self.batch_begin(&queue, request_id).await?;
+        let start_time = self.now();
+        let total = requests.len();
         let mut failed = BTreeMap::new();
-        while let Some(joined) = running.join_next().await {
-            let (i, result) = joined.map_err(|e| Status::internal(format!("a batch create stopped: {e}")))?;
+        // Each entry is checked alone; those that pass are stored in one write, so a crash
+        // keeps the batch whole or not at all.
+        let mut checked = Vec::new();
+        for (i, item) in requests.into_iter().enumerate() {
+            let task = match item.spec {
+                // An entry without a task or request says so in the batch's own words.
+                Err(e) if e.message == tasklane_core::task::texts::PAYLOAD_NOT_SET => {
+                    Err(Status::invalid_argument(tasklane_core::task::texts::BATCH_PAYLOAD_NOT_SET))
+                }
+                Err(e) => Err(e),
+                Ok(spec) => self.new_task(&queue, spec, start_time).await,
+            };
+            match task {
+                Ok(task) => checked.push((i as i32, task, item.view)),
+                Err(e) => {
+                    failed.insert(i as i32, e);
+                }
+            }
+        }
+        let (places, tasks): (Vec<(i32, TaskView)>, Vec<Task>) =
+            checked.into_iter().map(|(i, task, view)| ((i, view), task)).unzip();
+        let mut created = BTreeMap::new();
+        for ((i, view), result) in places.into_iter().zip(self.store_tasks(&queue, tasks, start_time).await) {
             match result {
                 Ok(task) => {
-                    created.insert(i, task);
+                    created.insert(i, (task.with_view(view), view));
                 }
                 Err(e) => {
                     failed.insert(i, e);
@@ -215,34 +225,46 @@ impl CloudTasks {
         names: Vec<String>,
         request_id: &str,
     ) -> Result<BatchOperation, Status> {
-        let size = BatchSize { field: "names", entries: names.len(), max: MAX_BATCH_DELETE, verb: "delete" };
-        let (queue, name) = match self.batch_begin(parent, size, request_id).await? {
-            Begin::Done(op) => return Ok(op),
-            Begin::Run { queue, name } => (queue, name),
-        };
+        let queue = QueueName::parse(parent)?;
+        match names.len() {
+            0 => return Err(Status::invalid_argument(tasklane_core::task::texts::INVALID_ARGUMENT)),
+            n if n > MAX_BATCH_DELETE => {
+                return Err(Status::invalid_argument(format!(
+                    "A maximum of {MAX_BATCH_DELETE} tasks can be handled in a batch, but {n} were requested."
+                )));
+            }
+            _ => {}
+        }
+        let name = self.batch_begin(&queue, request_id).await?;
         let start_time = self.now();
-        let prefix = format!("{queue}/tasks/");
+        let total = names.len();
+        // Each name is deleted once; an entry repeating it shares its result, so the same
+        // task named twice succeeds twice, as in the real service.
+        let mut distinct: Vec<String> = names.clone();
+        distinct.sort();
+        distinct.dedup();
         let mut running = tokio::task::JoinSet::new();
-        for (i, task) in names.into_iter().enumerate() {
+        for task in distinct {
             let s = self.clone();
-            let in_queue = task.starts_with(&prefix);
+            let queue = queue.clone();
             running.spawn(async move {
-                let result = if in_queue {
-                    s.delete_task(&task).await
-                } else {
-                    Err(Status::invalid_argument(format!(
-                        "names[{i}] \"{task}\" is not a task of the batch's parent queue"
-                    )))
+                let result = match TaskName::parse(&task) {
+                    Err(e) => Err(Status::invalid_argument(format!("Invalid task name: {}", e.message))),
+                    Ok(t) if t.queue != queue => Err(tasklane_core::task::other_queue(&queue, &t.queue)),
+                    Ok(_) => s.delete_task(&task).await,
                 };
-                (i as i32, result)
+                (task, result)
             });
         }
-        let total = running.len();
-        let mut failed = BTreeMap::new();
+        let mut results = std::collections::HashMap::new();
         while let Some(joined) = running.join_next().await {
-            let (i, result) = joined.map_err(|e| Status::internal(format!("a batch delete stopped: {e}")))?;
-            if let Err(e) = result {
-                failed.insert(i, e);
+            let (task, result) = joined.map_err(|e| Status::internal(format!("a batch delete stopped: {e}")))?;
+            results.insert(task, result);
+        }
+        let mut failed = BTreeMap::new();
+        for (i, task) in names.iter().enumerate() {
+            if let Some(Err(e)) = results.get(task) {
+                failed.insert(i as i32, e.clone());
             }
         }
         let op = BatchOperation {
@@ -268,7 +290,7 @@ impl CloudTasks {
         if id.is_empty() || id.contains('/') {
             return Err(Status::invalid_argument(format!("Invalid operation name \"{name}\"")));
         }
-        self.operation_existing(name).await?.ok_or_else(|| Status::not_found(format!("Operation {name} not found.")))
+        self.operation_existing(name).await?.ok_or_else(|| Status::not_found(tasklane_core::queue::texts::NOT_FOUND))
     }
 }
 

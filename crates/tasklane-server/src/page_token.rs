@@ -9,7 +9,7 @@ pub fn encode(last: &str) -> String {
 }
 
 pub fn invalid() -> Status {
-    Status::invalid_argument("page_token is not valid; pass the next_page_token of the previous page unchanged")
+    Status::invalid_argument("Invalid page_token")
 }
 
 pub fn decode(token: &str) -> Result<String, Status> {

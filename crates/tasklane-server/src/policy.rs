@@ -11,9 +11,6 @@ use tasklane_store::{QueueList, RecordCondition, RecordPut, StoreError};
 use crate::grpc::messages as m;
 use crate::service::{CloudTasks, store_status};
 
-const ETAG_MISMATCH: &str = "There were concurrent policy changes. Please retry the whole read-modify-write \
-                             with exponential backoff. The request's ETag did not match the current policy.";
-
 fn iam_key(queue: &QueueName) -> String {
     format!("iam:{queue}")
 }
@@ -22,28 +19,94 @@ fn cmek_key(location: &LocationName) -> String {
     format!("cmek:{location}")
 }
 
+/// The etag of a queue that never had a policy, as the real service answers it (`ACAB`).
+const NO_POLICY_ETAG: [u8; 3] = [0x00, 0x20, 0x01];
+
+/// A policy's etag: the version of its store record, or [`NO_POLICY_ETAG`] before the first.
 pub fn etag(version: i64) -> Vec<u8> {
-    version.to_be_bytes().to_vec()
+    if version == 0 { NO_POLICY_ETAG.to_vec() } else { version.to_be_bytes().to_vec() }
 }
 
-fn etag_version(etag: &[u8]) -> Result<i64, Status> {
-    let bytes: [u8; 8] = etag.try_into().map_err(|_| Status::aborted(ETAG_MISMATCH))?;
-    Ok(i64::from_be_bytes(bytes))
+/// An etag as the real service quotes it in an error: C-escaped bytes (`'\000 \001'`).
+fn quoted(etag: &[u8]) -> String {
+    etag.iter()
+        .map(|&b| match b {
+            b'\\' => "\\\\".to_string(),
+            b'\'' => "\\'".to_string(),
+            0x20..=0x7e => (b as char).to_string(),
+            _ => format!("\\{b:03o}"),
+        })
+        .collect()
+}
+
+fn etag_mismatch(sent: &[u8], current: &[u8]) -> Status {
+    Status::aborted(format!(
+        "There were concurrent policy changes. Please retry the whole read-modify-write with exponential backoff. \
+         The request's ETag '{}' did not match the current policy's ETag '{}'.",
+        quoted(sent),
+        quoted(current)
+    ))
+}
+
+/// The record version an etag names, `None` for one this server never gave out.
+fn etag_version(etag: &[u8]) -> Option<i64> {
+    if etag == NO_POLICY_ETAG {
+        return Some(0);
+    }
+    let bytes: [u8; 8] = etag.try_into().ok()?;
+    Some(i64::from_be_bytes(bytes))
 }
 
 const MEMBER_PREFIXES: [&str; 7] =
     ["user:", "serviceAccount:", "group:", "domain:", "principal://", "principalSet://", "deleted:"];
 
+/// The texts the real service answers a bad policy with.
+mod texts {
+    pub const ROLE: &str = "The role name must be in the form \"roles/{role}\", \
+        \"organizations/{organization_id}/roles/{role}\", or \"projects/{project_id}/roles/{role}\".";
+    pub const CONDITION: &str = "Can't set conditional policy on this resource";
+    pub const NO_PERMISSIONS: &str = "At least one permission must be specified.";
+    pub const CMEK_NAME: &str =
+        "CMEK Config name must be formatted: \"projects/<PROJECT_ID>/locations/<LOCATION_ID>/cmekConfig\".";
+    pub const CMEK_HEADERS: &str = "CMEK cannot be enabled on any project that has one or more queues with HTTP \
+        Target Override headers or tasks ttl of more than 60 days.";
+}
+
+/// Check a CMEK key as the real service does: a Cloud KMS key in the config's location.
+/// Another KMS resource (a key ring, a key version) is a bad argument; a key elsewhere is
+/// not found; anything else is no resource name at all.
+fn check_kms_key(key: &str, location: &LocationName) -> Result<(), Status> {
+    let parts: Vec<&str> = key.split('/').collect();
+    let kms = parts.len() >= 6
+        && parts[0] == "projects"
+        && parts[2] == "locations"
+        && parts[4] == "keyRings"
+        && parts.iter().all(|p| !p.is_empty());
+    if !kms {
+        return Err(Status::invalid_argument(format!(
+            "Resource name [{key}] does not match any known resource name pattern."
+        )));
+    }
+    if parts.len() != 8 || parts[6] != "cryptoKeys" {
+        return Err(Status::invalid_argument(tasklane_core::task::texts::INVALID_ARGUMENT));
+    }
+    if parts[3] != location.location {
+        return Err(Status::not_found(tasklane_core::queue::texts::NOT_FOUND));
+    }
+    Ok(())
+}
+
 fn validate_policy(p: &m::Policy) -> Result<(), Status> {
     if ![0, 1, 3].contains(&p.version) {
-        return Err(Status::invalid_argument(format!("policy.version is {}; it must be 1 or 3", p.version)));
+        return Err(Status::invalid_argument(format!(
+            "Specified policy version ({}) is not supported. For more information, please refer to \
+             https://cloud.google.com/iam/help/allow-policies/versions.",
+            p.version
+        )));
     }
-    for (i, b) in p.bindings.iter().enumerate() {
+    for b in &p.bindings {
         if !b.role.starts_with("roles/") && !b.role.starts_with("projects/") && !b.role.starts_with("organizations/") {
-            return Err(Status::invalid_argument(format!(
-                "policy.bindings[{i}].role \"{}\" is not a role; roles look like roles/cloudtasks.enqueuer",
-                b.role
-            )));
+            return Err(Status::invalid_argument(texts::ROLE));
         }
         for member in &b.members {
             let known = member == "allUsers"
@@ -51,24 +114,84 @@ fn validate_policy(p: &m::Policy) -> Result<(), Status> {
                 || MEMBER_PREFIXES.iter().any(|p| member.len() > p.len() && member.starts_with(p));
             if !known {
                 return Err(Status::invalid_argument(format!(
-                    "policy.bindings[{i}].members has \"{member}\"; members look like user:EMAIL, serviceAccount:EMAIL, \
-                     group:EMAIL, domain:DOMAIN, allUsers or allAuthenticatedUsers"
+                    "The member {member} is of an unknown type. Please set a valid type prefix for the member."
                 )));
             }
         }
-        if b.condition.is_some() && p.version < 3 {
-            return Err(Status::invalid_argument(format!(
-                "policy.bindings[{i}] has a condition, which needs policy.version 3"
-            )));
+        if b.condition.is_some() {
+            return Err(Status::invalid_argument(texts::CONDITION));
         }
     }
     Ok(())
 }
 
-/// Which permissions `TestIamPermissions` grants: every Cloud Tasks permission, since
-/// tasklane does not enforce IAM.
-fn grantable(permission: &str) -> bool {
-    permission.starts_with("cloudtasks.")
+/// A policy as the real service keeps it: one binding per role (in first-seen order) with
+/// its members once each, no binding without members, version 1.
+fn normalized(mut p: m::Policy) -> m::Policy {
+    let mut bindings: Vec<m::Binding> = Vec::new();
+    for b in p.bindings {
+        let at = match bindings.iter().position(|have| have.role == b.role) {
+            Some(i) => i,
+            None => {
+                bindings.push(m::Binding { role: b.role, members: Vec::new(), condition: None });
+                bindings.len() - 1
+            }
+        };
+        for member in b.members {
+            if !bindings[at].members.contains(&member) {
+                bindings[at].members.push(member);
+            }
+        }
+    }
+    bindings.retain(|b| !b.members.is_empty());
+    p.bindings = bindings;
+    p.version = 1;
+    p
+}
+
+/// The permissions a queue can be tested for (a queue's own, and its tasks').
+const QUEUE_PERMISSIONS: [&str; 14] = [
+    "cloudtasks.queues.delete",
+    "cloudtasks.queues.get",
+    "cloudtasks.queues.getIamPolicy",
+    "cloudtasks.queues.pause",
+    "cloudtasks.queues.purge",
+    "cloudtasks.queues.resume",
+    "cloudtasks.queues.setIamPolicy",
+    "cloudtasks.queues.update",
+    "cloudtasks.tasks.create",
+    "cloudtasks.tasks.delete",
+    "cloudtasks.tasks.fullView",
+    "cloudtasks.tasks.get",
+    "cloudtasks.tasks.list",
+    "cloudtasks.tasks.run",
+];
+
+/// `service.resource.verb`, each part letters only.
+fn well_formed_permission(p: &str) -> bool {
+    let parts: Vec<&str> = p.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphabetic()))
+}
+
+/// The answer of `TestIamPermissions` for a queue: every permission asked for, sorted and
+/// once each, since tasklane does not enforce IAM; the first malformed or foreign one
+/// refuses the request, as in the real service.
+pub fn tested_permissions(permissions: Vec<String>) -> Result<Vec<String>, Status> {
+    if permissions.is_empty() {
+        return Err(Status::invalid_argument(texts::NO_PERMISSIONS));
+    }
+    for p in &permissions {
+        if !well_formed_permission(p) {
+            return Err(Status::invalid_argument(format!("The permission {p} is invalid.")));
+        }
+        if !QUEUE_PERMISSIONS.contains(&p.as_str()) {
+            return Err(Status::invalid_argument(format!("Permission {p} is not valid for this resource.")));
+        }
+    }
+    let mut granted = permissions;
+    granted.sort();
+    granted.dedup();
+    Ok(granted)
 }
 
 impl CloudTasks {
@@ -86,6 +209,8 @@ impl CloudTasks {
                 let mut p = m::Policy::decode(r.value.as_slice())
                     .map_err(|e| Status::internal(format!("a stored policy is unreadable: {e}")))?;
                 p.etag = etag(r.version);
+                // Policies set before they were kept as the real service keeps them.
+                p.version = 1;
                 Ok(p)
             }
         }
@@ -100,10 +225,10 @@ impl CloudTasks {
         mask: Option<Vec<String>>,
     ) -> Result<m::Policy, Status> {
         let queue = self.queue_must_exist(resource).await?;
-        let Some(mut policy) = policy else {
-            return Err(Status::invalid_argument("policy is required"));
-        };
+        // An absent policy sets an empty one, as in the real service.
+        let policy = policy.unwrap_or_default();
         validate_policy(&policy)?;
+        let mut policy = normalized(policy);
         let paths = mask.unwrap_or_else(|| vec!["bindings".into(), "etag".into()]);
         if let Some(bad) =
             paths.iter().find(|p| !["bindings", "etag", "audit_configs", "auditConfigs"].contains(&p.as_str()))
@@ -122,12 +247,13 @@ impl CloudTasks {
         let condition = if policy.etag.is_empty() {
             RecordCondition::Always
         } else {
-            match etag_version(&policy.etag)? {
-                0 => RecordCondition::Absent,
-                v => RecordCondition::Version(v),
+            match etag_version(&policy.etag) {
+                Some(0) => RecordCondition::Absent,
+                Some(v) => RecordCondition::Version(v),
+                None => return Err(etag_mismatch(&policy.etag, &current.etag)),
             }
         };
-        policy.etag = Vec::new();
+        let sent_etag = std::mem::take(&mut policy.etag);
         let put = RecordPut {
             key: iam_key(&queue),
             value: policy.encode_to_vec(),
@@ -135,22 +261,21 @@ impl CloudTasks {
             expires_at: None,
             now: self.now(),
         };
-        let record = self.store().record_put(put).await.map_err(|e| match e {
-            StoreError::RecordConflict => Status::aborted(ETAG_MISMATCH),
-            other => store_status(other),
-        })?;
+        let record = match self.store().record_put(put).await {
+            Ok(record) => record,
+            Err(StoreError::RecordConflict) => {
+                let now_current = self.get_iam_policy(resource).await?;
+                return Err(etag_mismatch(&sent_etag, &now_current.etag));
+            }
+            Err(other) => return Err(store_status(other)),
+        };
         policy.etag = etag(record.version);
         Ok(policy)
     }
 
     pub async fn test_iam_permissions(&self, resource: &str, permissions: Vec<String>) -> Result<Vec<String>, Status> {
         self.queue_must_exist(resource).await?;
-        if let Some(bad) = permissions.iter().find(|p| p.contains(['*', ' '])) {
-            return Err(Status::invalid_argument(format!(
-                "Permission \"{bad}\" is not valid; wildcards are not allowed"
-            )));
-        }
-        Ok(permissions.into_iter().filter(|p| grantable(p)).collect())
+        tested_permissions(permissions)
     }
 
     /// Drop a deleted queue's policy, so a queue created again under the name starts clean.
@@ -159,12 +284,29 @@ impl CloudTasks {
     }
 
     fn cmek_location(name: &str) -> Result<LocationName, Status> {
-        let location = name.strip_suffix("/cmekConfig").ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "Invalid CMEK config name \"{name}\": expected projects/PROJECT_ID/locations/LOCATION_ID/cmekConfig"
-            ))
-        })?;
-        LocationName::parse(location)
+        let bad = || Status::invalid_argument(texts::CMEK_NAME);
+        let location = name.strip_suffix("/cmekConfig").ok_or_else(bad)?;
+        LocationName::parse(location).map_err(|_| bad())
+    }
+
+    /// Whether any queue of `location` overrides headers (the real service will not turn
+    /// CMEK on then).
+    async fn location_overrides_headers(&self, location: &LocationName) -> Result<bool, Status> {
+        let mut after = None;
+        loop {
+            let page = self
+                .store()
+                .queue_list(QueueList { parent: Some(location.clone()), after: after.clone(), limit: 1000 })
+                .await
+                .map_err(store_status)?;
+            if page.iter().any(|q| q.http_target.as_ref().is_some_and(|t| !t.headers.is_empty())) {
+                return Ok(true);
+            }
+            if page.len() < 1000 {
+                return Ok(false);
+            }
+            after = page.last().map(|q| q.name.clone());
+        }
     }
 
     pub async fn get_cmek_config(&self, name: &str) -> Result<m::CmekConfig, Status> {
@@ -193,24 +335,12 @@ impl CloudTasks {
         }
         let key = config.kms_key.trim();
         if !key.is_empty() {
-            let parts: Vec<&str> = key.split('/').collect();
-            let shaped = parts.len() == 8
-                && parts[0] == "projects"
-                && parts[2] == "locations"
-                && parts[4] == "keyRings"
-                && parts[6] == "cryptoKeys"
-                && parts.iter().all(|p| !p.is_empty());
-            if !shaped {
-                return Err(Status::invalid_argument(format!(
-                    "kms_key \"{key}\" must look like projects/PROJECT_ID/locations/LOCATION_ID/keyRings/KEY_RING/cryptoKeys/KEY"
-                )));
+            if self.location_overrides_headers(&location).await? {
+                return Err(Status::failed_precondition(texts::CMEK_HEADERS).with_detail(
+                    tasklane_core::status::Detail::cloud_tasks("UNSATISFIED_PRECONDITION_FOR_CMEK", &[]),
+                ));
             }
-            if parts[3] != location.location {
-                return Err(Status::invalid_argument(format!(
-                    "kms_key is in location \"{}\"; the key must be in the queue location \"{}\"",
-                    parts[3], location.location
-                )));
-            }
+            check_kms_key(key, &location)?;
         }
         let put = RecordPut {
             key: cmek_key(&location),
@@ -257,5 +387,100 @@ impl CloudTasks {
         }
         locations.sort_by_key(|l| l.to_string());
         Ok(locations)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(role: &str, members: &[&str]) -> m::Binding {
+        m::Binding { role: role.into(), members: members.iter().map(|m| m.to_string()).collect(), condition: None }
+    }
+
+    #[test]
+    fn policies_are_kept_merged_and_at_version_1() {
+        let p = m::Policy {
+            version: 3,
+            bindings: vec![
+                binding("roles/viewer", &["user:a@x", "user:b@x"]),
+                binding("roles/editor", &[]),
+                binding("roles/viewer", &["user:b@x", "user:c@x"]),
+            ],
+            ..Default::default()
+        };
+        let n = normalized(p);
+        assert_eq!(n.version, 1);
+        assert_eq!(n.bindings, vec![binding("roles/viewer", &["user:a@x", "user:b@x", "user:c@x"])]);
+    }
+
+    #[test]
+    fn bad_policies_get_the_real_texts() {
+        let check = |p: m::Policy, text: &str| assert_eq!(validate_policy(&p).unwrap_err().message, text);
+        check(m::Policy { bindings: vec![binding("viewer", &["user:a@x"])], ..Default::default() }, texts::ROLE);
+        check(
+            m::Policy { bindings: vec![binding("roles/viewer", &["robot:x@example.com"])], ..Default::default() },
+            "The member robot:x@example.com is of an unknown type. Please set a valid type prefix for the member.",
+        );
+        check(
+            m::Policy { version: 4, ..Default::default() },
+            "Specified policy version (4) is not supported. For more information, please refer to \
+             https://cloud.google.com/iam/help/allow-policies/versions.",
+        );
+        let mut conditional = binding("roles/viewer", &["user:a@x"]);
+        conditional.condition = Some(m::Expr::default());
+        check(m::Policy { version: 3, bindings: vec![conditional], ..Default::default() }, texts::CONDITION);
+    }
+
+    #[test]
+    fn kms_keys() {
+        let here = LocationName::parse("projects/p/locations/here").unwrap();
+        let check = |key: &str| check_kms_key(key, &here).map_err(|e| (e.code, e.message));
+        assert!(check("projects/p/locations/here/keyRings/r/cryptoKeys/k").is_ok());
+        assert_eq!(
+            check("not-a-key").unwrap_err().1,
+            "Resource name [not-a-key] does not match any known resource name pattern."
+        );
+        for other in [
+            "projects/p/locations/here/keyRings/r",
+            "projects/p/locations/here/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1",
+        ] {
+            assert_eq!(check(other).unwrap_err().1, "Request contains an invalid argument.");
+        }
+        let elsewhere = check("projects/p/locations/there/keyRings/r/cryptoKeys/k").unwrap_err();
+        assert_eq!(elsewhere, (tasklane_core::Code::NotFound, "Requested entity was not found.".to_string()));
+    }
+
+    #[test]
+    fn etags() {
+        assert_eq!(etag(0), vec![0x00, 0x20, 0x01]);
+        assert_eq!(etag_version(&etag(0)), Some(0));
+        assert_eq!(etag_version(&etag(7)), Some(7));
+        assert_eq!(etag_version(b"junk"), None);
+        assert_eq!(quoted(&[0, 0x20, 1]), "\\000 \\001");
+    }
+
+    #[test]
+    fn permission_tests_are_sorted_and_checked_in_order() {
+        let p = |list: &[&str]| tested_permissions(list.iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            p(&["cloudtasks.tasks.create", "cloudtasks.queues.get", "cloudtasks.tasks.create"]).unwrap(),
+            vec!["cloudtasks.queues.get".to_string(), "cloudtasks.tasks.create".to_string()]
+        );
+        assert_eq!(p(&[]).unwrap_err().message, "At least one permission must be specified.");
+        for bad in ["foo", "cloudtasks.queues.", "cloudtasks.*"] {
+            assert_eq!(p(&[bad]).unwrap_err().message, format!("The permission {bad} is invalid."));
+        }
+        for foreign in ["storage.objects.get", "cloudtasks.queues.create"] {
+            assert_eq!(
+                p(&[foreign]).unwrap_err().message,
+                format!("Permission {foreign} is not valid for this resource.")
+            );
+        }
+        // The first bad permission decides.
+        assert_eq!(
+            p(&["cloudtasks.queues.get", "x", "storage.objects.get"]).unwrap_err().message,
+            "The permission x is invalid."
+        );
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tasklane_core::task::PullSpec;
 use tasklane_core::{Clock, Queue, QueueKind, QueueName, Status, Task, TaskName, Timestamp};
 use tasklane_store::{
-    ClaimedTask, Store, StoreError, TaskCreate, TaskFinish, TaskLease, TaskLookup, TaskOutcome, TaskRelease, TaskRenew,
+    ClaimedTask, Store, TaskCreate, TaskFinish, TaskLease, TaskLookup, TaskOutcome, TaskRelease, TaskRenew,
 };
 
 use crate::dispatch::{Dispatcher, decide, push::PushResult};
@@ -152,10 +152,7 @@ impl Pull {
                 Some(invalid) => invalid,
                 None => match created.next() {
                     Some(Ok(task)) => Ok(task),
-                    Some(Err(StoreError::TaskTombstoned)) => Err(Status::already_exists(
-                        "The task cannot be created because a task with this name existed too recently.",
-                    )),
-                    Some(Err(other)) => Err(store_status(other)),
+                    Some(Err(e)) => Err(crate::service::create_status(e)),
                     None => Err(Status::internal("the store answered fewer creates than it was given")),
                 },
             })

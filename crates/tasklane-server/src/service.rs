@@ -25,11 +25,7 @@ pub const DEFAULT_PAGE_SIZE: usize = 1000;
 pub const MAX_QUEUE_PAGE_SIZE: usize = 9800;
 pub const MAX_TASK_PAGE_SIZE: usize = 1000;
 
-const NOT_FOUND: &str = "Requested entity was not found.";
-pub(crate) const TASK_EXISTS: &str = "Requested entity already exists";
-const TASK_TOO_RECENT: &str = "The task cannot be created because a task with this name existed too recently.";
-const TASK_GONE: &str = "The task no longer exists, though a task with this name existed recently. \
-                         The task either successfully completed or was deleted.";
+use tasklane_core::queue::texts::{NOT_FOUND, QUEUE_MISSING, TASK_EXISTS, TASK_GONE, TASK_TOO_RECENT};
 
 /// The Cloud Tasks v2 service over a store and a dispatcher. Cloned for every request
 /// (router state), so its parts sit behind one `Arc`: a clone is one reference count, not
@@ -43,6 +39,8 @@ pub struct Parts {
     clock: Arc<dyn Clock>,
     dispatcher: Dispatcher,
     tombstone_window: Duration,
+    /// How long a deleted queue's name cannot be used again (zero: at once).
+    queue_tombstone_window: Duration,
     id_counter: Arc<AtomicU64>,
     /// Which identities tasks may use; `None` (tests of a bare service): any.
     access: Option<Arc<Access>>,
@@ -60,8 +58,8 @@ impl std::ops::Deref for CloudTasks {
 pub fn store_status(e: StoreError) -> Status {
     use tasklane_core::throttle::Throttle;
     match e {
-        StoreError::QueueNotFound => Status::not_found(NOT_FOUND),
-        StoreError::QueueAlreadyExists => Status::already_exists("Queue already exists."),
+        StoreError::QueueNotFound => Status::not_found(QUEUE_MISSING),
+        StoreError::QueueAlreadyExists => Status::already_exists(tasklane_core::queue::texts::QUEUE_EXISTS),
         StoreError::TaskNotFound => Status::not_found(NOT_FOUND),
         StoreError::TaskTombstoned => Status::not_found(TASK_GONE),
         StoreError::TaskAlreadyExists => Status::already_exists(TASK_EXISTS),
@@ -93,11 +91,35 @@ pub fn store_status(e: StoreError) -> Status {
     }
 }
 
-fn page_size(requested: i32, max: usize) -> Result<usize, Status> {
+/// `request` names the list in the error, as the real service does (`ListQueuesRequest`).
+fn page_size(request: &str, requested: i32, max: usize) -> Result<usize, Status> {
     match requested {
-        n if n < 0 => Err(Status::invalid_argument("page_size must not be negative")),
+        n if n < 0 => Err(Status::invalid_argument(format!("{request}.pageSize cannot be negative."))),
         0 => Ok(DEFAULT_PAGE_SIZE.min(max)),
         n => Ok((n as usize).min(max)),
+    }
+}
+
+/// What a create that the store refused answers.
+pub(crate) fn create_status(e: StoreError) -> Status {
+    match e {
+        StoreError::TaskTombstoned => Status::already_exists(TASK_TOO_RECENT),
+        other => store_status(other),
+    }
+}
+
+/// The real service gives every non-empty page a token, the last one included; the page
+/// after the last is empty and has none.
+fn next_page_token(last: Option<String>) -> String {
+    last.map(|name| page_token::encode(&name)).unwrap_or_default()
+}
+
+/// Only GetTask tells a recently finished task from one never made; DeleteTask and
+/// RunTask answer plain NOT_FOUND for both, as the real service does.
+fn gone_is_not_found(e: StoreError) -> Status {
+    match e {
+        StoreError::TaskTombstoned | StoreError::TaskNotFound => Status::not_found(NOT_FOUND),
+        other => store_status(other),
     }
 }
 
@@ -113,9 +135,33 @@ impl CloudTasks {
             clock,
             dispatcher,
             tombstone_window,
+            queue_tombstone_window: Duration::ZERO,
             id_counter: Arc::new(AtomicU64::new(0)),
             access: None,
         }))
+    }
+
+    /// Keep a deleted queue's name from being used again for `window`, as the real service
+    /// does for up to three days.
+    pub fn with_queue_tombstone_window(mut self, window: Duration) -> Self {
+        Arc::make_mut(&mut self.0).queue_tombstone_window = window;
+        self
+    }
+
+    fn queue_tombstone_key(name: &QueueName) -> String {
+        format!("queue-deleted:{name}")
+    }
+
+    /// Refuse a name whose queue was deleted within the window.
+    async fn check_queue_name_free(&self, name: &QueueName) -> Result<(), Status> {
+        if self.queue_tombstone_window.is_zero() {
+            return Ok(());
+        }
+        let key = Self::queue_tombstone_key(name);
+        match self.store.record_get(&key, self.now()).await.map_err(store_status)? {
+            Some(_) => Err(Status::failed_precondition(tasklane_core::queue::texts::QUEUE_TOO_RECENT)),
+            None => Ok(()),
+        }
     }
 
     /// Check the identities tasks and queues ask tokens for against `access`.
@@ -160,7 +206,7 @@ impl CloudTasks {
     }
 
     async fn queue_required(&self, name: &QueueName) -> Result<Queue, Status> {
-        self.store.queue_get(name).await.map_err(store_status)?.ok_or_else(|| Status::not_found(NOT_FOUND))
+        self.store.queue_get(name).await.map_err(store_status)?.ok_or_else(|| Status::not_found(QUEUE_MISSING))
     }
 
     pub async fn create_queue(&self, parent: &str, name: &str, spec: QueueSpec) -> Result<Queue, Status> {
@@ -176,15 +222,13 @@ impl CloudTasks {
         kind: QueueKind,
     ) -> Result<Queue, Status> {
         let parent = LocationName::parse(parent)?;
-        if name.is_empty() {
-            return Err(Status::invalid_argument("queue.name is required"));
-        }
+        // Without a name, the real service answers as for a malformed one.
         let queue_name = QueueName::parse(name)?;
         if queue_name.parent != parent {
-            return Err(Status::invalid_argument(format!(
-                "The queue name \"{name}\" is not in the parent location \"{parent}\""
-            )));
+            return Err(Status::invalid_argument(format!("{name} must begin with {parent}.")));
         }
+        spec.check_request()?;
+        self.check_queue_name_free(&queue_name).await?;
         let mut queue = spec.resolve(queue_name, QueueState::Running, None)?;
         self.check_queue_target(&queue).await?;
         queue.kind = kind;
@@ -205,8 +249,8 @@ impl CloudTasks {
         page_token: &str,
     ) -> Result<(Vec<Queue>, String), Status> {
         let parent = LocationName::parse(parent)?;
-        let filter = tasklane_core::queue::QueueFilter::parse(filter)?;
-        let limit = page_size(requested_page_size, MAX_QUEUE_PAGE_SIZE)?;
+        let filter = tasklane_core::filter::QueueFilter::parse(filter)?;
+        let limit = page_size("ListQueuesRequest", requested_page_size, MAX_QUEUE_PAGE_SIZE)?;
         let mut after = match page_token {
             "" => None,
             t => Some(QueueName::parse(&page_token::decode(t)?).map_err(|_| page_token::invalid())?),
@@ -216,29 +260,24 @@ impl CloudTasks {
         loop {
             let batch = self
                 .store
-                .queue_list(QueueList { parent: Some(parent.clone()), after: after.clone(), limit: limit + 1 })
+                .queue_list(QueueList { parent: Some(parent.clone()), after: after.clone(), limit })
                 .await
                 .map_err(store_status)?;
-            let exhausted = batch.len() <= limit;
+            let exhausted = batch.len() < limit;
             for q in batch {
                 after = Some(q.name.clone());
                 if filter.matches(&q) {
                     out.push(q);
-                    if out.len() > limit {
+                    if out.len() == limit {
                         break;
                     }
                 }
             }
-            if out.len() > limit || exhausted {
+            if out.len() == limit || exhausted {
                 break;
             }
         }
-        let next = if out.len() > limit {
-            out.truncate(limit);
-            out.last().map(|q| page_token::encode(&q.name.to_string())).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next = next_page_token(out.last().map(|q| q.name.to_string()));
         Ok((out, next))
     }
 
@@ -247,10 +286,15 @@ impl CloudTasks {
         if name.is_empty() {
             return Err(Status::invalid_argument("queue.name is required"));
         }
+        tasklane_core::mask::check(mask.as_deref())?;
         let queue_name = QueueName::parse(name)?;
+        patch.check_request()?;
         let existing = self.store.queue_get(&queue_name).await.map_err(store_status)?;
+        if existing.is_none() {
+            self.check_queue_name_free(&queue_name).await?;
+        }
         let base = existing.as_ref().map(QueueSpec::of).unwrap_or_default();
-        let merged = QueueSpec::apply_mask(base, patch, mask.as_deref())?;
+        let merged = tasklane_core::mask::apply(base, patch, mask.as_deref());
         let (state, purge_time) = existing.map_or((QueueState::Running, None), |q| (q.state, q.purge_time));
         let queue = merged.resolve(queue_name, state, purge_time)?;
         self.check_queue_target(&queue).await?;
@@ -266,10 +310,26 @@ impl CloudTasks {
     pub async fn delete_queue(&self, name: &str) -> Result<(), Status> {
         let name = QueueName::parse(name)?;
         let jobs =
-            self.store.queue_delete(QueueDelete { name: name.clone(), now: self.now() }).await.map_err(store_status)?;
+            self.store.queue_delete(QueueDelete { name: name.clone(), now: self.now() }).await.map_err(
+                |e| match e {
+                    StoreError::QueueNotFound => Status::not_found(NOT_FOUND),
+                    other => store_status(other),
+                },
+            )?;
         self.dispatcher.queue_removed(&name);
         jobs.iter().for_each(|job| self.dispatcher.job_changed(job));
         self.forget_queue_policy(&name).await?;
+        if !self.queue_tombstone_window.is_zero() {
+            let now = self.now();
+            let put = tasklane_store::RecordPut {
+                key: Self::queue_tombstone_key(&name),
+                value: Vec::new(),
+                condition: tasklane_store::RecordCondition::Always,
+                expires_at: Some(now.saturating_add(self.queue_tombstone_window)),
+                now,
+            };
+            self.store.record_put(put).await.map_err(store_status)?;
+        }
         Ok(())
     }
 
@@ -304,18 +364,37 @@ impl CloudTasks {
     pub async fn create_task(&self, parent: &str, spec: TaskSpec, view: TaskView) -> Result<Task, Status> {
         let queue_name = QueueName::parse(parent)?;
         let now = self.now();
-        let task = spec.validate(&queue_name, now, || self.generate_id())?;
+        let task = self.new_task(&queue_name, spec, now).await?;
+        let task = self.store.task_create(TaskCreate { task, now }).await.map_err(create_status)?;
+        self.dispatcher.task_created(&queue_name);
+        Ok(task.with_view(view))
+    }
+
+    /// A new task of `queue` checked as `CreateTask` checks it, not yet stored.
+    pub(crate) async fn new_task(&self, queue: &QueueName, spec: TaskSpec, now: Timestamp) -> Result<Task, Status> {
+        let task = spec.validate(queue, now, || self.generate_id())?;
         self.check_identity(task.http_request.auth.as_ref(), &task.http_request.url).await?;
         if let Some(a) = &self.access {
             a.check_target("http_request.url", &task.http_request.url)?;
         }
-        let task = self.store.task_create(TaskCreate { task, now }).await.map_err(|e| match e {
-            StoreError::QueueNotFound => Status::failed_precondition("Queue does not exist."),
-            StoreError::TaskTombstoned => Status::already_exists(TASK_TOO_RECENT),
-            other => store_status(other),
-        })?;
-        self.dispatcher.task_created(&queue_name);
-        Ok(task.with_view(view))
+        Ok(task)
+    }
+
+    /// Store checked tasks of `queue` in one write, so a crash keeps all or none of them;
+    /// each succeeds or fails alone otherwise.
+    pub(crate) async fn store_tasks(
+        &self,
+        queue: &QueueName,
+        tasks: Vec<Task>,
+        now: Timestamp,
+    ) -> Vec<Result<Task, Status>> {
+        let creates = tasks.into_iter().map(|task| TaskCreate { task, now }).collect();
+        let results: Vec<_> =
+            self.store.task_create_many(creates).await.into_iter().map(|r| r.map_err(create_status)).collect();
+        if results.iter().any(Result::is_ok) {
+            self.dispatcher.task_created(queue);
+        }
+        results
     }
 
     pub async fn get_task(&self, name: &str, view: TaskView) -> Result<Task, Status> {
@@ -336,19 +415,13 @@ impl CloudTasks {
     ) -> Result<(Vec<Task>, String), Status> {
         let queue = QueueName::parse(parent)?;
         self.queue_required(&queue).await?;
-        let limit = page_size(requested_page_size, MAX_TASK_PAGE_SIZE)?;
+        let limit = page_size("ListTasksRequest", requested_page_size, MAX_TASK_PAGE_SIZE)?;
         let after = match page_token {
             "" => None,
             t => Some(page_token::decode(t)?),
         };
-        let mut tasks =
-            self.store.task_list(TaskList { queue, after, limit: limit + 1 }).await.map_err(store_status)?;
-        let next = if tasks.len() > limit {
-            tasks.truncate(limit);
-            tasks.last().map(|t| page_token::encode(&t.name.task)).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let tasks = self.store.task_list(TaskList { queue, after, limit }).await.map_err(store_status)?;
+        let next = next_page_token(tasks.last().map(|t| t.name.task.clone()));
         Ok((tasks.into_iter().map(|t| t.with_view(view)).collect(), next))
     }
 
@@ -359,7 +432,7 @@ impl CloudTasks {
             .store
             .task_delete(TaskDelete { name, tombstone_until: now.saturating_add(self.tombstone_window), now })
             .await
-            .map_err(store_status)?;
+            .map_err(gone_is_not_found)?;
         job.iter().for_each(|job| self.dispatcher.job_changed(job));
         Ok(())
     }
@@ -373,8 +446,14 @@ impl CloudTasks {
             .store
             .task_claim_by_name(TaskClaimByName { name, grace: self.dispatcher.lease_grace(), now })
             .await
-            .map_err(store_status)?;
-        let task = claimed.task.clone();
+            .map_err(gone_is_not_found)?;
+        // The answer is the task as dispatched, before the worker answers, as the real
+        // service shows it: the attempt counted, and of the attempts only the last one's
+        // schedule time.
+        let mut task = claimed.task.clone();
+        task.first_attempt = None;
+        task.last_attempt =
+            Some(tasklane_core::Attempt { schedule_time: Some(task.schedule_time), ..Default::default() });
         self.dispatcher.run_now(queue, claimed, now);
         Ok(task.with_view(view))
     }

@@ -149,7 +149,7 @@ pub fn encode_target(t: &HttpTarget) -> String {
             "port": u.port,
             "path": u.path,
             "query": u.query,
-            "if_not_exists": u.mode == EnforceMode::IfNotExists,
+            "mode": u.mode.number(),
         })
     });
     json!({
@@ -169,6 +169,7 @@ pub fn decode_target(text: &str) -> Option<HttpTarget> {
         u => Some(UriOverride {
             scheme: match u["scheme"].as_str() {
                 None => None,
+                Some("unspecified") => Some(Scheme::Unspecified),
                 Some("http") => Some(Scheme::Http),
                 Some("https") => Some(Scheme::Https),
                 Some(_) => return None,
@@ -177,7 +178,12 @@ pub fn decode_target(text: &str) -> Option<HttpTarget> {
             port: u["port"].as_i64(),
             path: opt_str(&u["path"]),
             query: opt_str(&u["query"]),
-            mode: if u["if_not_exists"].as_bool()? { EnforceMode::IfNotExists } else { EnforceMode::Always },
+            // Targets written before the mode was kept as given had only `if_not_exists`.
+            mode: match u["mode"].as_i64() {
+                Some(n) => EnforceMode::from_number(i32::try_from(n).ok()?).ok()?,
+                None if u["if_not_exists"].as_bool()? => EnforceMode::IfNotExists,
+                None => EnforceMode::Always,
+            },
         }),
     };
     let method = match v["method"].as_str() {

@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// How long a finished or deleted task's name stays reserved, for example `1h`.
     #[arg(long, env = "TASKLANE_TOMBSTONE_WINDOW", default_value = "1h", value_parser = crate::client::parse_cli_duration)]
     tombstone_window: std::time::Duration,
+    /// How long a deleted queue's name stays reserved, as in Cloud Tasks (up to 3 days);
+    /// `0s` frees it at once, which suits local development.
+    #[arg(long, env = "TASKLANE_QUEUE_TOMBSTONE_WINDOW", default_value = "3d", value_parser = crate::client::parse_cli_duration)]
+    queue_tombstone_window: std::time::Duration,
     /// The base URL workers reach tasklane at: the issuer of the OIDC tokens tasks carry,
     /// whose `/.well-known/openid-configuration` verifies them. Default: `http://` and the listen address.
     #[arg(long, env = "TASKLANE_PUBLIC_URL")]
@@ -123,6 +127,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         database_timeout: args.database_timeout,
         lease_grace: args.lease_grace,
         tombstone_window: args.tombstone_window,
+        queue_tombstone_window: args.queue_tombstone_window,
         shutdown_grace: args.shutdown_grace,
         public_url: args.public_url,
         dead_letter_retention: args.dead_letter_retention,

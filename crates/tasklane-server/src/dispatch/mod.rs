@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tasklane_core::rate::TokenBucket;
 use tasklane_core::task::ResponseStatus;
-use tasklane_core::{Clock, Code, Queue, QueueKind, QueueName, QueueState, Task, Timestamp};
+use tasklane_core::{Clock, Queue, QueueKind, QueueName, QueueState, Task, Timestamp};
 use tasklane_store::{AttemptResult, ClaimedTask, Store, StoreError, TaskClaim, TaskFinish, TaskOutcome};
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
@@ -599,6 +599,11 @@ async fn run_queue(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Queue>>,
     }
 }
 
+/// Why an attempt got no answer, for its log line (a worker's own body is not logged).
+fn detail(result: &PushResult) -> &str {
+    if result.responded { "" } else { &result.excerpt }
+}
+
 /// What to record for an attempt, by the queue's retry rules.
 pub fn decide(
     queue: &Queue,
@@ -612,15 +617,10 @@ pub fn decide(
     }
     let attempt = AttemptResult {
         http_status: result.http_status,
-        responded: result.responded,
+        // The real service counts only answers below 500 as responses.
+        responded: result.responded && result.http_status < 500,
         status: ResponseStatus {
-            code: if result.responded {
-                Code::from_worker_http_status(result.http_status)
-            } else if result.http_status == 504 {
-                Code::DeadlineExceeded
-            } else {
-                Code::Unknown
-            },
+            code: push::attempt_code(result.http_status, result.responded),
             message: result.message.clone(),
         },
         dispatch_time: task.last_attempt.as_ref().and_then(|a| a.dispatch_time).unwrap_or(now),
@@ -669,7 +669,11 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
         let left = lease_end.since(shared.clock.now()).saturating_sub(shared.config.lease_grace / 2);
         let timeout = task.dispatch_deadline.min(left);
         if timeout.is_zero() {
-            attempt_event!(warn, task, "lease ended before the attempt could start; the task runs again after its lease");
+            attempt_event!(
+                warn,
+                task,
+                "lease ended before the attempt could start; the task runs again after its lease"
+            );
             return;
         }
         let bearer = match &request.auth {
@@ -722,11 +726,19 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
                 task,
                 status = result.http_status,
                 message = %result.message,
+                detail = %detail(&result),
                 retry_in_ms = retry_at.since(now).as_millis() as u64,
                 "attempt failed, will retry"
             ),
             TaskOutcome::GaveUp { .. } => {
-                attempt_event!(warn, task, status = result.http_status, message = %result.message, "attempt failed, giving up")
+                attempt_event!(
+                    warn,
+                    task,
+                    status = result.http_status,
+                    message = %result.message,
+                    detail = %detail(&result),
+                    "attempt failed, giving up"
+                )
             }
         }
         let finish = TaskFinish { name: task.name.clone(), lease_id: claimed.lease_id, outcome, now };
@@ -768,7 +780,7 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
 mod tests {
     use super::*;
     use tasklane_core::queue::QueueSpec;
-    use tasklane_core::{RetryConfig, TaskSpec};
+    use tasklane_core::{Code, RetryConfig, TaskSpec};
 
     fn fixture(retry: RetryConfig) -> (Queue, Task) {
         let name = QueueName::parse("projects/p/locations/l/queues/q").unwrap();

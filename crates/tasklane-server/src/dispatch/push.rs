@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tasklane_core::header::USER_AGENT;
-use tasklane_core::{HttpRequest, Task, Timestamp};
+use tasklane_core::{Code, HttpRequest, Task, Timestamp};
 
 /// Longest part of a worker's response body that is read (and kept for inspection).
 pub const RESPONSE_EXCERPT: usize = 4 * 1024;
@@ -22,14 +22,37 @@ pub struct PushResult {
     pub http_status: u16,
     pub responded: bool,
     pub retry_after: Option<Duration>,
+    /// The text recorded as the attempt's status: the real service's for what a worker
+    /// answered or failed to (`INTERNAL(13): HTTP status code 500`), tasklane's own for
+    /// what only tasklane refuses (its egress policy, a token it could not sign).
     pub message: String,
-    /// The start of the response body, as text (lossily).
+    /// The start of the response body, as text (lossily); without a response, why none
+    /// came (`could not connect to the worker: Connection refused`).
     pub excerpt: String,
 }
 
 impl PushResult {
     pub fn succeeded(&self) -> bool {
         (200..300).contains(&self.http_status) && self.responded
+    }
+
+    /// An attempt that got no answer, recorded as the real service records one; `why`
+    /// is kept beside it.
+    fn no_answer(http_status: u16, why: String) -> PushResult {
+        let message = attempt_code(http_status, false).attempt_message(http_status);
+        PushResult { http_status, responded: false, retry_after: None, message, excerpt: why }
+    }
+}
+
+/// The code recorded for an attempt: the worker's answer mapped as Cloud Tasks maps it,
+/// DEADLINE_EXCEEDED when the deadline passed first, UNKNOWN when nothing came back.
+pub fn attempt_code(http_status: u16, responded: bool) -> Code {
+    if responded {
+        Code::from_worker_http_status(http_status)
+    } else if http_status == 504 {
+        Code::DeadlineExceeded
+    } else {
+        Code::Unknown
     }
 }
 
@@ -53,9 +76,9 @@ pub fn dispatch_headers(
     extra: &[(String, String)],
 ) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(request.headers.len() + extra.len() + 10);
-    // tasklane's own headers come only from `extra`, never from a task kept from before
-    // they were reserved.
-    let own = request.headers.iter().filter(|(n, _)| !tasklane_core::header::is_tasklane_header(n));
+    // tasklane's own headers come only from `extra`, and Cloud Tasks' only from here: a
+    // task may store `X-CloudTasks-TaskName`, as the real service lets it, but never send it.
+    let own = request.headers.iter().filter(|(n, _)| !tasklane_core::header::is_dispatcher_header(n));
     for (n, v) in own.chain(extra) {
         if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
             h.insert(name, value);
@@ -76,14 +99,23 @@ pub fn dispatch_headers(
     // dispatch_count already includes this attempt.
     h.insert(RETRY_COUNT, HeaderValue::from((task.dispatch_count - 1).max(0)));
     h.insert(EXECUTION_COUNT, HeaderValue::from(task.execution_count));
-    let eta = task.schedule_time.0;
-    let eta = format!("{}.{:06}", eta.div_euclid(1_000_000), eta.rem_euclid(1_000_000));
+    let eta = eta_header(task.schedule_time);
     h.insert(ETA, HeaderValue::try_from(eta).unwrap_or_else(|_| HeaderValue::from_static("")));
     if task.dispatch_count > 1 {
         h.insert(PREVIOUS_RESPONSE, HeaderValue::from(task.last_http_status));
         h.insert(RETRY_REASON, retry_reason(task));
     }
     h
+}
+
+/// `X-CloudTasks-TaskETA`: seconds since the epoch with the fraction's trailing zeros
+/// trimmed, as the real service writes it (`1700000000.12`).
+fn eta_header(t: Timestamp) -> String {
+    let mut eta = format!("{}.{:06}", t.0.div_euclid(1_000_000), t.0.rem_euclid(1_000_000));
+    while eta.ends_with('0') {
+        eta.pop();
+    }
+    eta.trim_end_matches('.').to_string()
 }
 
 /// Why the task is being tried again: its last attempt's answer. (A lease clears the last
@@ -184,6 +216,14 @@ pub async fn push(
             };
         }
     }
+    if !r.body.is_empty() && !r.method.allows_body() {
+        // A queue's method override without a body (GET) over a task with one: the real
+        // service does not send such a request, and the attempt fails.
+        return PushResult::no_answer(
+            0,
+            format!("not sent: a {} request cannot carry the task's body", r.method.as_str()),
+        );
+    }
     let method = reqwest::Method::from_bytes(r.method.as_str().as_bytes()).unwrap_or(reqwest::Method::POST);
     let headers = dispatch_headers(attempt.task, r, attempt.bearer, attempt.extra);
     let request = match attempt.url {
@@ -227,20 +267,14 @@ pub async fn push(
         http_status: status,
         responded: true,
         retry_after,
-        message: status_message(status),
+        message: attempt_code(status, true).attempt_message(status),
         excerpt: String::from_utf8_lossy(&excerpt).into_owned(),
     }
 }
 
 fn failure(e: &reqwest::Error) -> PushResult {
     if e.is_timeout() {
-        return PushResult {
-            http_status: 504,
-            responded: false,
-            retry_after: None,
-            message: "The worker did not answer within the dispatch deadline".into(),
-            excerpt: String::new(),
-        };
+        return PushResult::no_answer(504, "The worker did not answer within the dispatch deadline".into());
     }
     let what = if e.is_redirect() {
         "a redirect was not followed".to_string()
@@ -252,16 +286,19 @@ fn failure(e: &reqwest::Error) -> PushResult {
     let mut detail = String::new();
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(s) = source {
+        // tasklane's own refusal keeps its own words (there is no Cloud Tasks text for it).
+        if let Some(refused) = s.downcast_ref::<crate::egress::EgressRefused>() {
+            let why = if e.is_redirect() {
+                format!("a redirect was not followed: {refused}")
+            } else {
+                format!("not sent: {refused}")
+            };
+            return PushResult { message: why.clone(), ..PushResult::no_answer(0, why) };
+        }
         detail = s.to_string();
         source = s.source();
     }
-    PushResult {
-        http_status: 0,
-        responded: false,
-        retry_after: None,
-        message: if detail.is_empty() { what } else { format!("{what}: {detail}") },
-        excerpt: String::new(),
-    }
+    PushResult::no_answer(0, if detail.is_empty() { what } else { format!("{what}: {detail}") })
 }
 
 #[cfg(test)]
@@ -275,7 +312,8 @@ mod tests {
             name: Some(format!("{q}/tasks/job-7")),
             url: "http://h/".into(),
             body: b"{}".to_vec(),
-            headers: vec![("X-App".into(), "1".into())],
+            // A task may store a Cloud Tasks header, but the worker gets only the dispatcher's.
+            headers: vec![("X-App".into(), "1".into()), ("X-CloudTasks-TaskRetryReason".into(), "forged".into())],
             schedule_time: Some(Timestamp(1_700_000_000_250_000)),
             ..Default::default()
         }
@@ -299,7 +337,9 @@ mod tests {
         assert_eq!(get(&h, "X-CloudTasks-TaskName"), Some("job-7"));
         assert_eq!(get(&h, "X-CloudTasks-TaskRetryCount"), Some("0"));
         assert_eq!(get(&h, "X-CloudTasks-TaskExecutionCount"), Some("0"));
-        assert_eq!(get(&h, "X-CloudTasks-TaskETA"), Some("1700000000.250000"));
+        assert_eq!(get(&h, "X-CloudTasks-TaskETA"), Some("1700000000.25"));
+        assert_eq!(eta_header(Timestamp(1_700_000_000_123_456)), "1700000000.123456");
+        assert_eq!(eta_header(Timestamp::from_secs(1_700_000_000)), "1700000000");
         assert_eq!(get(&h, "X-CloudTasks-TaskPreviousResponse"), None);
         assert_eq!(get(&h, "X-CloudTasks-TaskRetryReason"), None);
     }

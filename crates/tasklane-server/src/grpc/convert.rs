@@ -5,7 +5,8 @@ use prost::Message;
 use tasklane_core::clock::duration_micros;
 use tasklane_core::queue::{QueueSpec, RateSpec};
 use tasklane_core::retry::{RetryConfig, RetrySpec};
-use tasklane_core::target::{EnforceMode, HttpTarget, Scheme, UriOverride};
+use tasklane_core::status::Detail;
+use tasklane_core::target::{EnforceMode, HttpTarget, Scheme, UriOverride, texts as target_texts};
 use tasklane_core::task::{Attempt, AuthToken, HttpRequest, ResponseStatus, TaskSpec};
 use tasklane_core::{HttpMethod, LocationName, Queue, QueueState, Status, Task, TaskName, TaskView, Timestamp};
 
@@ -43,12 +44,22 @@ fn duration_from(field: &str, d: &prost_types::Duration) -> Result<i64, Status> 
     }
     d.seconds
         .checked_mul(MICROS_PER_SECOND)
-        .and_then(|s| s.checked_add(i64::from(d.nanos) / 1000))
+        // Rounded down, so a negative duration under a microsecond stays negative (refused).
+        .and_then(|s| s.checked_add(i64::from(d.nanos).div_euclid(1000)))
         .ok_or_else(|| Status::invalid_argument(format!("{field} is out of range")))
 }
 
 fn opt_duration(field: &str, d: &Option<prost_types::Duration>) -> Result<i64, Status> {
     d.as_ref().map_or(Ok(0), |d| duration_from(field, d))
+}
+
+/// A task answered for a view number the API lacks: BASIC content, as the real service
+/// gives, with the view it was asked for left unspecified (GetTask, CreateTask).
+pub fn unknown_view(mut task: m::Task, asked: i32) -> m::Task {
+    if !(0..=2).contains(&asked) {
+        task.view = 0;
+    }
+    task
 }
 
 pub fn view(n: i32) -> TaskView {
@@ -90,26 +101,17 @@ fn http_target_from(t: &m::HttpTarget) -> Result<HttpTarget, Status> {
     let uri_override = match &t.uri_override {
         None => None,
         Some(u) => Some(UriOverride {
-            scheme: match u.scheme {
-                None | Some(0) => None,
-                Some(1) => Some(Scheme::Http),
-                Some(2) => Some(Scheme::Https),
-                Some(n) => return Err(texts::bad_enum("queue.http_target.uri_override.scheme", n)),
-            },
+            scheme: Scheme::from_number(u.scheme)?,
             host: u.host.clone(),
             port: u.port,
             path: u.path_override.as_ref().map(|p| p.path.clone()),
             query: u.query_override.as_ref().map(|q| q.query_params.clone()),
-            mode: match u.uri_override_enforce_mode {
-                1 => EnforceMode::IfNotExists,
-                0 | 2 => EnforceMode::Always,
-                n => return Err(texts::bad_enum("queue.http_target.uri_override.uri_override_enforce_mode", n)),
-            },
+            mode: EnforceMode::from_number(u.uri_override_enforce_mode)?,
         }),
     };
     let method = match t.http_method {
         0 => None,
-        n => Some(HttpMethod::from_i32(n).ok_or_else(|| texts::bad_enum("queue.http_target.http_method", n))?),
+        n => Some(HttpMethod::from_i32(n).ok_or_else(|| target_texts::error(target_texts::BAD_TARGET))?),
     };
     let headers =
         t.header_overrides.iter().filter_map(|o| o.header.as_ref()).map(|h| (h.key.clone(), h.value.clone())).collect();
@@ -120,18 +122,12 @@ fn http_target_message(t: &HttpTarget) -> m::HttpTarget {
     let (oidc_token, oauth_token) = auth_messages(&t.auth);
     m::HttpTarget {
         uri_override: t.uri_override.as_ref().map(|u| m::UriOverride {
-            scheme: u.scheme.map(|s| match s {
-                Scheme::Http => 1,
-                Scheme::Https => 2,
-            }),
+            scheme: u.scheme.map(Scheme::number),
             host: u.host.clone(),
             port: u.port,
             path_override: u.path.as_ref().map(|p| m::PathOverride { path: p.clone() }),
             query_override: u.query.as_ref().map(|q| m::QueryOverride { query_params: q.clone() }),
-            uri_override_enforce_mode: match u.mode {
-                EnforceMode::IfNotExists => 1,
-                EnforceMode::Always => 2,
-            },
+            uri_override_enforce_mode: u.mode.number(),
         }),
         http_method: t.method.map_or(0, |m| m as i32),
         header_overrides: t
@@ -183,9 +179,10 @@ pub fn task_spec(t: Option<m::Task>) -> Result<TaskSpec, Status> {
     let Some(r) = t.http_request else {
         return Err(Status::invalid_argument(texts::HTTP_REQUEST_REQUIRED));
     };
+    // A method number the API lacks is taken as POST, as the real service takes it.
     let method = match r.http_method {
         0 => None,
-        n => Some(HttpMethod::from_i32(n).ok_or_else(|| texts::bad_enum("task.http_request.http_method", n))?),
+        n => Some(HttpMethod::from_i32(n).unwrap_or(HttpMethod::Post)),
     };
     let auth = auth_from(&r.oidc_token, &r.oauth_token)?;
     let schedule_time = t.schedule_time.as_ref().map(|s| timestamp_from("task.schedule_time", s)).transpose()?;
@@ -297,15 +294,38 @@ fn any(type_name: &str, message: &impl prost::Message) -> prost_types::Any {
     prost_types::Any { type_url: format!("{TYPE_PREFIX}{type_name}"), value: message.encode_to_vec() }
 }
 
-/// The `State` enum numbers of the two metadata messages differ.
+/// The `State` enum numbers of the two metadata messages differ. A delete that failed
+/// for every name is PARTIALLY_SUCCEEDED with an error, as the real service reports it.
 pub fn batch_state_number(kind: BatchKind, state: BatchState) -> i32 {
     match (kind, state) {
         (_, BatchState::Succeeded) => 2,
         (BatchKind::Create, BatchState::PartiallySucceeded) => 5,
         (BatchKind::Create, BatchState::Failed) => 3,
-        (BatchKind::Delete, BatchState::PartiallySucceeded) => 3,
-        (BatchKind::Delete, BatchState::Failed) => 4,
+        (BatchKind::Delete, BatchState::PartiallySucceeded | BatchState::Failed) => 3,
     }
+}
+
+/// What a finished batch's operation holds besides its metadata: the created tasks,
+/// nothing (every create failed), or for a delete that removed nothing, an error.
+pub enum BatchResult<'a> {
+    Created(&'a [(Task, TaskView)]),
+    Deleted,
+    Nothing,
+    NoneDeleted,
+}
+
+pub fn batch_result(op: &BatchOperation) -> BatchResult<'_> {
+    match (op.kind, op.state) {
+        (BatchKind::Create, BatchState::Failed) => BatchResult::Nothing,
+        (BatchKind::Create, _) => BatchResult::Created(&op.tasks),
+        (BatchKind::Delete, BatchState::Failed) => BatchResult::NoneDeleted,
+        (BatchKind::Delete, _) => BatchResult::Deleted,
+    }
+}
+
+/// The error of a delete batch that removed nothing.
+pub fn none_deleted() -> Status {
+    Status::aborted(crate::operations::NONE_DELETED)
 }
 
 fn batch_state_from(kind: BatchKind, n: i32) -> Option<BatchState> {
@@ -315,7 +335,46 @@ fn batch_state_from(kind: BatchKind, n: i32) -> Option<BatchState> {
 }
 
 pub fn rpc_status(s: &Status) -> m::RpcStatus {
-    m::RpcStatus { code: s.code as i32, message: s.message.clone(), details: Vec::new() }
+    m::RpcStatus { code: s.code as i32, message: s.message.clone(), details: s.details.iter().map(detail).collect() }
+}
+
+/// An error detail as the `Any` Google's clients decode.
+fn detail(d: &Detail) -> prost_types::Any {
+    match d {
+        Detail::ErrorInfo { reason, domain, metadata } => any(
+            "google.rpc.ErrorInfo",
+            &m::ErrorInfo {
+                reason: reason.clone(),
+                domain: domain.clone(),
+                metadata: metadata.iter().cloned().collect(),
+            },
+        ),
+        Detail::Help { links } => any(
+            "google.rpc.Help",
+            &m::Help {
+                links: links
+                    .iter()
+                    .map(|(description, url)| m::HelpLink { description: description.clone(), url: url.clone() })
+                    .collect(),
+            },
+        ),
+        Detail::BadRequest { violations } => any(
+            "google.rpc.BadRequest",
+            &m::BadRequest {
+                field_violations: violations
+                    .iter()
+                    .map(|(field, description)| m::FieldViolation {
+                        field: field.clone(),
+                        description: description.clone(),
+                    })
+                    .collect(),
+            },
+        ),
+        Detail::LocalizedMessage { locale, message } => any(
+            "google.rpc.LocalizedMessage",
+            &m::LocalizedMessage { locale: locale.clone(), message: message.clone() },
+        ),
+    }
 }
 
 pub fn operation(op: &BatchOperation) -> m::Operation {
@@ -325,23 +384,23 @@ pub fn operation(op: &BatchOperation) -> m::Operation {
         state: batch_state_number(op.kind, op.state),
         failed_requests: op.failed.iter().map(|(i, s)| (*i, rpc_status(s))).collect(),
     };
-    let (metadata_type, response) = match op.kind {
-        BatchKind::Create => (
-            CREATE_METADATA,
-            any(
-                CREATE_RESPONSE,
-                &m::BatchCreateTasksResponse { tasks: op.tasks.iter().map(|(t, v)| task(t, *v)).collect() },
-            ),
-        ),
-        BatchKind::Delete => (DELETE_METADATA, any(EMPTY, &())),
+    let metadata_type = match op.kind {
+        BatchKind::Create => CREATE_METADATA,
+        BatchKind::Delete => DELETE_METADATA,
     };
-    m::Operation {
-        name: op.name.clone(),
-        metadata: Some(any(metadata_type, &metadata)),
-        done: true,
-        error: None,
-        response: Some(response),
-    }
+    let (response, error) = match batch_result(op) {
+        BatchResult::Created(tasks) => (
+            Some(any(
+                CREATE_RESPONSE,
+                &m::BatchCreateTasksResponse { tasks: tasks.iter().map(|(t, v)| task(t, *v)).collect() },
+            )),
+            None,
+        ),
+        BatchResult::Deleted => (Some(any(EMPTY, &())), None),
+        BatchResult::Nothing => (None, None),
+        BatchResult::NoneDeleted => (None, Some(rpc_status(&none_deleted()))),
+    };
+    m::Operation { name: op.name.clone(), metadata: Some(any(metadata_type, &metadata)), done: true, error, response }
 }
 
 fn corrupt(what: &str) -> Status {
@@ -357,6 +416,7 @@ pub fn operation_from(op: m::Operation) -> Result<BatchOperation, Status> {
         _ => return Err(corrupt(&metadata.type_url)),
     };
     let meta = m::BatchMetadata::decode(metadata.value.as_slice()).map_err(|e| corrupt(&e.to_string()))?;
+    let none_deleted = kind == BatchKind::Delete && op.error.is_some();
     let tasks = match (kind, op.response) {
         (BatchKind::Create, Some(r)) => m::BatchCreateTasksResponse::decode(r.value.as_slice())
             .map_err(|e| corrupt(&e.to_string()))?
@@ -374,7 +434,11 @@ pub fn operation_from(op: m::Operation) -> Result<BatchOperation, Status> {
         kind,
         start_time: time(meta.start_time)?,
         end_time: time(meta.end_time)?,
-        state: batch_state_from(kind, meta.state).ok_or_else(|| corrupt("state"))?,
+        state: if none_deleted {
+            BatchState::Failed
+        } else {
+            batch_state_from(kind, meta.state).ok_or_else(|| corrupt("state"))?
+        },
         failed: meta
             .failed_requests
             .into_iter()

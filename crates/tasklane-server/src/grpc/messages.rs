@@ -378,6 +378,54 @@ pub struct RpcStatus {
     pub details: Vec<Any>,
 }
 
+// ---- google.rpc error details ----
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ErrorInfo {
+    #[prost(string, tag = "1")]
+    pub reason: String,
+    #[prost(string, tag = "2")]
+    pub domain: String,
+    #[prost(btree_map = "string, string", tag = "3")]
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HelpLink {
+    #[prost(string, tag = "1")]
+    pub description: String,
+    #[prost(string, tag = "2")]
+    pub url: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Help {
+    #[prost(message, repeated, tag = "1")]
+    pub links: Vec<HelpLink>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct FieldViolation {
+    #[prost(string, tag = "1")]
+    pub field: String,
+    #[prost(string, tag = "2")]
+    pub description: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct BadRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub field_violations: Vec<FieldViolation>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LocalizedMessage {
+    #[prost(string, tag = "1")]
+    pub locale: String,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
 // ---- google.longrunning ----
 
 #[derive(Clone, PartialEq, prost::Message)]

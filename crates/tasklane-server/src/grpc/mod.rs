@@ -4,6 +4,7 @@
 //! the result. No generated code: one `unary` adapter over tonic's server codec serves every method.
 
 pub mod convert;
+mod front;
 pub mod messages;
 
 use std::future::Future;
@@ -29,7 +30,13 @@ pub fn is_grpc<B>(req: &Request<B>) -> bool {
 }
 
 pub fn to_tonic(s: Status) -> tonic::Status {
-    tonic::Status::new(tonic::Code::from_i32(s.code as i32), s.message)
+    let code = tonic::Code::from_i32(s.code as i32);
+    if s.details.is_empty() {
+        return tonic::Status::new(code, s.message);
+    }
+    // Details travel as a whole `google.rpc.Status` in `grpc-status-details-bin`.
+    let full = convert::rpc_status(&s);
+    tonic::Status::with_details(code, s.message, prost::Message::encode_to_vec(&full).into())
 }
 
 /// One call of one method: a `tonic::server::UnaryService` over a closure.
@@ -69,7 +76,15 @@ where
 }
 
 fn unimplemented(path: &str) -> Response<Body> {
-    let status = tonic::Status::unimplemented(format!("Method not found: {}", path.trim_start_matches('/')));
+    // The Operations methods Cloud Tasks does not serve get the refusal Google's front end gives.
+    let status = if path.starts_with("/google.longrunning.Operations/") {
+        tonic::Status::permission_denied(
+            "Method doesn't allow unregistered callers (callers without established identity). Please use API Key \
+             or other form of API consumer identity to call this API.",
+        )
+    } else {
+        tonic::Status::unimplemented(format!("Method not found: {}", path.trim_start_matches('/')))
+    };
     status.into_http::<Body>()
 }
 
@@ -80,6 +95,12 @@ pub async fn serve(s: CloudTasks, req: Request<Body>) -> Response<Body> {
     let who = req.extensions().get::<Principal>().cloned().unwrap_or(Principal::Open);
     match path.as_str() {
         "/google.longrunning.Operations/GetOperation" => {
+            let who = front::Front {
+                method: "google.longrunning.Operations.GetOperation".into(),
+                shape: front::Shape::Operation,
+                permission: "cloudtasks.operations.get",
+                who,
+            };
             return unary(req, move |r: m::NameRequest| async move {
                 who.within(&r.name)?;
                 Ok(convert::operation(&s.get_operation(&r.name).await?))
@@ -109,6 +130,8 @@ pub async fn serve(s: CloudTasks, req: Request<Body>) -> Response<Body> {
     let Some(method) = path.strip_prefix("/google.cloud.tasks.v2.CloudTasks/") else {
         return unimplemented(&path);
     };
+    let (shape, permission) = front::cloud_tasks(method);
+    let who = front::Front { method: format!("google.cloud.tasks.v2.CloudTasks.{method}"), shape, permission, who };
     match method {
         "BatchCreateTasks" => {
             unary(req, move |r: m::BatchCreateTasksRequest| async move {
@@ -246,7 +269,7 @@ pub async fn serve(s: CloudTasks, req: Request<Body>) -> Response<Body> {
             unary(req, move |r: m::NameViewRequest| async move {
                 who.within(&r.name)?;
                 let view = convert::view(r.response_view);
-                Ok(convert::task(&s.get_task(&r.name, view).await?, view))
+                Ok(convert::unknown_view(convert::task(&s.get_task(&r.name, view).await?, view), r.response_view))
             })
             .await
         }
@@ -255,7 +278,8 @@ pub async fn serve(s: CloudTasks, req: Request<Body>) -> Response<Body> {
                 who.within(&r.parent)?;
                 let view = convert::view(r.response_view);
                 let spec = convert::task_spec(r.task)?;
-                Ok(convert::task(&s.create_task(&r.parent, spec, view).await?, view))
+                let task = convert::task(&s.create_task(&r.parent, spec, view).await?, view);
+                Ok(convert::unknown_view(task, r.response_view))
             })
             .await
         }

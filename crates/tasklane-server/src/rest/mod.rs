@@ -37,12 +37,38 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.0.code;
         let http = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = json!({ "error": { "code": code.http_status(), "message": self.0.message, "status": code.name() } });
-        (http, axum::Json(body)).into_response()
+        let mut error = serde_json::Map::new();
+        error.insert("code".into(), json!(code.http_status()));
+        error.insert("message".into(), json!(self.0.message));
+        error.insert("status".into(), json!(code.name()));
+        if !self.0.details.is_empty() {
+            error.insert("details".into(), self.0.details.iter().map(wire::detail_json).collect());
+        }
+        (http, pretty_json(&json!({ "error": error }))).into_response()
     }
 }
 
 type ApiResult = Result<Response, ApiError>;
+
+/// Query parameters every Google API takes, whatever the method.
+const STANDARD_PARAMETERS: [&str; 16] = [
+    "$alt",
+    "alt",
+    "$.xgafv",
+    "access_token",
+    "callback",
+    "fields",
+    "$fields",
+    "key",
+    "oauth_token",
+    "prettyPrint",
+    "$prettyPrint",
+    "quotaUser",
+    "$quotaUser",
+    "upload_protocol",
+    "uploadType",
+    "$callback",
+];
 
 /// Query parameters of a request, and the rendering they ask for.
 struct Params {
@@ -51,8 +77,21 @@ struct Params {
 }
 
 impl Params {
-    fn from(q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<Params, ApiError> {
+    /// The query of a request whose message binds `fields` (camelCase) from the query;
+    /// any other parameter but Google's standard ones is refused, as Google's front end does.
+    fn from(q: Result<Query<Vec<(String, String)>>, QueryRejection>, fields: &[&str]) -> Result<Params, ApiError> {
         let Query(pairs) = q.map_err(|e| Status::invalid_argument(format!("Invalid query string: {e}")))?;
+        for (name, _) in &pairs {
+            let snake = tasklane_core::queue::snake_case_path(name);
+            let bound = fields.iter().any(|f| f == name || tasklane_core::queue::snake_case_path(f) == snake);
+            if !bound && !STANDARD_PARAMETERS.contains(&name.as_str()) {
+                let text = format!(
+                    "Invalid JSON payload received. Unknown name \"{name}\": Cannot bind query parameter. Field \
+                     '{name}' could not be found in request message."
+                );
+                return Err(proto_json::parse_error(vec![(String::new(), text)]).into());
+            }
+        }
         let enums_as_int =
             pairs.iter().any(|(k, v)| k == "$alt" && v.split(';').any(|p| p.trim() == "enum-encoding=int"));
         Ok(Params { pairs, render: Render { enums_as_int } })
@@ -66,17 +105,53 @@ impl Params {
     fn i32(&self, name: &str) -> Result<i32, Status> {
         match self.get(name) {
             None | Some("") => Ok(0),
-            Some(v) => v.parse().map_err(|_| Status::invalid_argument(format!("Invalid value for {name}: \"{v}\""))),
+            Some(v) => v.parse().map_err(|_| {
+                let field = tasklane_core::queue::snake_case_path(name);
+                Status::invalid_argument(format!("Invalid value at '{field}' (TYPE_INT32), \"{v}\""))
+            }),
         }
     }
 
     fn update_mask(&self) -> Option<Vec<String>> {
-        self.get("updateMask").map(proto_json::split_mask)
+        // JSON writes a mask's paths in camelCase; the service takes them in snake_case.
+        self.get("updateMask")
+            .map(|m| proto_json::split_mask(m).iter().map(|p| tasklane_core::queue::snake_case_path(p)).collect())
     }
 
     fn json(&self, v: Value) -> Response {
-        axum::Json(v).into_response()
+        pretty_json(&v).into_response()
     }
+}
+
+/// A JSON answer as Google's front end writes it by default: two-space indents and a
+/// final newline (`?prettyPrint=false` compacts it, see [`compact_on_request`]).
+fn pretty_json(v: &Value) -> impl IntoResponse + use<> {
+    let mut text = serde_json::to_string_pretty(v).unwrap_or_default();
+    text.push('\n');
+    ([(axum::http::header::CONTENT_TYPE, "application/json; charset=UTF-8")], text)
+}
+
+/// `?prettyPrint=false` asks for compact JSON without the final newline. Rare, so the
+/// pretty answer is re-encoded here rather than every handler knowing the parameter.
+async fn compact_on_request(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let compact = request.uri().query().is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "prettyPrint" && (v == "false" || v == "0"))
+    });
+    let response = next.run(request).await;
+    if !compact {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST_BYTES * 2).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let text = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) => serde_json::to_vec(&v).unwrap_or_default(),
+        Err(_) => bytes.to_vec(),
+    };
+    let mut parts = parts;
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(text))
 }
 
 fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
@@ -90,8 +165,12 @@ fn body_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Value::Object(Default::default()));
     }
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError(Status::invalid_argument(format!("Invalid JSON payload received. {e}"))))
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(Status::invalid_argument(format!("Invalid JSON payload received. {e}"))))?;
+    if !value.is_object() {
+        return Err(proto_json::not_a_message().into());
+    }
+    Ok(value)
 }
 
 fn location(project: &str, location: &str) -> String {
@@ -123,12 +202,36 @@ pub fn router(service: CloudTasks) -> Router {
         .route("/v2/projects/{project}/locations", get(list_locations))
         .route(&format!("{base}/queues/{{queue}}/tasks/{{task}}"), get(get_task).delete(delete_task).post(task_verb))
         .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(axum::middleware::from_fn(compact_on_request))
         .with_state(service)
 }
 
-async fn not_found(uri: axum::http::Uri) -> ApiError {
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/v2/") || uri.path() == "/v2" {
+        return page_not_found(uri.path());
+    }
     ApiError(Status::new(Code::NotFound, format!("The requested URL {} was not found on this server.", uri.path())))
+        .into_response()
+}
+
+/// What Google's front end answers for a path or method no API method has: a plain HTML
+/// page, not a JSON error.
+fn page_not_found(path: &str) -> Response {
+    let path = path.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let page = format!(
+        "<!DOCTYPE html>\n<html lang=en>\n  <meta charset=utf-8>\n  <title>Error 404 (Not Found)!!1</title>\n  \
+         <p><b>404.</b> <ins>That’s an error.</ins>\n  <p>The requested URL <code>{path}</code> was not found on this \
+         server.  <ins>That’s all we know.</ins>\n"
+    );
+    (StatusCode::NOT_FOUND, [(axum::http::header::CONTENT_TYPE, "text/html; charset=UTF-8")], page).into_response()
+}
+
+/// Whether a path segment carries a custom verb (`queues/q:pause`) on a route that takes
+/// none: no API method has that path.
+fn has_verb(segment: &str) -> bool {
+    segment.contains(':')
 }
 
 async fn list_queues(
@@ -136,7 +239,7 @@ async fn list_queues(
     Path((project, loc)): Path<(String, String)>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    let p = Params::from(q, &["filter", "pageSize", "pageToken", "readMask"])?;
     let (queues, next) = s
         .list_queues(
             &location(&project, &loc),
@@ -161,7 +264,7 @@ async fn create_queue(
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    let p = Params::from(q, &[])?;
     let body = body_json(body)?;
     let (name, spec) = wire::queue_spec("queue", Some(&body))?;
     let queue = s.create_queue(&location(&project, &loc), &name, spec).await?;
@@ -170,21 +273,29 @@ async fn create_queue(
 
 async fn get_queue(
     State(s): State<CloudTasks>,
+    uri: axum::http::Uri,
     Path((project, loc, queue)): Path<(String, String, String)>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    if has_verb(&queue) {
+        return Ok(page_not_found(uri.path()));
+    }
+    let p = Params::from(q, &["readMask"])?;
     let queue = s.get_queue(&format!("{}/queues/{queue}", location(&project, &loc))).await?;
     Ok(p.json(wire::queue_json(&queue, p.render)))
 }
 
 async fn update_queue(
     State(s): State<CloudTasks>,
+    uri: axum::http::Uri,
     Path((project, loc, queue)): Path<(String, String, String)>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    if has_verb(&queue) {
+        return Ok(page_not_found(uri.path()));
+    }
+    let p = Params::from(q, &["updateMask"])?;
     let body = body_json(body)?;
     let (body_name, spec) = wire::queue_spec("queue", Some(&body))?;
     let name = format!("{}/queues/{queue}", location(&project, &loc));
@@ -200,21 +311,32 @@ async fn update_queue(
 
 async fn delete_queue(
     State(s): State<CloudTasks>,
+    uri: axum::http::Uri,
     Path((project, loc, queue)): Path<(String, String, String)>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    if has_verb(&queue) {
+        return Ok(page_not_found(uri.path()));
+    }
+    let p = Params::from(q, &[])?;
     s.delete_queue(&format!("{}/queues/{queue}", location(&project, &loc))).await?;
     Ok(p.json(json!({})))
 }
 
+/// The custom methods of a queue.
+const QUEUE_VERBS: [&str; 6] = ["pause", "resume", "purge", "getIamPolicy", "setIamPolicy", "testIamPermissions"];
+
 async fn queue_verb(
     State(s): State<CloudTasks>,
+    uri: axum::http::Uri,
     Path((project, loc, segment)): Path<(String, String, String)>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    if !verb(&segment).1.is_some_and(|v| QUEUE_VERBS.contains(&v)) {
+        return Ok(page_not_found(uri.path()));
+    }
+    let p = Params::from(q, &[])?;
     let body = body_json(body)?;
     let (queue, verb) = verb(&segment);
     let name = format!("{}/queues/{queue}", location(&project, &loc));
@@ -249,15 +371,7 @@ async fn queue_verb(
     let queue = match verb {
         Some("pause") => s.pause_queue(&name).await?,
         Some("resume") => s.resume_queue(&name).await?,
-        Some("purge") => s.purge_queue(&name).await?,
-        _ => {
-            return Err(Status::not_found(format!(
-                "Unknown method POST {name}{}; queues support :pause, :resume, :purge, :getIamPolicy, \
-                 :setIamPolicy and :testIamPermissions",
-                verb.map(|v| format!(":{v}")).unwrap_or_default()
-            ))
-            .into());
-        }
+        _ => s.purge_queue(&name).await?,
     };
     Ok(p.json(wire::queue_json(&queue, p.render)))
 }
@@ -267,7 +381,7 @@ async fn list_tasks(
     Path((project, loc, queue)): Path<(String, String, String)>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    let p = Params::from(q, &["responseView", "pageSize", "pageToken"])?;
     let view = wire::view_param(p.get("responseView"))?;
     let parent = format!("{}/queues/{queue}", location(&project, &loc));
     let (tasks, next) = s.list_tasks(&parent, p.i32("pageSize")?, p.get("pageToken").unwrap_or(""), view).await?;
@@ -287,7 +401,7 @@ async fn create_task(
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    let p = Params::from(q, &[])?;
     let body = body_json(body)?;
     let mut req = Obj::new("", Some(&body))?;
     let view = wire::response_view_field(&mut req)?;
@@ -303,10 +417,14 @@ async fn create_task(
 
 async fn get_task(
     State(s): State<CloudTasks>,
+    uri: axum::http::Uri,
     Path((project, loc, queue, task)): Path<(String, String, String, String)>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    if has_verb(&task) {
+        return Ok(page_not_found(uri.path()));
+    }
+    let p = Params::from(q, &["responseView"])?;
     let view = wire::view_param(p.get("responseView"))?;
     let name = format!("{}/queues/{queue}/tasks/{task}", location(&project, &loc));
     let task = s.get_task(&name, view).await?;
@@ -315,26 +433,31 @@ async fn get_task(
 
 async fn delete_task(
     State(s): State<CloudTasks>,
+    uri: axum::http::Uri,
     Path((project, loc, queue, task)): Path<(String, String, String, String)>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    if has_verb(&task) {
+        return Ok(page_not_found(uri.path()));
+    }
+    let p = Params::from(q, &[])?;
     s.delete_task(&format!("{}/queues/{queue}/tasks/{task}", location(&project, &loc))).await?;
     Ok(p.json(json!({})))
 }
 
 async fn task_verb(
     State(s): State<CloudTasks>,
+    uri: axum::http::Uri,
     Path((project, loc, queue, segment)): Path<(String, String, String, String)>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    let p = Params::from(q, &[])?;
     let body = body_json(body)?;
     let (task, verb) = verb(&segment);
     let name = format!("{}/queues/{queue}/tasks/{task}", location(&project, &loc));
     if verb != Some("run") {
-        return Err(Status::not_found(format!("Unknown method POST {segment}; tasks support :run")).into());
+        return Ok(page_not_found(uri.path()));
     }
     let mut o = Obj::new("", Some(&body))?;
     let view = wire::response_view_field(&mut o)?;
@@ -350,7 +473,7 @@ async fn batch_create_tasks(
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    let p = Params::from(q, &[])?;
     let body = body_json(body)?;
     let mut o = Obj::new("", Some(&body))?;
     o.ignore("parent");
@@ -376,7 +499,7 @@ async fn batch_delete_tasks(
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    let p = Params::from(q, &[])?;
     let body = body_json(body)?;
     let mut o = Obj::new("", Some(&body))?;
     o.ignore("parent");
@@ -393,7 +516,7 @@ async fn get_operation(
     Path((project, loc, operation)): Path<(String, String, String)>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    let p = Params::from(q, &[])?;
     let op = s.get_operation(&format!("{}/operations/{operation}", location(&project, &loc))).await?;
     Ok(p.json(wire::operation_json(&op, p.render)))
 }
@@ -403,7 +526,7 @@ async fn get_cmek_config(
     Path((project, loc)): Path<(String, String)>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    let p = Params::from(q, &[])?;
     let config = s.get_cmek_config(&format!("{}/cmekConfig", location(&project, &loc))).await?;
     Ok(p.json(wire::cmek_json(&config)))
 }
@@ -414,7 +537,7 @@ async fn update_cmek_config(
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    let p = Params::from(q, &["updateMask"])?;
     let body = body_json(body)?;
     let mut o = Obj::new("cmek_config", Some(&body))?;
     let url_name = format!("{}/cmekConfig", location(&project, &loc));
@@ -436,7 +559,7 @@ async fn get_location(
     Path((project, loc)): Path<(String, String)>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    let p = Params::from(q, &[])?;
     Ok(p.json(wire::location_json(&s.get_location(&location(&project, &loc)).await?)))
 }
 
@@ -445,7 +568,7 @@ async fn list_locations(
     Path(project): Path<String>,
     q: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
-    let p = Params::from(q)?;
+    let p = Params::from(q, &["filter", "pageSize", "pageToken", "extraLocationTypes"])?;
     let locations = s.list_locations(&format!("projects/{project}")).await?;
     let out = if locations.is_empty() {
         json!({})

@@ -4,6 +4,7 @@
 
 use base64::Engine;
 use serde_json::{Map, Value};
+use tasklane_core::status::Detail;
 use tasklane_core::{Status, Timestamp};
 
 /// Reads one JSON object, remembering which fields were used so unknown ones are refused.
@@ -21,8 +22,15 @@ fn join(path: &str, field: &str) -> String {
     if path.is_empty() { snake(field) } else { format!("{path}.{}", snake(field)) }
 }
 
+/// A request Google's JSON parser could not read: the texts, each also a field violation
+/// (with its field when known), as the front end answers.
+pub fn parse_error(violations: Vec<(String, String)>) -> Status {
+    let message = violations.iter().map(|(_, text)| text.as_str()).collect::<Vec<_>>().join("\n");
+    Status::invalid_argument(message).with_detail(Detail::BadRequest { violations })
+}
+
 fn invalid_value(path: &str, ty: &str, v: &Value) -> Status {
-    Status::invalid_argument(format!("Invalid value at '{path}' ({ty}), {v}"))
+    parse_error(vec![(path.to_string(), format!("Invalid value at '{path}' ({ty}), {v}"))])
 }
 
 impl<'a> Obj<'a> {
@@ -31,6 +39,7 @@ impl<'a> Obj<'a> {
         let map = match value {
             None | Some(Value::Null) => None,
             Some(Value::Object(m)) => Some(m),
+            Some(other) if path.is_empty() && other.is_array() => return Err(not_a_message()),
             Some(other) => {
                 return Err(Status::invalid_argument(format!(
                     "Invalid JSON payload received. Expected an object at '{path}', got {other}"
@@ -85,9 +94,18 @@ impl<'a> Obj<'a> {
 
     pub fn i32(&mut self, camel: &str) -> Result<Option<i32>, Status> {
         let path = join(&self.path, camel);
-        match self.i64(camel)? {
+        let bad = |v: &Value| invalid_value(&path, "TYPE_INT32", v);
+        match self.raw(camel) {
             None => Ok(None),
-            Some(v) => i32::try_from(v).map(Some).map_err(|_| invalid_value(&path, "TYPE_INT32", &Value::from(v))),
+            Some(v @ Value::Number(n)) => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                if f.fract() != 0.0 || f < f64::from(i32::MIN) || f > f64::from(i32::MAX) {
+                    return Err(bad(v));
+                }
+                Ok(Some(f as i32))
+            }
+            Some(v @ Value::String(s)) => s.trim().parse().map(Some).map_err(|_| bad(v)),
+            Some(v) => Err(bad(v)),
         }
     }
 
@@ -145,15 +163,15 @@ impl<'a> Obj<'a> {
     /// An enum by name (`"POST"`) or number (`1`); `names` lists (name, number) pairs.
     pub fn enumeration(&mut self, camel: &str, type_name: &str, names: &[(&str, i32)]) -> Result<Option<i32>, Status> {
         let path = join(&self.path, camel);
-        let bad = |v: &Value| invalid_value(&path, &format!("TYPE_ENUM {type_name}"), v);
+        let bad = |v: &Value| invalid_value(&path, &format!("type.googleapis.com/{type_name}"), v);
         match self.raw(camel) {
             None => Ok(None),
             Some(Value::String(s)) => {
                 names.iter().find(|(n, _)| n == s).map(|(_, i)| Some(*i)).ok_or_else(|| bad(&Value::String(s.clone())))
             }
+            // Enums are open: a number the API lacks reaches the service, which decides.
             Some(Value::Number(n)) => {
-                let i = n.as_i64().and_then(|i| i32::try_from(i).ok()).ok_or_else(|| bad(&Value::Number(n.clone())))?;
-                names.iter().find(|(_, v)| *v == i).map(|_| Some(i)).ok_or_else(|| bad(&Value::Number(n.clone())))
+                n.as_i64().and_then(|i| i32::try_from(i).ok()).map(Some).ok_or_else(|| bad(&Value::Number(n.clone())))
             }
             Some(v) => Err(bad(v)),
         }
@@ -221,19 +239,29 @@ impl<'a> Obj<'a> {
     }
 
     /// Refuse fields this message does not have.
+    /// Refuse the fields no read asked for, every one of them, one line each, as Google's
+    /// JSON parser does.
     pub fn finish(self) -> Result<(), Status> {
-        if let Some(map) = self.map {
-            for key in map.keys() {
-                if !self.used.iter().any(|u| u == key) {
-                    let at = if self.path.is_empty() { String::new() } else { format!(" at '{}'", self.path) };
-                    return Err(Status::invalid_argument(format!(
-                        "Invalid JSON payload received. Unknown name \"{key}\"{at}: Cannot find field."
-                    )));
-                }
-            }
-        }
-        Ok(())
+        let Some(map) = self.map else { return Ok(()) };
+        let at = if self.path.is_empty() { String::new() } else { format!(" at '{}'", self.path) };
+        let unknown: Vec<(String, String)> = map
+            .keys()
+            .filter(|key| !self.used.iter().any(|u| u == *key))
+            .map(|key| {
+                let text = format!("Invalid JSON payload received. Unknown name \"{key}\"{at}: Cannot find field.");
+                (self.path.clone(), text)
+            })
+            .collect();
+        if unknown.is_empty() { Ok(()) } else { Err(parse_error(unknown)) }
     }
+}
+
+/// A request body that is not a JSON object.
+pub fn not_a_message() -> Status {
+    parse_error(vec![(
+        String::new(),
+        "Invalid JSON payload received. Unknown name \"\": Root element must be a message.".to_string(),
+    )])
 }
 
 /// The paths of a field mask written as `a,b.c`.
@@ -256,7 +284,8 @@ pub fn encode_base64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-/// `"3s"`, `"0.100s"`, `"-1.5s"` → microseconds (finer digits are truncated).
+/// `"3s"`, `"0.100s"`, `"-1.5s"` → microseconds (finer digits are truncated toward zero,
+/// except that a negative duration stays negative).
 pub fn parse_duration_micros(s: &str) -> Option<i64> {
     let body = s.strip_suffix('s')?;
     let (neg, body) = match body.strip_prefix('-') {
@@ -276,8 +305,10 @@ pub fn parse_duration_micros(s: &str) -> Option<i64> {
     for (i, b) in frac.bytes().take(6).enumerate() {
         micros_frac += i64::from(b - b'0') * 10i64.pow(5 - i as u32);
     }
+    // Below a microsecond a negative duration rounds away from zero, so it stays negative.
+    let below_micro = frac.bytes().skip(6).any(|b| b != b'0');
     let total = secs.checked_mul(1_000_000)?.checked_add(micros_frac)?;
-    Some(if neg { -total } else { total })
+    Some(if neg { -(total + i64::from(below_micro)) } else { total })
 }
 
 /// Microseconds → `"3s"`, `"0.100s"`, `"1.000001s"`.
@@ -336,6 +367,8 @@ mod tests {
             ("0.1s", 100_000),
             ("-1.5s", -1_500_000),
             ("1.000000001s", 1_000_000),
+            // A negative duration under a microsecond stays negative, so it is refused.
+            ("-0.000000005s", -1),
             ("3600s", 3_600_000_000),
         ] {
             assert_eq!(parse_duration_micros(s), Some(us), "{s}");
@@ -373,15 +406,22 @@ mod tests {
 
         let v = json!({"maxAttempts": "five"});
         let err = Obj::new("queue.retry_config", Some(&v)).unwrap().i32("maxAttempts").unwrap_err();
-        assert_eq!(err.message, "Invalid value at 'queue.retry_config.max_attempts' (TYPE_INT64), \"five\"");
+        assert_eq!(err.message, "Invalid value at 'queue.retry_config.max_attempts' (TYPE_INT32), \"five\"");
 
         let v = json!({"httpMethod": 4, "other": "GET"});
         let mut o = Obj::new("task", Some(&v)).unwrap();
         let names = [("POST", 1), ("GET", 2), ("PUT", 4)];
         assert_eq!(o.enumeration("httpMethod", "HttpMethod", &names).unwrap(), Some(4));
         assert_eq!(o.enumeration("other", "HttpMethod", &names).unwrap(), Some(2));
-        let v = json!({"m": "FETCH"});
-        assert!(Obj::new("t", Some(&v)).unwrap().enumeration("m", "HttpMethod", &names).is_err());
+        let v = json!({"m": "FETCH", "n": 99});
+        let mut o = Obj::new("t", Some(&v)).unwrap();
+        let err = o.enumeration("m", "google.cloud.tasks.v2.HttpMethod", &names).unwrap_err();
+        assert_eq!(
+            err.message,
+            "Invalid value at 't.m' (type.googleapis.com/google.cloud.tasks.v2.HttpMethod), \"FETCH\""
+        );
+        // Enums are open: an unknown number passes to the service.
+        assert_eq!(o.enumeration("n", "HttpMethod", &names).unwrap(), Some(99));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use serde_json::{Map, Value, json};
 use tasklane_core::queue::{QueueSpec, RateSpec};
 use tasklane_core::retry::{RetryConfig, RetrySpec};
-use tasklane_core::target::{EnforceMode, HttpTarget, Scheme, UriOverride};
+use tasklane_core::status::Detail;
+use tasklane_core::target::{EnforceMode, HttpTarget, Scheme, UriOverride, texts as target_texts};
 use tasklane_core::task::{Attempt, AuthToken, TaskSpec};
 use tasklane_core::{HttpMethod, LocationName, Queue, QueueState, Status, Task, TaskView};
 
@@ -30,8 +31,8 @@ const METHODS: [(&str, i32); 8] = [
 pub mod texts {
     use tasklane_core::Status;
 
-    pub const TASK_REQUIRED: &str = "task is required";
-    pub const HTTP_REQUEST_REQUIRED: &str = "task.http_request is required";
+    pub const TASK_REQUIRED: &str = tasklane_core::task::texts::PAYLOAD_NOT_SET;
+    pub const HTTP_REQUEST_REQUIRED: &str = tasklane_core::task::texts::PAYLOAD_NOT_SET;
     pub const APP_ENGINE_UNSUPPORTED: &str =
         "App Engine tasks are not supported by tasklane; use http_request with the worker's URL";
     pub const BOTH_TOKENS: &str = "http_request may have an oidc_token or an oauth_token, not both";
@@ -69,7 +70,9 @@ pub fn view_param(value: Option<&str>) -> Result<TaskView, Status> {
         Some(v) => {
             let n = VIEWS.iter().find(|(name, num)| *name == v || num.to_string() == v).map(|(_, n)| *n);
             n.map(|n| view_from(Some(n))).ok_or_else(|| {
-                Status::invalid_argument(format!("Invalid value for response_view: \"{v}\"; use BASIC or FULL"))
+                Status::invalid_argument(format!(
+                    "Invalid value at 'response_view' (type.googleapis.com/google.cloud.tasks.v2.Task.View), \"{v}\""
+                ))
             })
         }
     }
@@ -150,11 +153,8 @@ fn http_target(mut t: Obj<'_>) -> Result<HttpTarget, Status> {
     let uri_override = match t.object("uriOverride")? {
         None => None,
         Some(mut u) => {
-            let scheme = match u.enumeration("scheme", "google.cloud.tasks.v2.UriOverride.Scheme", &SCHEMES)? {
-                None | Some(0) => None,
-                Some(1) => Some(Scheme::Http),
-                Some(_) => Some(Scheme::Https),
-            };
+            let scheme =
+                Scheme::from_number(u.enumeration("scheme", "google.cloud.tasks.v2.UriOverride.Scheme", &SCHEMES)?)?;
             let path = match u.object("pathOverride")? {
                 None => None,
                 Some(mut p) => {
@@ -182,7 +182,7 @@ fn http_target(mut t: Obj<'_>) -> Result<HttpTarget, Status> {
                 port: u.i64("port")?,
                 path,
                 query,
-                mode: if mode == Some(1) { EnforceMode::IfNotExists } else { EnforceMode::Always },
+                mode: EnforceMode::from_number(mode.unwrap_or(0))?,
             };
             u.finish()?;
             Some(o)
@@ -190,7 +190,7 @@ fn http_target(mut t: Obj<'_>) -> Result<HttpTarget, Status> {
     };
     let method = match t.enumeration("httpMethod", "google.cloud.tasks.v2.HttpMethod", &METHODS)? {
         None | Some(0) => None,
-        Some(n) => HttpMethod::from_i32(n),
+        Some(n) => Some(HttpMethod::from_i32(n).ok_or_else(|| target_texts::error(target_texts::BAD_TARGET))?),
     };
     let mut headers = Vec::new();
     for mut o in t.objects("headerOverrides")? {
@@ -224,7 +224,7 @@ fn http_target_json(t: &HttpTarget, render: Render) -> Value {
     if let Some(u) = &t.uri_override {
         let mut o = Map::new();
         if let Some(s) = u.scheme {
-            o.insert("scheme".into(), render.enumeration(&SCHEMES, if s == Scheme::Http { 1 } else { 2 }));
+            o.insert("scheme".into(), render.enumeration(&SCHEMES, s.number()));
         }
         if let Some(h) = &u.host {
             o.insert("host".into(), json!(h));
@@ -238,8 +238,10 @@ fn http_target_json(t: &HttpTarget, render: Render) -> Value {
         if let Some(q) = &u.query {
             o.insert("queryOverride".into(), json!({ "queryParams": q }));
         }
-        let mode = if u.mode == EnforceMode::IfNotExists { 1 } else { 2 };
-        o.insert("uriOverrideEnforceMode".into(), render.enumeration(&ENFORCE_MODES, mode));
+        // An unspecified mode is the enum's zero, which proto3 JSON leaves out.
+        if u.mode != EnforceMode::Unspecified {
+            o.insert("uriOverrideEnforceMode".into(), render.enumeration(&ENFORCE_MODES, u.mode.number()));
+        }
         out.insert("uriOverride".into(), Value::Object(o));
     }
     if let Some(m) = t.method {
@@ -280,9 +282,10 @@ pub fn task_spec(path: &str, value: Option<&Value>) -> Result<TaskSpec, Status> 
         return Err(Status::invalid_argument(texts::HTTP_REQUEST_REQUIRED));
     };
     spec.url = r.string("url")?.unwrap_or_default();
+    // A method number the API lacks is taken as POST, as the real service takes it.
     spec.method = match r.enumeration("httpMethod", "google.cloud.tasks.v2.HttpMethod", &METHODS)? {
         None | Some(0) => None,
-        Some(n) => HttpMethod::from_i32(n),
+        Some(n) => Some(HttpMethod::from_i32(n).unwrap_or(HttpMethod::Post)),
     };
     spec.headers = r.string_map("headers")?;
     spec.body = r.bytes("body")?.unwrap_or_default();
@@ -319,23 +322,28 @@ pub fn queue_json(q: &Queue, render: Render) -> Value {
     out.insert(
         "rateLimits".into(),
         json!({
-            "maxDispatchesPerSecond": r.max_dispatches_per_second,
+            "maxDispatchesPerSecond": double(r.max_dispatches_per_second),
             "maxBurstSize": r.max_burst_size,
             "maxConcurrentDispatches": r.max_concurrent_dispatches,
         }),
     );
     out.insert("retryConfig".into(), retry_json(&q.retry_config));
-    if let Some(t) = &q.http_target {
-        out.insert("httpTarget".into(), http_target_json(t, render));
-    }
     out.insert("state".into(), render.enumeration(&QUEUE_STATES, state));
     if let Some(t) = q.purge_time {
         out.insert("purgeTime".into(), json!(format_timestamp(t)));
     }
     if q.logging_sampling_ratio > 0.0 {
-        out.insert("stackdriverLoggingConfig".into(), json!({ "samplingRatio": q.logging_sampling_ratio }));
+        out.insert("stackdriverLoggingConfig".into(), json!({ "samplingRatio": double(q.logging_sampling_ratio) }));
+    }
+    if let Some(t) = &q.http_target {
+        out.insert("httpTarget".into(), http_target_json(t, render));
     }
     Value::Object(out)
+}
+
+/// A double as proto3 JSON writes it: integral values without a fraction (`500`, not `500.0`).
+fn double(f: f64) -> Value {
+    if f.fract() == 0.0 && f.abs() < 9.0e15 { Value::from(f as i64) } else { Value::from(f) }
 }
 
 fn attempt_json(a: &Attempt) -> Value {
@@ -438,14 +446,24 @@ pub fn operation_json(op: &BatchOperation, render: Render) -> Value {
         let failed: Map<String, Value> = op.failed.iter().map(|(i, s)| (i.to_string(), status_json(s))).collect();
         metadata.insert("failedRequests".into(), Value::Object(failed));
     }
-    let response = match op.kind {
-        BatchKind::Create => json!({
-            "@type": type_url(convert::CREATE_RESPONSE),
-            "tasks": op.tasks.iter().map(|(t, v)| task_json(t, *v, render)).collect::<Vec<_>>(),
-        }),
-        BatchKind::Delete => json!({ "@type": type_url(convert::EMPTY) }),
-    };
-    json!({ "name": op.name, "metadata": metadata, "done": true, "response": response })
+    let mut out = Map::new();
+    out.insert("name".into(), json!(op.name));
+    out.insert("metadata".into(), Value::Object(metadata));
+    out.insert("done".into(), json!(true));
+    match convert::batch_result(op) {
+        convert::BatchResult::Created(tasks) => {
+            let tasks: Vec<Value> = tasks.iter().map(|(t, v)| task_json(t, *v, render)).collect();
+            out.insert("response".into(), json!({ "@type": type_url(convert::CREATE_RESPONSE), "tasks": tasks }));
+        }
+        convert::BatchResult::Deleted => {
+            out.insert("response".into(), json!({ "@type": type_url(convert::EMPTY) }));
+        }
+        convert::BatchResult::Nothing => {}
+        convert::BatchResult::NoneDeleted => {
+            out.insert("error".into(), status_json(&convert::none_deleted()));
+        }
+    }
+    Value::Object(out)
 }
 
 /// Read a `google.iam.v1.Policy`.
@@ -496,6 +514,7 @@ pub fn policy_json(p: &m::Policy, render: Render) -> Value {
     if p.version != 0 {
         out.insert("version".into(), json!(p.version));
     }
+    out.insert("etag".into(), json!(encode_base64(&p.etag)));
     if !p.bindings.is_empty() {
         let bindings: Vec<Value> = p
             .bindings
@@ -530,7 +549,6 @@ pub fn policy_json(p: &m::Policy, render: Render) -> Value {
             .collect();
         out.insert("auditConfigs".into(), Value::Array(configs));
     }
-    out.insert("etag".into(), json!(encode_base64(&p.etag)));
     Value::Object(out)
 }
 
@@ -539,6 +557,50 @@ pub fn cmek_json(c: &m::CmekConfig) -> Value {
     out.insert("name".into(), json!(c.name));
     if !c.kms_key.is_empty() {
         out.insert("kmsKey".into(), json!(c.kms_key));
+    }
+    Value::Object(out)
+}
+
+/// An error detail as Google writes it in a JSON error's `details`.
+pub fn detail_json(d: &Detail) -> Value {
+    let typed = |name: &str| json!(format!("type.googleapis.com/google.rpc.{name}"));
+    let mut out = Map::new();
+    match d {
+        Detail::ErrorInfo { reason, domain, metadata } => {
+            out.insert("@type".into(), typed("ErrorInfo"));
+            out.insert("reason".into(), json!(reason));
+            out.insert("domain".into(), json!(domain));
+            if !metadata.is_empty() {
+                let m: Map<String, Value> = metadata.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                out.insert("metadata".into(), Value::Object(m));
+            }
+        }
+        Detail::Help { links } => {
+            out.insert("@type".into(), typed("Help"));
+            let links: Vec<Value> =
+                links.iter().map(|(description, url)| json!({"description": description, "url": url})).collect();
+            out.insert("links".into(), Value::Array(links));
+        }
+        Detail::BadRequest { violations } => {
+            out.insert("@type".into(), typed("BadRequest"));
+            let violations: Vec<Value> = violations
+                .iter()
+                .map(|(field, description)| {
+                    let mut v = Map::new();
+                    if !field.is_empty() {
+                        v.insert("field".into(), json!(field));
+                    }
+                    v.insert("description".into(), json!(description));
+                    Value::Object(v)
+                })
+                .collect();
+            out.insert("fieldViolations".into(), Value::Array(violations));
+        }
+        Detail::LocalizedMessage { locale, message } => {
+            out.insert("@type".into(), typed("LocalizedMessage"));
+            out.insert("locale".into(), json!(locale));
+            out.insert("message".into(), json!(message));
+        }
     }
     Value::Object(out)
 }

@@ -667,6 +667,23 @@ async fn listen_once(
     }
 }
 
+/// Insert one new task, or say why it was not.
+async fn task_create_in(c: &impl GenericClient, p: TaskCreate) -> StoreResult<Task> {
+    let t = &p.task;
+    let queue = queue_name_of(&t.name);
+    if insert_task(c, t, Some(p.now)).await? == 1 {
+        return Ok(p.task);
+    }
+    let queue_exists = c.query_opt("SELECT 1 FROM queues WHERE name = $1", &[&queue]).await.map_err(backend)?.is_some();
+    if !queue_exists {
+        return Err(StoreError::QueueNotFound);
+    }
+    if tombstoned(c, &queue, &t.name.task, p.now).await? {
+        return Err(StoreError::TaskTombstoned);
+    }
+    Err(StoreError::TaskAlreadyExists)
+}
+
 async fn tombstoned(
     client: &impl deadpool_postgres::GenericClient,
     queue: &str,
@@ -916,22 +933,34 @@ impl Store for PgStore {
 
     async fn task_create(&self, p: TaskCreate) -> StoreResult<Task> {
         let client = self.client().await?;
-        let t = &p.task;
-        let queue = queue_name_of(&t.name);
-        let inserted = insert_task(&client, t, Some(p.now)).await? == 1;
-        if inserted {
-            return Ok(p.task);
+        task_create_in(&client, p).await
+    }
+
+    async fn task_create_many(&self, creates: Vec<TaskCreate>) -> Vec<StoreResult<Task>> {
+        let n = creates.len();
+        // One transaction for all, so a crash keeps all or none; each create still succeeds
+        // or fails alone (the insert skips a conflict instead of failing the transaction).
+        let results = async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(backend)?;
+            let mut results = Vec::with_capacity(n);
+            for p in creates {
+                match task_create_in(&tx, p).await {
+                    r @ (Ok(_)
+                    | Err(
+                        StoreError::QueueNotFound | StoreError::TaskTombstoned | StoreError::TaskAlreadyExists,
+                    )) => results.push(r),
+                    Err(e) => return Err(e),
+                }
+            }
+            tx.commit().await.map_err(backend)?;
+            Ok(results)
         }
-        // Nothing inserted: say why.
-        let queue_exists =
-            client.query_opt("SELECT 1 FROM queues WHERE name = $1", &[&queue]).await.map_err(backend)?.is_some();
-        if !queue_exists {
-            return Err(StoreError::QueueNotFound);
+        .await;
+        match results {
+            Ok(results) => results,
+            Err(e) => (0..n).map(|_| Err(e.clone())).collect(),
         }
-        if tombstoned(&client, &queue, &t.name.task, p.now).await? {
-            return Err(StoreError::TaskTombstoned);
-        }
-        Err(StoreError::TaskAlreadyExists)
     }
 
     async fn task_get(&self, name: &TaskName, now: Timestamp) -> StoreResult<TaskLookup> {

@@ -236,7 +236,8 @@ pub async fn task_list_pages_by_name(store: Arc<dyn Store>) {
     let ids: Vec<_> = page.iter().map(|t| t.name.task.as_str()).collect();
     assert_eq!(ids, ["a", "b", "c"]);
     assert_eq!(page[0].http_request.body, b"a");
-    assert_eq!(page[0].http_request.headers, vec![("X-Id".to_string(), "a".to_string())]);
+    let header = |n: &str, v: &str| (n.to_string(), v.to_string());
+    assert_eq!(page[0].http_request.headers, vec![header("X-Id", "a"), header("User-Agent", "Google-Cloud-Tasks")]);
     let page = store.task_list(TaskList { queue: qname("q"), after: Some("c".into()), limit: 3 }).await.unwrap();
     let ids: Vec<_> = page.iter().map(|t| t.name.task.as_str()).collect();
     assert_eq!(ids, ["d"]);

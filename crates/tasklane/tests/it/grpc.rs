@@ -84,8 +84,12 @@ async fn queues_and_tasks_over_grpc_from_rust() {
     let missing = m::NameViewRequest { name: format!("{queue_name}/tasks/nope"), ..Default::default() };
     let gone = call::<_, m::Task>(&server, "GetTask", &missing).await.unwrap_err();
     assert_eq!(gone.0, "5", "NOT_FOUND: {gone:?}");
+    // A name that is no project's is refused as Google's front end refuses it.
     let bad =
         call::<_, m::Queue>(&server, "GetQueue", &m::NameRequest { name: "not a name".into() }).await.unwrap_err();
+    assert_eq!(bad.0, "7", "PERMISSION_DENIED: {bad:?}");
+    let bad_id = m::NameRequest { name: format!("{PROJECT_LOCATION}/queues/bad_id") };
+    let bad = call::<_, m::Queue>(&server, "GetQueue", &bad_id).await.unwrap_err();
     assert_eq!(bad.0, "3", "INVALID_ARGUMENT: {bad:?}");
 
     // And the task is delivered once the queue resumes.

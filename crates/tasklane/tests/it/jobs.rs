@@ -318,7 +318,7 @@ async fn jobs_refuse_bad_input_clearly_and_honour_idempotency_keys() {
         (json!({"queue": queue("q")}), 400, "needs a task"),
         (json!({"queue": queue("q"), "tasks": []}), 400, "needs a task"),
         (json!({"queue": queue("q"), "tasks": "x"}), 400, "list of tasks"),
-        (json!({"queue": queue("q"), "task": {"url": "ftp://x"}}), 400, "tasks[0]: http_request.url"),
+        (json!({"queue": queue("q"), "task": {"url": "ftp://x"}}), 400, "tasks[0]: HttpTarget.url must start with"),
         (json!({"queue": queue("q"), "task": task, "labels": {"bad key": "v"}}), 400, "label key"),
         (json!({"queue": queue("q"), "task": task, "result_ttl": "forever"}), 400, "result_ttl"),
         (json!({"queue": queue("q"), "task": task, "failure_policy": "maybe"}), 400, "failure_policy"),
