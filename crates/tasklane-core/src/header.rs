@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn headers_the_real_service_drops_or_keeps() {
-        let got = clean_task_headers(h(&[
+        let dropped = [
             ("Host", "evil"),
             ("Content-Length", "5"),
             ("Connection", "close"),
@@ -145,25 +145,17 @@ mod tests {
             ("X-AppEngine-QueueName", "q"),
             ("X-Tasklane-Job-Id", "j"),
             ("User-Agent", "curl"),
+        ];
+        let kept = [
             ("Authorization", "Bearer x"),
             ("content-type", "application/json"),
             ("Trailer", "x"),
             ("X-Forwarded-Proto", "https"),
             ("X-Goog-Thing", "1"),
             ("X-CloudTasks-TaskName", "mine"),
-        ]));
-        assert_eq!(
-            got,
-            h(&[
-                ("Authorization", "Bearer x"),
-                ("content-type", "application/json"),
-                ("Trailer", "x"),
-                ("X-Forwarded-Proto", "https"),
-                ("X-Goog-Thing", "1"),
-                ("X-CloudTasks-TaskName", "mine"),
-                ("User-Agent", "Google-Cloud-Tasks"),
-            ])
-        );
+        ];
+        let got = clean_task_headers(h(&[&dropped[..], &kept[..]].concat()));
+        assert_eq!(got, h(&[&kept[..], &[("User-Agent", "Google-Cloud-Tasks")]].concat()));
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod header;
 pub mod job;
 pub mod mask;
 pub mod name;
+pub mod outcome;
 pub mod queue;
 pub mod rate;
 pub mod retry;

@@ -171,6 +171,11 @@ impl CloudTasks {
             _ => {}
         }
         check_batch_create(&queue, &requests)?;
+        // A queue that is not there fails each entry (NOT_FOUND, from the store), not the batch.
+        let target = match self.queue_target(&queue).await {
+            Err(e) if e.code == tasklane_core::Code::NotFound => None,
+            other => other?,
+        };
         let name = self.batch_begin(&queue, request_id).await?;
         let start_time = self.now();
         let total = requests.len();
@@ -185,7 +190,7 @@ impl CloudTasks {
                     Err(Status::invalid_argument(tasklane_core::task::texts::BATCH_PAYLOAD_NOT_SET))
                 }
                 Err(e) => Err(e),
-                Ok(spec) => self.new_task(&queue, spec, start_time).await,
+                Ok(spec) => self.new_task(&queue, target.as_ref(), spec, start_time).await,
             };
             match task {
                 Ok(task) => checked.push((i as i32, task, item.view)),

@@ -12,9 +12,10 @@ use tasklane_store::{
     ClaimedTask, Store, TaskCreate, TaskFinish, TaskLease, TaskLookup, TaskOutcome, TaskRelease, TaskRenew,
 };
 
-use crate::dispatch::{Dispatcher, decide, push::PushResult};
+use crate::dispatch::{Dispatcher, JOB_TOKEN_SLACK};
 use crate::jobs::queue_name;
 use crate::service::store_status;
+use tasklane_core::outcome::{Answer, decide};
 
 pub const MAX_LEASE_TASKS: usize = 1000;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
@@ -23,8 +24,6 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 pub const MAX_CREATE_BATCH: usize = 10_000;
 /// How often a long poll looks again while the queue has due tasks it cannot lease.
 const RECHECK: Duration = Duration::from_millis(100);
-/// How long after its lease a pull task's job token still works.
-const JOB_TOKEN_SLACK: Duration = Duration::from_secs(15 * 60);
 
 /// A lease request.
 #[derive(Debug, Clone)]
@@ -264,14 +263,7 @@ impl Pull {
             _ => return Err(stale(&name, r.lease_id)),
         };
         let reason: String = reason.chars().take(2048).collect();
-        let result = PushResult {
-            http_status: 0,
-            responded: false,
-            retry_after: None,
-            message: if reason.is_empty() { "the worker failed the task".into() } else { reason.clone() },
-            excerpt: reason,
-        };
-        let outcome = decide(q, &task, &result, now, self.tombstone_window);
+        let outcome = decide(q, &task, &Answer::failed_by_worker(reason), now, self.tombstone_window);
         let failed = match &outcome {
             TaskOutcome::Retry { retry_at, .. } => Failed::Retry { at: *retry_at },
             _ => Failed::DeadLettered,

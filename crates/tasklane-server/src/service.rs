@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tasklane_core::queue::QueueSpec;
+use tasklane_core::target::HttpTarget;
 use tasklane_core::task::TaskSpec;
 use tasklane_core::{
     Clock, LocationName, Queue, QueueKind, QueueName, QueueState, Status, Task, TaskName, TaskView, Timestamp,
@@ -364,18 +365,36 @@ impl CloudTasks {
     pub async fn create_task(&self, parent: &str, spec: TaskSpec, view: TaskView) -> Result<Task, Status> {
         let queue_name = QueueName::parse(parent)?;
         let now = self.now();
-        let task = self.new_task(&queue_name, spec, now).await?;
+        let target = self.queue_target(&queue_name).await?;
+        let task = self.new_task(&queue_name, target.as_ref(), spec, now).await?;
         let task = self.store.task_create(TaskCreate { task, now }).await.map_err(create_status)?;
         self.dispatcher.task_created(&queue_name);
         Ok(task.with_view(view))
     }
 
-    /// A new task of `queue` checked as `CreateTask` checks it, not yet stored.
-    pub(crate) async fn new_task(&self, queue: &QueueName, spec: TaskSpec, now: Timestamp) -> Result<Task, Status> {
-        let task = spec.validate(queue, now, || self.generate_id())?;
+    /// The `http_target` of a queue that must exist (NOT_FOUND with the real text otherwise).
+    pub(crate) async fn queue_target(&self, queue: &QueueName) -> Result<Option<HttpTarget>, Status> {
+        Ok(self.queue_required(queue).await?.http_target)
+    }
+
+    /// A new task of `queue` checked as `CreateTask` checks it, not yet stored. A queue
+    /// with a token gives it to the task as the real service does: completed from the
+    /// task's URL as sent, and an OAuth token only for a Google API.
+    pub(crate) async fn new_task(
+        &self,
+        queue: &QueueName,
+        target: Option<&HttpTarget>,
+        spec: TaskSpec,
+        now: Timestamp,
+    ) -> Result<Task, Status> {
+        let mut task = spec.validate(queue, now, || self.generate_id())?;
         self.check_identity(task.http_request.auth.as_ref(), &task.http_request.url).await?;
         if let Some(a) = &self.access {
             a.check_target("http_request.url", &task.http_request.url)?;
+        }
+        if let Some(auth) = target.and_then(|t| t.auth.clone()) {
+            tasklane_core::task::check_oauth_url(Some(&auth), &task.http_request.url)?;
+            task.http_request.auth = Some(auth.with_defaults(&task.http_request.url));
         }
         Ok(task)
     }

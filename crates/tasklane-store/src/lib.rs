@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tasklane_core::job::{Job, JobStatus, Progress};
-use tasklane_core::task::ResponseStatus;
 use tasklane_core::{LocationName, Queue, QueueName, QueueState, Task, TaskName, Timestamp};
 
 mod columns;
@@ -20,6 +19,8 @@ pub mod sqlite;
 pub use deadline::Deadline;
 pub use postgres::{PgStore, WAKE_CHANNEL, test_database_url};
 pub use sqlite::SqliteStore;
+/// What an attempt came to is decided in core; the store records it.
+pub use tasklane_core::outcome::{AttemptResult, TaskOutcome};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -320,30 +321,6 @@ pub struct TaskClaimByName {
 pub struct ClaimedTask {
     pub task: Task,
     pub lease_id: i64,
-}
-
-/// What the worker answered for one attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttemptResult {
-    /// The worker's HTTP status; 504 after a deadline, 0 when it could not be reached.
-    pub http_status: u16,
-    /// Whether a response arrived (counts toward `response_count`).
-    pub responded: bool,
-    pub status: ResponseStatus,
-    pub dispatch_time: Timestamp,
-    pub response_time: Timestamp,
-    /// The start of the worker's response body (kept, lossily as text, with the attempt log).
-    pub body_excerpt: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TaskOutcome {
-    /// A 2xx: the task leaves the queue and its name is reserved until `tombstone_until`.
-    Succeeded { tombstone_until: Timestamp },
-    /// A failure with retries left: the task is due again at `retry_at`.
-    Retry { attempt: AttemptResult, retry_at: Timestamp },
-    /// A failure with no retries left: the task moves to the dead letters.
-    GaveUp { attempt: AttemptResult, tombstone_until: Timestamp },
 }
 
 /// Record an attempt's outcome, only if `lease_id` still holds the task.

@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tasklane_core::outcome::decide;
 use tasklane_core::rate::TokenBucket;
-use tasklane_core::task::ResponseStatus;
-use tasklane_core::{Clock, Queue, QueueKind, QueueName, QueueState, Task, Timestamp};
-use tasklane_store::{AttemptResult, ClaimedTask, Store, StoreError, TaskClaim, TaskFinish, TaskOutcome};
+use tasklane_core::{Clock, Queue, QueueKind, QueueName, QueueState, Timestamp};
+use tasklane_store::{ClaimedTask, Store, StoreError, TaskClaim, TaskFinish, TaskOutcome};
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
@@ -36,7 +36,7 @@ const RELOAD_PREFIX: &str = "reload:";
 pub const JOB_ID_HEADER: &str = "X-Tasklane-Job-Id";
 pub const JOB_TOKEN_HEADER: &str = "X-Tasklane-Job-Token";
 /// How long after its lease a job token still works (a worker's last report may be late).
-const JOB_TOKEN_SLACK: Duration = Duration::from_secs(15 * 60);
+pub(crate) const JOB_TOKEN_SLACK: Duration = Duration::from_secs(15 * 60);
 /// A wake-up that names a job with new events rather than a queue.
 const JOB_PREFIX: &str = "job:";
 /// A queue's deliveries waiting (for a connection slot, or for the store to record their
@@ -604,43 +604,6 @@ fn detail(result: &PushResult) -> &str {
     if result.responded { "" } else { &result.excerpt }
 }
 
-/// What to record for an attempt, by the queue's retry rules.
-pub fn decide(
-    queue: &Queue,
-    task: &Task,
-    result: &PushResult,
-    now: Timestamp,
-    tombstone_window: Duration,
-) -> TaskOutcome {
-    if result.succeeded() {
-        return TaskOutcome::Succeeded { tombstone_until: now.saturating_add(tombstone_window) };
-    }
-    let attempt = AttemptResult {
-        http_status: result.http_status,
-        // The real service counts only answers below 500 as responses.
-        responded: result.responded && result.http_status < 500,
-        status: ResponseStatus {
-            code: push::attempt_code(result.http_status, result.responded),
-            message: result.message.clone(),
-        },
-        dispatch_time: task.last_attempt.as_ref().and_then(|a| a.dispatch_time).unwrap_or(now),
-        response_time: now,
-        body_excerpt: result.excerpt.clone(),
-    };
-    let attempts = task.dispatch_count.max(1) as u32;
-    let first = task.first_attempt.as_ref().and_then(|a| a.dispatch_time).unwrap_or(now);
-    // A task's own retry config replaces its queue's.
-    let retry = task.retry_config.as_ref().unwrap_or(&queue.retry_config);
-    if retry.gives_up(attempts, first, now) {
-        return TaskOutcome::GaveUp { attempt, tombstone_until: now.saturating_add(tombstone_window) };
-    }
-    let mut delay = retry.backoff(attempts);
-    if let Some(after) = result.retry_after {
-        delay = delay.max(after);
-    }
-    TaskOutcome::Retry { attempt, retry_at: now.saturating_add(delay) }
-}
-
 /// An event about one delivery, naming its task and attempt. Deliveries have no span
 /// below debug level: at info, one span per push cost ~3% of the push drain's CPU.
 macro_rules! attempt_event {
@@ -774,69 +737,4 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
     }
     .instrument(span)
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tasklane_core::queue::QueueSpec;
-    use tasklane_core::{Code, RetryConfig, TaskSpec};
-
-    fn fixture(retry: RetryConfig) -> (Queue, Task) {
-        let name = QueueName::parse("projects/p/locations/l/queues/q").unwrap();
-        let mut queue = QueueSpec::default().resolve(name.clone(), QueueState::Running, None).unwrap();
-        queue.retry_config = retry;
-        let mut task = TaskSpec { url: "http://h/".into(), ..Default::default() }
-            .validate(&name, Timestamp::from_secs(0), || "1".into())
-            .unwrap();
-        task.dispatch_count = 1;
-        task.first_attempt =
-            Some(tasklane_core::Attempt { dispatch_time: Some(Timestamp::from_secs(0)), ..Default::default() });
-        (queue, task)
-    }
-
-    fn result(status: u16, responded: bool, retry_after: Option<u64>) -> PushResult {
-        PushResult {
-            http_status: status,
-            responded,
-            retry_after: retry_after.map(Duration::from_secs),
-            message: String::new(),
-            excerpt: String::new(),
-        }
-    }
-
-    #[test]
-    fn outcomes() {
-        let (queue, task) = fixture(RetryConfig { max_attempts: 2, ..RetryConfig::default() });
-        let now = Timestamp::from_secs(10);
-        let window = Duration::from_secs(3600);
-        assert!(matches!(decide(&queue, &task, &result(204, true, None), now, window), TaskOutcome::Succeeded { .. }));
-        match decide(&queue, &task, &result(500, true, None), now, window) {
-            TaskOutcome::Retry { retry_at, attempt } => {
-                assert_eq!(retry_at, now.saturating_add(Duration::from_millis(100)));
-                assert_eq!(attempt.status.code, Code::Internal);
-            }
-            other => panic!("{other:?}"),
-        }
-        match decide(&queue, &task, &result(503, true, Some(30)), now, window) {
-            TaskOutcome::Retry { retry_at, .. } => assert_eq!(retry_at, now.saturating_add(Duration::from_secs(30))),
-            other => panic!("{other:?}"),
-        }
-        match decide(&queue, &task, &result(504, false, None), now, window) {
-            TaskOutcome::Retry { attempt, .. } => {
-                assert_eq!(attempt.status.code, Code::DeadlineExceeded);
-                assert!(!attempt.responded);
-            }
-            other => panic!("{other:?}"),
-        }
-        match decide(&queue, &task, &result(0, false, None), now, window) {
-            TaskOutcome::Retry { attempt, .. } => assert_eq!(attempt.status.code, Code::Unknown),
-            other => panic!("{other:?}"),
-        }
-        let mut second = task.clone();
-        second.dispatch_count = 2;
-        assert!(matches!(decide(&queue, &second, &result(500, true, None), now, window), TaskOutcome::GaveUp { .. }));
-        // A 2xx without a finished response is not a success.
-        assert!(matches!(decide(&queue, &task, &result(200, false, None), now, window), TaskOutcome::Retry { .. }));
-    }
 }

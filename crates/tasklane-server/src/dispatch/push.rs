@@ -9,52 +9,15 @@ use std::sync::Mutex;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tasklane_core::header::USER_AGENT;
-use tasklane_core::{Code, HttpRequest, Task, Timestamp};
+use tasklane_core::{HttpRequest, Task, Timestamp};
 
 /// Longest part of a worker's response body that is read (and kept for inspection).
 pub const RESPONSE_EXCERPT: usize = 4 * 1024;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(720 * 3600);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PushResult {
-    /// The HTTP status; 504 when the deadline passed, 0 when no valid response arrived.
-    pub http_status: u16,
-    pub responded: bool,
-    pub retry_after: Option<Duration>,
-    /// The text recorded as the attempt's status: the real service's for what a worker
-    /// answered or failed to (`INTERNAL(13): HTTP status code 500`), tasklane's own for
-    /// what only tasklane refuses (its egress policy, a token it could not sign).
-    pub message: String,
-    /// The start of the response body, as text (lossily); without a response, why none
-    /// came (`could not connect to the worker: Connection refused`).
-    pub excerpt: String,
-}
-
-impl PushResult {
-    pub fn succeeded(&self) -> bool {
-        (200..300).contains(&self.http_status) && self.responded
-    }
-
-    /// An attempt that got no answer, recorded as the real service records one; `why`
-    /// is kept beside it.
-    fn no_answer(http_status: u16, why: String) -> PushResult {
-        let message = attempt_code(http_status, false).attempt_message(http_status);
-        PushResult { http_status, responded: false, retry_after: None, message, excerpt: why }
-    }
-}
-
-/// The code recorded for an attempt: the worker's answer mapped as Cloud Tasks maps it,
-/// DEADLINE_EXCEEDED when the deadline passed first, UNKNOWN when nothing came back.
-pub fn attempt_code(http_status: u16, responded: bool) -> Code {
-    if responded {
-        Code::from_worker_http_status(http_status)
-    } else if http_status == 504 {
-        Code::DeadlineExceeded
-    } else {
-        Code::Unknown
-    }
-}
+/// What one push came to: core's `Answer`, which `decide` turns into an outcome.
+pub type PushResult = tasklane_core::outcome::Answer;
 
 const QUEUE_NAME: HeaderName = HeaderName::from_static("x-cloudtasks-queuename");
 const TASK_NAME: HeaderName = HeaderName::from_static("x-cloudtasks-taskname");
@@ -267,7 +230,7 @@ pub async fn push(
         http_status: status,
         responded: true,
         retry_after,
-        message: attempt_code(status, true).attempt_message(status),
+        message: tasklane_core::outcome::attempt_code(status, true).attempt_message(status),
         excerpt: String::from_utf8_lossy(&excerpt).into_owned(),
     }
 }

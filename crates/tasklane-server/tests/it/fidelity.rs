@@ -338,3 +338,32 @@ async fn run_task_answers_the_task_as_dispatched() {
     assert!(ran.get("firstAttempt").is_none(), "{ran}");
     assert_eq!(ran["lastAttempt"], json!({"scheduleTime": "2027-01-16T00:00:00Z"}));
 }
+
+#[tokio::test]
+async fn a_queue_s_token_is_the_task_s_as_stored() {
+    let api = api().await;
+    let oidc = json!({"httpTarget": {"oidcToken": {"serviceAccountEmail": "q@p.iam.gserviceaccount.com"}}});
+    api.ok("POST", &format!("{LOC}/queues"), &queue_body("signed", oidc)).await;
+    let url = "http://127.0.0.1:9/run?x=1";
+    let task = json!({"task": {"httpRequest": {"url": url, "headers": {"Authorization": "Bearer own"},
+        "oidcToken": {"serviceAccountEmail": "own@p.iam.gserviceaccount.com", "audience": "mine"}}}});
+    let t = api.ok("POST", &format!("{LOC}/queues/signed/tasks"), &task.to_string()).await;
+    assert_eq!(
+        t["httpRequest"]["oidcToken"],
+        json!({"serviceAccountEmail": "q@p.iam.gserviceaccount.com", "audience": url})
+    );
+    assert_eq!(t["httpRequest"]["headers"]["Authorization"], "Bearer own");
+    // A task's own token without a service account still fails.
+    let bad = json!({"task": {"httpRequest": {"url": url, "oidcToken": {"serviceAccountEmail": ""}}}});
+    let (_, error) = error_of(&api, "POST", &format!("{LOC}/queues/signed/tasks"), &bad.to_string()).await;
+    assert_eq!(error["message"], "service_account_email must be set.");
+    // A queue's OAuth token, without a scope, goes only to Google APIs, with cloud-platform.
+    let oauth = json!({"httpTarget": {"oauthToken": {"serviceAccountEmail": "q@p.iam.gserviceaccount.com"}}});
+    api.ok("POST", &format!("{LOC}/queues"), &queue_body("google", oauth)).await;
+    let plain = json!({"task": {"httpRequest": {"url": url}}});
+    let (_, error) = error_of(&api, "POST", &format!("{LOC}/queues/google/tasks"), &plain.to_string()).await;
+    assert!(error["message"].as_str().unwrap().starts_with("Invalid url for HttpRequest.oauth_token."), "{error}");
+    let to_google = json!({"task": {"httpRequest": {"url": "https://tasks.googleapis.com/x"}}});
+    let t = api.ok("POST", &format!("{LOC}/queues/google/tasks"), &to_google.to_string()).await;
+    assert_eq!(t["httpRequest"]["oauthToken"]["scope"], "https://www.googleapis.com/auth/cloud-platform");
+}
