@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use tasklane_core::access::Resource;
 use tasklane_core::egress::{Cidr, EgressPolicy, Rule};
-use tasklane_core::queue::QueueFilter;
+use tasklane_core::filter::QueueFilter;
 use tasklane_core::{LocationName, QueueName, TaskName};
 
 fuzz_target!(|data: &[u8]| {

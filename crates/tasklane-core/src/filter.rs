@@ -204,10 +204,15 @@ fn parse_time(raw: &str) -> Option<Timestamp> {
         z => {
             let sign = if z.starts_with('-') { -1 } else { 1 };
             let (oh, om) = z[1..].split_once(':')?;
-            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
+            let (oh, om): (i64, i64) = (oh.parse().ok()?, om.parse().ok()?);
+            if !(0..24).contains(&oh) || !(0..60).contains(&om) {
+                return None;
+            }
+            sign * (oh * 3600 + om * 60)
         }
     };
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&da) || h > 23 || mi > 59 || s > 60 {
+    let in_range = (0..=9999).contains(&y) && (1..=12).contains(&mo) && (1..=31).contains(&da);
+    if !in_range || !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0..=60).contains(&s) {
         return None;
     }
     let days = crate::clock::days_from_civil(y, mo, da);
@@ -640,6 +645,10 @@ mod tests {
         assert_eq!(err("max_dispatches_per_second > 1"), "Field not found: 'max_dispatches_per_second'.");
         assert_eq!(err("state: BOGUS"), "The value 'bogus' is of incorrect type.");
         assert_eq!(err("state: 2"), "The value '2' is of incorrect type.");
+        assert_eq!(
+            err("purge_time > \"99999999999999999-01-01T00:00:00Z\""),
+            "The value '99999999999999999-01-01t00:00:00z' is of incorrect type."
+        );
         assert_eq!(err("retry_config.min_backoff > 3600"), "The value '3600' is of incorrect type.");
         assert_eq!(err("rate_limits.max_dispatches_per_second > fast"), "The value 'fast' is of incorrect type.");
         assert_eq!(
