@@ -50,7 +50,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// Days from 1970-01-01 to a civil date.
-pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
@@ -66,6 +66,82 @@ fn nth_sunday(year: i64, month: u32, nth: i64) -> i64 {
     // 1970-01-01 was a Thursday: day 0 has weekday 4 (Sunday = 0).
     let weekday = (first + 4).rem_euclid(7);
     first + (7 - weekday) % 7 + 7 * (nth - 1)
+}
+
+/// `t` as RFC 3339 in UTC with 0, 3 or 6 fractional digits (`2024-03-01T11:30:00.250Z`), as
+/// proto3 JSON and tasklane's own documents write times.
+pub fn format_rfc3339(t: Timestamp) -> String {
+    let secs = t.0.div_euclid(1_000_000);
+    let micros = t.0.rem_euclid(1_000_000);
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let of_day = secs.rem_euclid(86_400);
+    let frac = if micros == 0 {
+        String::new()
+    } else if micros % 1000 == 0 {
+        format!(".{:03}", micros / 1000)
+    } else {
+        format!(".{micros:06}")
+    };
+    format!("{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}{frac}Z", of_day / 3600, of_day % 3600 / 60, of_day % 60)
+}
+
+/// An RFC 3339 time (`2024-03-01T12:30:00.25+01:00`, `…Z`), to the microsecond (finer
+/// digits are dropped); years 0 to 9999.
+pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+    let digits = |s: &str, n: usize| -> Option<i64> {
+        (s.len() == n && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+    };
+    let (date, rest) = text.split_once(['T', 't'])?;
+    let mut d = date.split('-');
+    let (y, mo, da) = (digits(d.next()?, 4)?, digits(d.next()?, 2)?, digits(d.next()?, 2)?);
+    if d.next().is_some() {
+        return None;
+    }
+    let zone_at = rest.find(['Z', 'z', '+', '-'])?;
+    let (clock, zone) = rest.split_at(zone_at);
+    let (hms, frac) = match clock.split_once('.') {
+        Some((hms, frac)) if !frac.is_empty() && frac.bytes().all(|b| b.is_ascii_digit()) => (hms, frac),
+        Some(_) => return None,
+        None => (clock, ""),
+    };
+    let mut t = hms.split(':');
+    let (h, mi, s) = (digits(t.next()?, 2)?, digits(t.next()?, 2)?, digits(t.next()?, 2)?);
+    if t.next().is_some() {
+        return None;
+    }
+    let micros: i64 =
+        frac.bytes().take(6).enumerate().map(|(i, b)| i64::from(b - b'0') * 10i64.pow(5 - i as u32)).sum();
+    let offset = match zone {
+        "Z" | "z" => 0,
+        z => {
+            let (oh, om) = z[1..].split_once(':')?;
+            let (oh, om) = (digits(oh, 2)?, digits(om, 2)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            if z.starts_with('-') { -(oh * 3600 + om * 60) } else { oh * 3600 + om * 60 }
+        }
+    };
+    let days_in_month = [
+        31,
+        if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    let month_ok = (1..=12).contains(&mo) && da >= 1 && da <= days_in_month[(mo - 1) as usize];
+    if !month_ok || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, mo as u32, da as u32);
+    Some(Timestamp((days * 86_400 + h * 3600 + mi * 60 + s - offset) * 1_000_000 + micros))
 }
 
 /// `t` in US Pacific time with its offset, as the real service writes times in its errors:
@@ -93,6 +169,20 @@ pub fn pacific_time(t: Timestamp) -> String {
         of_day % 60,
         -offset_hours
     )
+}
+
+/// Signed microseconds as proto3 JSON writes a duration: `"3s"`, `"0.100s"`, `"1.000001s"`.
+pub fn format_duration_micros(us: i64) -> String {
+    let sign = if us < 0 { "-" } else { "" };
+    let us = us.unsigned_abs();
+    let (secs, frac) = (us / 1_000_000, us % 1_000_000);
+    if frac == 0 {
+        format!("{sign}{secs}s")
+    } else if frac % 1000 == 0 {
+        format!("{sign}{secs}.{:03}s", frac / 1000)
+    } else {
+        format!("{sign}{secs}.{frac:06}s")
+    }
 }
 
 /// A duration in whole microseconds, saturating at `i64::MAX`.
@@ -217,6 +307,32 @@ mod tests {
         let b = Timestamp::from_secs(12);
         assert_eq!(b.since(a), Duration::from_secs(2));
         assert_eq!(a.since(b), Duration::ZERO);
+    }
+
+    #[test]
+    fn rfc3339_both_ways() {
+        let t = parse_rfc3339("2024-03-01T12:30:00.25+01:00").unwrap();
+        assert_eq!(format_rfc3339(t), "2024-03-01T11:30:00.250Z");
+        assert_eq!(format_rfc3339(Timestamp(1)), "1970-01-01T00:00:00.000001Z");
+        assert_eq!(format_rfc3339(Timestamp(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(Timestamp(-1)), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(parse_rfc3339("2024-02-29T00:00:00.123456789Z"), parse_rfc3339("2024-02-29T00:00:00.123456Z"));
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(Timestamp(0)));
+        assert_eq!(parse_rfc3339("1969-12-31t23:00:00-01:00"), Some(Timestamp(0)));
+        for bad in [
+            "yesterday",
+            "2023-02-29T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T00:00:00",
+            "2024-01-01T00:00:00.Z",
+            "99999-01-01T00:00:00Z",
+            "2024-1-01T00:00:00Z",
+            "2024-01-01T00:00:00+25:00",
+            "2024-01-01",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! parentheses; as in AIP-160, `OR` binds tighter than `AND`. An unset field reads as its
 //! zero; a repeated field matches when any element does.
 
-use crate::clock::{Timestamp, duration_micros};
+use crate::clock::duration_micros;
 use crate::queue::{Queue, QueueState};
 use crate::status::Status;
 use crate::target::HttpTarget;
@@ -159,7 +159,9 @@ fn typed(field: Field, path: &str, op: Op, raw: &str, quoted: bool) -> Result<Va
         Kind::Text => Ok(Value::Text(raw.to_string())),
         Kind::Number => raw.parse::<f64>().map(Value::Number).map_err(|_| incorrect_type(raw)),
         Kind::Duration => parse_duration(raw).map(|us| Value::Number(us as f64)).ok_or_else(|| incorrect_type(raw)),
-        Kind::Time => parse_time(raw).map(|t| Value::Number(t.0 as f64)).ok_or_else(|| incorrect_type(raw)),
+        Kind::Time => {
+            crate::clock::parse_rfc3339(raw).map(|t| Value::Number(t.0 as f64)).ok_or_else(|| incorrect_type(raw))
+        }
         Kind::Enum(names) => names
             .iter()
             .position(|n| n.eq_ignore_ascii_case(raw))
@@ -183,40 +185,6 @@ fn parse_duration(raw: &str) -> Option<i64> {
     };
     let n: f64 = number.parse().ok()?;
     n.is_finite().then(|| (n * scale).round() as i64)
-}
-
-/// An RFC 3339 time (`2020-01-01T00:00:00Z`, offsets and fractions allowed).
-fn parse_time(raw: &str) -> Option<Timestamp> {
-    let (date, rest) = raw.split_once(['T', 't'])?;
-    let mut d = date.split('-');
-    let (y, mo, da): (i64, u32, u32) = (d.next()?.parse().ok()?, d.next()?.parse().ok()?, d.next()?.parse().ok()?);
-    let zone_at = rest.find(['Z', 'z', '+', '-'])?;
-    let (clock, zone) = rest.split_at(zone_at);
-    let (hms, frac) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut t = hms.split(':');
-    let (h, mi, s): (i64, i64, i64) = (t.next()?.parse().ok()?, t.next()?.parse().ok()?, t.next()?.parse().ok()?);
-    let mut micros = 0i64;
-    for (i, b) in frac.bytes().take(6).enumerate() {
-        micros += i64::from(b.checked_sub(b'0').filter(|d| *d < 10)?) * 10i64.pow(5 - i as u32);
-    }
-    let offset = match zone {
-        "Z" | "z" => 0,
-        z => {
-            let sign = if z.starts_with('-') { -1 } else { 1 };
-            let (oh, om) = z[1..].split_once(':')?;
-            let (oh, om): (i64, i64) = (oh.parse().ok()?, om.parse().ok()?);
-            if !(0..24).contains(&oh) || !(0..60).contains(&om) {
-                return None;
-            }
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    let in_range = (0..=9999).contains(&y) && (1..=12).contains(&mo) && (1..=31).contains(&da);
-    if !in_range || !(0..24).contains(&h) || !(0..60).contains(&mi) || !(0..=60).contains(&s) {
-        return None;
-    }
-    let days = crate::clock::days_from_civil(y, mo, da);
-    Some(Timestamp((days * 86_400 + h * 3600 + mi * 60 + s - offset) * 1_000_000 + micros))
 }
 
 /// The values a queue has at a field: none for a message that is not set, several for a
@@ -549,6 +517,7 @@ impl QueueFilter {
 mod tests {
     use super::*;
     use crate::QueueName;
+    use crate::clock::Timestamp;
     use crate::queue::{QueueSpec, RateSpec};
     use crate::retry::RetrySpec;
     use crate::target::{EnforceMode, UriOverride};

@@ -198,6 +198,11 @@ pub mod texts {
     pub const OAUTH_HOST: &str =
         "Invalid url for HttpRequest.oauth_token. The hostname in the url must end with \".googleapis.com\"";
     pub const TOO_LARGE: &str = "Task size too large";
+    /// tasklane's own: it serves HTTP tasks only.
+    pub const APP_ENGINE_UNSUPPORTED: &str =
+        "App Engine tasks are not supported by tasklane; use http_request with the worker's URL";
+    /// tasklane's own: the two tokens are one field (a oneof) in the API.
+    pub const BOTH_TOKENS: &str = "http_request may have an oidc_token or an oauth_token, not both";
     /// Google's front end's answer for a value it cannot take, without saying which.
     pub const INVALID_ARGUMENT: &str = "Request contains an invalid argument.";
 }

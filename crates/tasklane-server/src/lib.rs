@@ -1,27 +1,14 @@
 //! The tasklane server: the Cloud Tasks service, the dispatcher, the REST API and the
 //! background maintenance, assembled by `Server::start`.
 
-pub mod access;
-mod admin;
-pub mod callbacks;
-pub mod cluster;
-pub mod connections;
-pub mod dead_letters;
-pub mod dispatch;
-pub mod egress;
-pub mod grpc;
-pub mod guard;
-pub mod jobs;
-pub mod oidc;
-pub mod operations;
-mod page_token;
-pub mod policy;
-pub mod pull;
-pub mod rest;
-pub mod sealing;
+pub mod edge;
+pub mod engine;
 pub mod service;
-pub mod v1;
-pub mod v1_access;
+
+// The modules by their old, flat names, which the binary and the tests use.
+pub use edge::{admin, connections, grpc, guard, rest, v1, v1_access};
+pub use engine::{callbacks, cluster, dispatch, egress, oidc, sealing};
+pub use service::{access, dead_letters, jobs, operations, page_token, policy, pull};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,7 +24,7 @@ use tokio::sync::watch;
 pub use cluster::ClusterConfig;
 pub use connections::ConnectionLimits;
 pub use dispatch::{DispatchConfig, Dispatcher};
-pub use service::CloudTasks;
+pub use service::cloud_tasks::CloudTasks;
 
 /// The Cloud Tasks API on one router: gRPC requests (by content type) go to `grpc`,
 /// everything else to the REST routes.
@@ -327,7 +314,11 @@ impl Server {
             access.announce_with(relay.clone());
         }
         if let Some(pg) = &pg_listen {
-            cluster::listen(pg, dispatcher.clone(), access.clone());
+            let reloaded = access.clone();
+            cluster::listen(pg, dispatcher.clone(), move || {
+                let access = reloaded.clone();
+                async move { access.reload().await }
+            });
         }
         dispatcher.signer().check_stored().await.map_err(|e| StartError::SecretKey(e.message))?;
         let service = CloudTasks::new(store.clone(), clock.clone(), dispatcher.clone(), config.tombstone_window)

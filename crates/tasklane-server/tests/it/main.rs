@@ -14,6 +14,7 @@ use tasklane_store::{SqliteStore, Store};
 use tower::ServiceExt;
 
 mod fidelity;
+mod layers;
 mod stepped;
 
 /// Wait until `check` holds `looks` times in a row (1: as soon as it holds; more, for a state

@@ -76,8 +76,10 @@ async fn a_larger_grpc_answer_is_not_held_back() {
         assert_eq!(queue.name, format!("{PROJECT_LOCATION}/queues/nagle"));
     }
     took.sort();
-    // Nagle's algorithm with delayed ACKs held each such answer ~40 ms; a fix answers in ~1 ms.
-    assert!(took[10] < Duration::from_millis(20), "median GetQueue over gRPC took {:?}", took[10]);
+    // Nagle's algorithm with delayed ACKs held each such answer at least 40 ms (Linux's least
+    // delayed-ACK time); a fix answers in ~1 ms. 30 ms leaves room for a loaded machine (a
+    // median of 20.5 ms was seen with two builds beside the suite) and still catches the stall.
+    assert!(took[10] < Duration::from_millis(30), "median GetQueue over gRPC took {:?}", took[10]);
 }
 
 /// A certificate for 127.0.0.1 and localhost: (certificate PEM file, key PEM file).

@@ -8,7 +8,7 @@ use prost::Message;
 use tasklane_core::{LocationName, QueueName, Status};
 use tasklane_store::{QueueList, RecordCondition, RecordPut, StoreError};
 
-use crate::grpc::messages as m;
+use crate::service::proto::messages as m;
 use crate::service::{CloudTasks, store_status};
 
 fn iam_key(queue: &QueueName) -> String {

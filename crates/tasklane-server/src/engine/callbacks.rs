@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::json;
-use tasklane_core::Clock;
+use serde_json::{Map, Value, json};
+use tasklane_core::clock::{duration_micros, format_duration_micros, format_rfc3339};
+use tasklane_core::job::Job;
+use tasklane_core::{Clock, Timestamp};
 use tasklane_store::{Callback, CallbackAttempt, CallbackState, Store};
 use tokio::sync::watch;
 
-use crate::oidc::TokenSigner;
-use crate::v1::job_json;
+use crate::engine::oidc::TokenSigner;
 
 /// Attempts before a callback is given up (recorded as failed on the job).
 pub const MAX_ATTEMPTS: i32 = 10;
@@ -149,6 +150,46 @@ pub fn check_url(url: &str) -> Result<(), tasklane_core::Status> {
             "callback_url \"{url}\" must be an http:// or https:// URL with a host"
         )))
     }
+}
+
+fn time(t: Option<Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| json!(format_rfc3339(t)))
+}
+
+/// A job as a JSON document: the body of its callbacks, and what `/v1` answers for it.
+pub fn job_json(j: &Job) -> Value {
+    let labels: Map<String, Value> = j.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let result = j.result.as_deref().map_or(Value::Null, |r| serde_json::from_str(r).unwrap_or(json!(r)));
+    json!({
+        "id": j.id,
+        "queue": j.queue.to_string(),
+        "status": j.status.as_str(),
+        "labels": labels,
+        "idempotency_key": j.idempotency_key,
+        "failure_policy": j.policy.as_str(),
+        "counts": {
+            "total": j.total,
+            "succeeded": j.succeeded,
+            "failed": j.failed,
+            "running": j.running,
+            "pending": j.pending(),
+            "cancelled": j.cancelled,
+        },
+        "percentage": j.percentage(),
+        "progress": {
+            "percent": j.progress.percent,
+            "step": j.progress.step,
+            "step_number": j.progress.step_number,
+            "message": j.progress.message,
+        },
+        "result": result,
+        "error": j.error,
+        "created_at": format_rfc3339(j.created_at),
+        "started_at": time(j.started_at),
+        "finished_at": time(j.finished_at),
+        "result_ttl": format_duration_micros(duration_micros(j.result_ttl)),
+        "callback_url": j.callback_url,
+    })
 }
 
 #[cfg(test)]

@@ -1,18 +1,16 @@
-//! Protobuf messages to core types and back. The checks here are the ones REST makes in
-//! `rest/wire.rs`, with the same texts, so the two transports answer alike.
+//! Core types to their protobuf messages and back: the one mapping the gRPC edge renders
+//! with and the services keep records in (batch operations).
 
 use prost::Message;
 use tasklane_core::clock::duration_micros;
-use tasklane_core::queue::{QueueSpec, RateSpec};
 use tasklane_core::retry::{RetryConfig, RetrySpec};
 use tasklane_core::status::Detail;
-use tasklane_core::target::{EnforceMode, HttpTarget, Scheme, UriOverride, texts as target_texts};
-use tasklane_core::task::{Attempt, AuthToken, HttpRequest, ResponseStatus, TaskSpec};
+use tasklane_core::target::{HttpTarget, Scheme};
+use tasklane_core::task::{Attempt, AuthToken, HttpRequest, ResponseStatus, texts};
 use tasklane_core::{HttpMethod, LocationName, Queue, QueueState, Status, Task, TaskName, TaskView, Timestamp};
 
 use super::messages as m;
-use crate::operations::{BatchKind, BatchOperation, BatchState};
-use crate::rest::wire::texts;
+use crate::service::operations::{BatchKind, BatchOperation, BatchState};
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
 
@@ -27,7 +25,7 @@ pub fn duration(micros: i64) -> prost_types::Duration {
     prost_types::Duration { seconds: micros / MICROS_PER_SECOND, nanos: ((micros % MICROS_PER_SECOND) * 1000) as i32 }
 }
 
-fn timestamp_from(field: &str, t: &prost_types::Timestamp) -> Result<Timestamp, Status> {
+pub fn timestamp_from(field: &str, t: &prost_types::Timestamp) -> Result<Timestamp, Status> {
     if !(0..1_000_000_000).contains(&t.nanos) {
         return Err(Status::invalid_argument(format!("{field}.nanos must be between 0 and 999,999,999")));
     }
@@ -38,7 +36,7 @@ fn timestamp_from(field: &str, t: &prost_types::Timestamp) -> Result<Timestamp, 
         .ok_or_else(|| Status::invalid_argument(format!("{field} is out of range")))
 }
 
-fn duration_from(field: &str, d: &prost_types::Duration) -> Result<i64, Status> {
+pub fn duration_from(field: &str, d: &prost_types::Duration) -> Result<i64, Status> {
     if d.nanos.abs() >= 1_000_000_000 || (d.seconds > 0 && d.nanos < 0) || (d.seconds < 0 && d.nanos > 0) {
         return Err(Status::invalid_argument(format!("{field} is not a valid duration")));
     }
@@ -49,76 +47,11 @@ fn duration_from(field: &str, d: &prost_types::Duration) -> Result<i64, Status> 
         .ok_or_else(|| Status::invalid_argument(format!("{field} is out of range")))
 }
 
-fn opt_duration(field: &str, d: &Option<prost_types::Duration>) -> Result<i64, Status> {
-    d.as_ref().map_or(Ok(0), |d| duration_from(field, d))
-}
-
-/// A task answered for a view number the API lacks: BASIC content, as the real service
-/// gives, with the view it was asked for left unspecified (GetTask, CreateTask).
-pub fn unknown_view(mut task: m::Task, asked: i32) -> m::Task {
-    if !(0..=2).contains(&asked) {
-        task.view = 0;
-    }
-    task
-}
-
 pub fn view(n: i32) -> TaskView {
-    crate::rest::wire::view_from(Some(n))
+    if n == 2 { TaskView::Full } else { TaskView::Basic }
 }
 
-pub fn retry_spec(r: &m::RetryConfig) -> Result<RetrySpec, Status> {
-    Ok(RetrySpec {
-        max_attempts: r.max_attempts,
-        max_retry_duration_micros: opt_duration("retry_config.max_retry_duration", &r.max_retry_duration)?,
-        min_backoff_micros: opt_duration("retry_config.min_backoff", &r.min_backoff)?,
-        max_backoff_micros: opt_duration("retry_config.max_backoff", &r.max_backoff)?,
-        max_doublings: r.max_doublings,
-    })
-}
-
-/// Read a `Queue` message: its name (possibly empty) and settable fields.
-pub fn queue_spec(q: &m::Queue) -> Result<(String, QueueSpec), Status> {
-    let mut spec = QueueSpec::default();
-    if let Some(r) = &q.rate_limits {
-        spec.rate = RateSpec {
-            max_dispatches_per_second: r.max_dispatches_per_second,
-            max_concurrent_dispatches: r.max_concurrent_dispatches,
-        };
-    }
-    if let Some(r) = &q.retry_config {
-        spec.retry = retry_spec(r)?;
-    }
-    if let Some(l) = &q.stackdriver_logging_config {
-        spec.logging_sampling_ratio = l.sampling_ratio;
-    }
-    if let Some(t) = &q.http_target {
-        spec.http_target = Some(http_target_from(t)?);
-    }
-    Ok((q.name.clone(), spec))
-}
-
-fn http_target_from(t: &m::HttpTarget) -> Result<HttpTarget, Status> {
-    let uri_override = match &t.uri_override {
-        None => None,
-        Some(u) => Some(UriOverride {
-            scheme: Scheme::from_number(u.scheme)?,
-            host: u.host.clone(),
-            port: u.port,
-            path: u.path_override.as_ref().map(|p| p.path.clone()),
-            query: u.query_override.as_ref().map(|q| q.query_params.clone()),
-            mode: EnforceMode::from_number(u.uri_override_enforce_mode)?,
-        }),
-    };
-    let method = match t.http_method {
-        0 => None,
-        n => Some(HttpMethod::from_i32(n).ok_or_else(|| target_texts::error(target_texts::BAD_TARGET))?),
-    };
-    let headers =
-        t.header_overrides.iter().filter_map(|o| o.header.as_ref()).map(|h| (h.key.clone(), h.value.clone())).collect();
-    Ok(HttpTarget { uri_override, method, headers, auth: auth_from(&t.oidc_token, &t.oauth_token)? })
-}
-
-fn http_target_message(t: &HttpTarget) -> m::HttpTarget {
+pub fn http_target_message(t: &HttpTarget) -> m::HttpTarget {
     let (oidc_token, oauth_token) = auth_messages(&t.auth);
     m::HttpTarget {
         uri_override: t.uri_override.as_ref().map(|u| m::UriOverride {
@@ -140,7 +73,7 @@ fn http_target_message(t: &HttpTarget) -> m::HttpTarget {
     }
 }
 
-fn auth_messages(auth: &Option<AuthToken>) -> (Option<m::OidcToken>, Option<m::OAuthToken>) {
+pub fn auth_messages(auth: &Option<AuthToken>) -> (Option<m::OidcToken>, Option<m::OAuthToken>) {
     match auth {
         Some(AuthToken::Oidc { service_account_email, audience }) => (
             Some(m::OidcToken { service_account_email: service_account_email.clone(), audience: audience.clone() }),
@@ -153,7 +86,7 @@ fn auth_messages(auth: &Option<AuthToken>) -> (Option<m::OidcToken>, Option<m::O
     }
 }
 
-fn auth_from(oidc: &Option<m::OidcToken>, oauth: &Option<m::OAuthToken>) -> Result<Option<AuthToken>, Status> {
+pub fn auth_from(oidc: &Option<m::OidcToken>, oauth: &Option<m::OAuthToken>) -> Result<Option<AuthToken>, Status> {
     match (oidc, oauth) {
         (Some(_), Some(_)) => Err(Status::invalid_argument(texts::BOTH_TOKENS)),
         (Some(o), None) => Ok(Some(AuthToken::Oidc {
@@ -168,41 +101,7 @@ fn auth_from(oidc: &Option<m::OidcToken>, oauth: &Option<m::OAuthToken>) -> Resu
     }
 }
 
-/// Read a `Task` message of a create request.
-pub fn task_spec(t: Option<m::Task>) -> Result<TaskSpec, Status> {
-    let Some(t) = t else {
-        return Err(Status::invalid_argument(texts::TASK_REQUIRED));
-    };
-    if t.app_engine_http_request.is_some() {
-        return Err(Status::invalid_argument(texts::APP_ENGINE_UNSUPPORTED));
-    }
-    let Some(r) = t.http_request else {
-        return Err(Status::invalid_argument(texts::HTTP_REQUEST_REQUIRED));
-    };
-    // A method number the API lacks is taken as POST, as the real service takes it.
-    let method = match r.http_method {
-        0 => None,
-        n => Some(HttpMethod::from_i32(n).unwrap_or(HttpMethod::Post)),
-    };
-    let auth = auth_from(&r.oidc_token, &r.oauth_token)?;
-    let schedule_time = t.schedule_time.as_ref().map(|s| timestamp_from("task.schedule_time", s)).transpose()?;
-    let dispatch_deadline_micros =
-        t.dispatch_deadline.as_ref().map(|d| duration_from("task.dispatch_deadline", d)).transpose()?;
-    let retry = t.retry_config.as_ref().map(retry_spec).transpose()?;
-    Ok(TaskSpec {
-        retry,
-        name: (!t.name.is_empty()).then_some(t.name),
-        url: r.url,
-        method,
-        headers: r.headers.into_iter().collect(),
-        body: r.body,
-        auth,
-        schedule_time,
-        dispatch_deadline_micros,
-    })
-}
-
-fn retry_message(c: &RetryConfig) -> m::RetryConfig {
+pub fn retry_message(c: &RetryConfig) -> m::RetryConfig {
     m::RetryConfig {
         max_attempts: c.max_attempts,
         max_retry_duration: c.max_retry_duration.map(|d| duration(duration_micros(d))),
@@ -235,7 +134,7 @@ pub fn queue(q: &Queue) -> m::Queue {
     }
 }
 
-fn attempt(a: &Attempt) -> m::Attempt {
+pub fn attempt(a: &Attempt) -> m::Attempt {
     m::Attempt {
         schedule_time: a.schedule_time.map(timestamp),
         dispatch_time: a.dispatch_time.map(timestamp),
@@ -285,12 +184,16 @@ pub fn location(l: &LocationName) -> m::Location {
 }
 
 pub const TYPE_PREFIX: &str = "type.googleapis.com/";
+
 pub const CREATE_METADATA: &str = "google.cloud.tasks.v2.BatchCreateTasksMetadata";
+
 pub const CREATE_RESPONSE: &str = "google.cloud.tasks.v2.BatchCreateTasksResponse";
+
 pub const DELETE_METADATA: &str = "google.cloud.tasks.v2.BatchDeleteTasksMetadata";
+
 pub const EMPTY: &str = "google.protobuf.Empty";
 
-fn any(type_name: &str, message: &impl prost::Message) -> prost_types::Any {
+pub fn any(type_name: &str, message: &impl prost::Message) -> prost_types::Any {
     prost_types::Any { type_url: format!("{TYPE_PREFIX}{type_name}"), value: message.encode_to_vec() }
 }
 
@@ -328,7 +231,7 @@ pub fn none_deleted() -> Status {
     Status::aborted(crate::operations::NONE_DELETED)
 }
 
-fn batch_state_from(kind: BatchKind, n: i32) -> Option<BatchState> {
+pub fn batch_state_from(kind: BatchKind, n: i32) -> Option<BatchState> {
     [BatchState::Succeeded, BatchState::PartiallySucceeded, BatchState::Failed]
         .into_iter()
         .find(|s| batch_state_number(kind, *s) == n)
@@ -339,7 +242,7 @@ pub fn rpc_status(s: &Status) -> m::RpcStatus {
 }
 
 /// An error detail as the `Any` Google's clients decode.
-fn detail(d: &Detail) -> prost_types::Any {
+pub fn detail(d: &Detail) -> prost_types::Any {
     match d {
         Detail::ErrorInfo { reason, domain, metadata } => any(
             "google.rpc.ErrorInfo",
@@ -403,7 +306,7 @@ pub fn operation(op: &BatchOperation) -> m::Operation {
     m::Operation { name: op.name.clone(), metadata: Some(any(metadata_type, &metadata)), done: true, error, response }
 }
 
-fn corrupt(what: &str) -> Status {
+pub fn corrupt(what: &str) -> Status {
     Status::internal(format!("a stored operation is unreadable: {what}"))
 }
 
@@ -456,7 +359,7 @@ pub fn operation_from(op: m::Operation) -> Result<BatchOperation, Status> {
     })
 }
 
-fn attempt_from(a: m::Attempt) -> Result<Attempt, Status> {
+pub fn attempt_from(a: m::Attempt) -> Result<Attempt, Status> {
     let time = |t: Option<prost_types::Timestamp>| t.as_ref().map(|t| timestamp_from("attempt", t)).transpose();
     Ok(Attempt {
         schedule_time: time(a.schedule_time)?,
@@ -470,7 +373,7 @@ fn attempt_from(a: m::Attempt) -> Result<Attempt, Status> {
 }
 
 /// A task message this module wrote, back to core (for stored operations).
-fn task_from(t: m::Task) -> Result<(Task, TaskView), Status> {
+pub fn task_from(t: m::Task) -> Result<(Task, TaskView), Status> {
     let r = t.http_request.ok_or_else(|| corrupt("a task without http_request"))?;
     let auth = auth_from(&r.oidc_token, &r.oauth_token)?;
     let time = |t: Option<prost_types::Timestamp>| {
@@ -501,6 +404,20 @@ fn task_from(t: m::Task) -> Result<(Task, TaskView), Status> {
         env: Vec::new(),
     };
     Ok((task, view(t.view)))
+}
+
+pub fn opt_duration(field: &str, d: &Option<prost_types::Duration>) -> Result<i64, Status> {
+    d.as_ref().map_or(Ok(0), |d| duration_from(field, d))
+}
+
+pub fn retry_spec(r: &m::RetryConfig) -> Result<RetrySpec, Status> {
+    Ok(RetrySpec {
+        max_attempts: r.max_attempts,
+        max_retry_duration_micros: opt_duration("retry_config.max_retry_duration", &r.max_retry_duration)?,
+        min_backoff_micros: opt_duration("retry_config.min_backoff", &r.min_backoff)?,
+        max_backoff_micros: opt_duration("retry_config.max_backoff", &r.max_backoff)?,
+        max_doublings: r.max_doublings,
+    })
 }
 
 #[cfg(test)]

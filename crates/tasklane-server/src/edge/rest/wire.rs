@@ -6,7 +6,7 @@ use tasklane_core::queue::{QueueSpec, RateSpec};
 use tasklane_core::retry::{RetryConfig, RetrySpec};
 use tasklane_core::status::Detail;
 use tasklane_core::target::{EnforceMode, HttpTarget, Scheme, UriOverride, texts as target_texts};
-use tasklane_core::task::{Attempt, AuthToken, TaskSpec};
+use tasklane_core::task::{Attempt, AuthToken, TaskSpec, texts};
 use tasklane_core::{HttpMethod, LocationName, Queue, QueueState, Status, Task, TaskView};
 
 use crate::grpc::{convert, messages as m};
@@ -26,22 +26,6 @@ const METHODS: [(&str, i32); 8] = [
     ("PATCH", 6),
     ("OPTIONS", 7),
 ];
-
-/// Error texts both transports use, so REST and gRPC answer a bad request alike.
-pub mod texts {
-    use tasklane_core::Status;
-
-    pub const TASK_REQUIRED: &str = tasklane_core::task::texts::PAYLOAD_NOT_SET;
-    pub const HTTP_REQUEST_REQUIRED: &str = tasklane_core::task::texts::PAYLOAD_NOT_SET;
-    pub const APP_ENGINE_UNSUPPORTED: &str =
-        "App Engine tasks are not supported by tasklane; use http_request with the worker's URL";
-    pub const BOTH_TOKENS: &str = "http_request may have an oidc_token or an oauth_token, not both";
-
-    /// An enum number the API does not define, in the words of the JSON parser.
-    pub fn bad_enum(path: &str, n: i32) -> Status {
-        Status::invalid_argument(format!("Invalid value at '{path}' (TYPE_ENUM), {n}"))
-    }
-}
 
 /// How enums are written back: by name, or by number when the client asked for
 /// `$alt=json;enum-encoding=int` (the official REST transports do).
@@ -272,14 +256,14 @@ fn retry_json(c: &RetryConfig) -> Value {
 pub fn task_spec(path: &str, value: Option<&Value>) -> Result<TaskSpec, Status> {
     let mut t = Obj::new(path, value)?;
     if !t.is_present() {
-        return Err(Status::invalid_argument(texts::TASK_REQUIRED));
+        return Err(Status::invalid_argument(texts::PAYLOAD_NOT_SET));
     }
     let mut spec = TaskSpec { name: t.string("name")?, ..TaskSpec::default() };
     if t.object("appEngineHttpRequest")?.is_some() {
         return Err(Status::invalid_argument(texts::APP_ENGINE_UNSUPPORTED));
     }
     let Some(mut r) = t.object("httpRequest")? else {
-        return Err(Status::invalid_argument(texts::HTTP_REQUEST_REQUIRED));
+        return Err(Status::invalid_argument(texts::PAYLOAD_NOT_SET));
     };
     spec.url = r.string("url")?.unwrap_or_default();
     // A method number the API lacks is taken as POST, as the real service takes it.

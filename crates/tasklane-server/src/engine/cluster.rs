@@ -218,18 +218,25 @@ pub fn wake_relay(store: PgStore, stop: watch::Receiver<bool>) -> mpsc::Unbounde
     tx
 }
 
+/// The notice that API tokens, identities or keys changed (any other notice names a queue).
+pub const ACCESS_CHANGED: &str = "!access";
+
 /// Deliver notifications from other nodes: wake-ups to this node's dispatcher, changes of
 /// tokens, identities or keys to its `Access` and token signer. An empty notice (the listener reconnected, and
 /// may have missed some) goes to both.
-pub fn listen(store: &PgStore, dispatcher: Dispatcher, access: Arc<crate::access::Access>) {
+pub fn listen<R, F>(store: &PgStore, dispatcher: Dispatcher, reload_access: R)
+where
+    R: Fn() -> F + Send + 'static,
+    F: std::future::Future<Output = ()> + Send,
+{
     let mut rx = store.listen();
     tokio::spawn(async move {
         while let Some(notice) = rx.recv().await {
-            if notice == crate::access::CHANGED_NOTICE || notice.is_empty() {
-                access.reload().await;
+            if notice == ACCESS_CHANGED || notice.is_empty() {
+                reload_access().await;
                 dispatcher.signer().invalidate().await;
             }
-            if notice == crate::access::CHANGED_NOTICE {
+            if notice == ACCESS_CHANGED {
                 continue;
             }
             dispatcher.woken(&notice);

@@ -5,7 +5,7 @@
 
 pub mod convert;
 mod front;
-pub mod messages;
+pub use crate::service::proto::messages;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -26,7 +26,7 @@ pub const DEFAULT_PAGE_SIZE: usize = 1000;
 pub const MAX_QUEUE_PAGE_SIZE: usize = 9800;
 pub const MAX_TASK_PAGE_SIZE: usize = 1000;
 
-use tasklane_core::queue::texts::{NOT_FOUND, QUEUE_MISSING, TASK_EXISTS, TASK_GONE, TASK_TOO_RECENT};
+use tasklane_core::queue::texts::{NOT_FOUND, QUEUE_MISSING, TASK_GONE, TASK_TOO_RECENT};
 
 /// The Cloud Tasks v2 service over a store and a dispatcher. Cloned for every request
 /// (router state), so its parts sit behind one `Arc`: a clone is one reference count, not
@@ -55,42 +55,7 @@ impl std::ops::Deref for CloudTasks {
     }
 }
 
-/// Map a store failure to what the caller sees.
-pub fn store_status(e: StoreError) -> Status {
-    use tasklane_core::throttle::Throttle;
-    match e {
-        StoreError::QueueNotFound => Status::not_found(QUEUE_MISSING),
-        StoreError::QueueAlreadyExists => Status::already_exists(tasklane_core::queue::texts::QUEUE_EXISTS),
-        StoreError::TaskNotFound => Status::not_found(NOT_FOUND),
-        StoreError::TaskTombstoned => Status::not_found(TASK_GONE),
-        StoreError::TaskAlreadyExists => Status::already_exists(TASK_EXISTS),
-        StoreError::JobNotFound => Status::not_found("Job not found."),
-        StoreError::JobFinished(status) => {
-            Status::failed_precondition(format!("The job is already {}; it takes no more changes.", status.as_str()))
-        }
-        StoreError::JobProgressBackwards(at) => Status::failed_precondition(format!(
-            "Progress may not go backwards: the job is at {at}%. Send \"allow_decrease\": true to move it back on purpose."
-        )),
-        StoreError::RecordConflict => {
-            Status::aborted("There were concurrent changes. Please retry the whole read-modify-write.")
-        }
-        StoreError::Unavailable(m) => Status::unavailable(format!("The service is currently unavailable: {m}")),
-        StoreError::Full(m) => {
-            static WARNED: Throttle = Throttle::new(std::time::Duration::from_secs(60));
-            if let Some(held_back) = WARNED.allow(std::time::Instant::now()) {
-                tracing::warn!(error = %m, held_back, "the store cannot write: out of space");
-            }
-            Status::resource_exhausted(format!(
-                "tasklane's store is out of space ({m}); nothing was changed. Free space on the disk that holds \
-                 its data, then try again."
-            ))
-        }
-        StoreError::Backend(m) => {
-            tracing::error!(error = %m, "store failure");
-            Status::internal("Internal error encountered.")
-        }
-    }
-}
+pub use crate::engine::errors::store_status;
 
 /// `request` names the list in the error, as the real service does (`ListQueuesRequest`).
 fn page_size(request: &str, requested: i32, max: usize) -> Result<usize, Status> {

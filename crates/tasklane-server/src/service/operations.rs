@@ -14,7 +14,7 @@ use tasklane_core::task::TaskSpec;
 use tasklane_core::{LocationName, QueueName, Status, Task, TaskName, TaskView, Timestamp};
 use tasklane_store::{RecordCondition, RecordPut, StoreError};
 
-use crate::grpc::{convert, messages as m};
+use crate::service::proto::{convert, messages as m};
 use crate::service::{CloudTasks, store_status};
 
 pub const MAX_BATCH_CREATE: usize = 100;

@@ -23,7 +23,7 @@ use tasklane_core::{AuthToken, Clock, Code, Status, Timestamp};
 use tasklane_store::{Record, RecordCondition, RecordPut, Store};
 use tokio::sync::mpsc;
 
-use crate::service::store_status;
+use crate::engine::errors::store_status;
 
 const TOKEN_PREFIX: &str = "tlk_";
 const TOKEN_RECORD: &str = "api-token:";
@@ -32,7 +32,7 @@ const SETTINGS_PREFIX: &str = "access:";
 const IDENTITIES_RECORD: &str = "access:identities";
 const EGRESS_RECORD: &str = "access:egress";
 /// What other nodes are told when tokens or identities change (not a queue name).
-pub const CHANGED_NOTICE: &str = "!access";
+pub use crate::engine::cluster::ACCESS_CHANGED as CHANGED_NOTICE;
 /// The longest a change made straight in an embedded store (by `tasklane tokens … --data-dir`
 /// while the server runs) goes unseen. Cluster nodes hear of every change, so they re-read
 /// only as a safety net.
@@ -433,6 +433,6 @@ pub fn token_json(info: &TokenInfo) -> Value {
         "scope": info.grant.scope.as_str(),
         "projects": info.grant.projects,
         "queues": info.grant.queues,
-        "createTime": crate::rest::proto_json::format_timestamp(info.created_at),
+        "createTime": tasklane_core::clock::format_rfc3339(info.created_at),
     })
 }

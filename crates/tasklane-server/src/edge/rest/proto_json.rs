@@ -311,46 +311,15 @@ pub fn parse_duration_micros(s: &str) -> Option<i64> {
     Some(if neg { -(total + i64::from(below_micro)) } else { total })
 }
 
-/// Microseconds → `"3s"`, `"0.100s"`, `"1.000001s"`.
-pub fn format_duration_micros(us: i64) -> String {
-    let sign = if us < 0 { "-" } else { "" };
-    let us = us.unsigned_abs();
-    let (secs, frac) = (us / 1_000_000, us % 1_000_000);
-    if frac == 0 {
-        format!("{sign}{secs}s")
-    } else if frac % 1000 == 0 {
-        format!("{sign}{secs}.{:03}s", frac / 1000)
-    } else {
-        format!("{sign}{secs}.{frac:06}s")
-    }
-}
+pub use tasklane_core::clock::format_duration_micros;
 
 pub fn parse_timestamp(s: &str) -> Option<Timestamp> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1000).ok().map(Timestamp)
+    tasklane_core::clock::parse_rfc3339(s)
 }
 
 /// RFC 3339 in UTC with 0, 3 or 6 fractional digits, as proto3 JSON writes it.
 pub fn format_timestamp(t: Timestamp) -> String {
-    let secs = t.0.div_euclid(1_000_000);
-    let micros = t.0.rem_euclid(1_000_000);
-    let Ok(dt) = time::OffsetDateTime::from_unix_timestamp(secs) else { return "1970-01-01T00:00:00Z".into() };
-    let frac = if micros == 0 {
-        String::new()
-    } else if micros % 1000 == 0 {
-        format!(".{:03}", micros / 1000)
-    } else {
-        format!(".{micros:06}")
-    };
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{frac}Z",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second()
-    )
+    tasklane_core::clock::format_rfc3339(t)
 }
 
 #[cfg(test)]
