@@ -337,8 +337,14 @@ impl CloudTasks {
         Ok(task.with_view(view))
     }
 
-    /// The `http_target` of a queue that must exist (NOT_FOUND with the real text otherwise).
+    /// The `http_target` of a queue that must exist (NOT_FOUND with the real text otherwise):
+    /// from the dispatcher's copy when this node runs the queue (it hears of every change),
+    /// else read from the store. A copy a moment old only changes the token a task is shown
+    /// with: the dispatcher sends the queue's current one.
     pub(crate) async fn queue_target(&self, queue: &QueueName) -> Result<Option<HttpTarget>, Status> {
+        if let Some(known) = self.dispatcher.known_queue(queue) {
+            return Ok(known.http_target.clone());
+        }
         Ok(self.queue_required(queue).await?.http_target)
     }
 

@@ -126,8 +126,12 @@ impl Params {
 /// A JSON answer as Google's front end writes it by default: two-space indents and a
 /// final newline (`?prettyPrint=false` compacts it, see [`compact_on_request`]).
 fn pretty_json(v: &Value) -> impl IntoResponse + use<> {
-    let mut text = serde_json::to_string_pretty(v).unwrap_or_default();
-    text.push('\n');
+    // One buffer sized for a task's answer, so the common case writes without regrowing.
+    let mut text = Vec::with_capacity(1024);
+    if serde_json::to_writer_pretty(&mut text, v).is_err() {
+        text.clear();
+    }
+    text.push(b'\n');
     ([(axum::http::header::CONTENT_TYPE, "application/json; charset=UTF-8")], text)
 }
 

@@ -393,6 +393,13 @@ impl Dispatcher {
     }
 
     /// A task was created: wake its queue's loop, here or at its owner.
+    /// The settings of a queue this node runs a loop for, as the loop has them (every push
+    /// queue on an embedded store; a cluster node's own). `None` says nothing either way.
+    pub fn known_queue(&self, queue: &QueueName) -> Option<Arc<Queue>> {
+        let queues = self.shared.queues.lock().ok()?;
+        queues.get(queue).map(|handle| handle.config.borrow().clone())
+    }
+
     pub fn task_created(&self, queue: &QueueName) {
         let _ = self.shared.queue_activity.send(queue.clone());
         if let Ok(queues) = self.shared.queues.lock()

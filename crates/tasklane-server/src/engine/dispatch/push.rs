@@ -41,7 +41,11 @@ pub fn dispatch_headers(
     let mut h = HeaderMap::with_capacity(request.headers.len() + extra.len() + 10);
     // tasklane's own headers come only from `extra`, and Cloud Tasks' only from here: a
     // task may store `X-CloudTasks-TaskName`, as the real service lets it, but never send it.
-    let own = request.headers.iter().filter(|(n, _)| !tasklane_core::header::is_dispatcher_header(n));
+    // The stored `User-Agent` is always Cloud Tasks' own, set below: skip it here.
+    let own = request
+        .headers
+        .iter()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("user-agent") && !tasklane_core::header::is_dispatcher_header(n));
     for (n, v) in own.chain(extra) {
         if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_str(v)) {
             h.insert(name, value);
