@@ -58,6 +58,16 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// `task_finish_job` for a backend whose finish does not name the job: read the task, then
+/// finish it (a read and a write).
+pub async fn finish_job_by_reading<S: Store + ?Sized>(store: &S, p: TaskFinish) -> StoreResult<Option<Option<String>>> {
+    let job = match store.task_get(&p.name, p.now).await? {
+        TaskLookup::Found(task) => task.job_id,
+        _ => return Ok(None),
+    };
+    Ok(store.task_finish(p).await?.then_some(job))
+}
+
 /// Lease up to `limit` due tasks of a pull queue for `lease`, optionally only those with `tag`.
 #[derive(Debug, Clone)]
 pub struct TaskLease {
@@ -468,11 +478,7 @@ pub trait Store: Send + Sync + 'static {
     /// nothing changed), `Some(job)` when the outcome was recorded. Backends that know the
     /// job inside the finish override this; the default reads the task first.
     async fn task_finish_job(&self, p: TaskFinish) -> StoreResult<Option<Option<String>>> {
-        let job = match self.task_get(&p.name, p.now).await? {
-            TaskLookup::Found(task) => task.job_id,
-            _ => return Ok(None),
-        };
-        Ok(self.task_finish(p).await?.then_some(job))
+        finish_job_by_reading(self, p).await
     }
     /// When the queue's earliest task is due (a leased task is due when its lease ends).
     async fn task_next_due(&self, queue: &QueueName) -> StoreResult<Option<Timestamp>>;

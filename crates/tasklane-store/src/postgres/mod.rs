@@ -59,7 +59,8 @@ struct Finished {
     lease_id: i64,
     tombstone_until: i64,
     now: i64,
-    reply: tokio::sync::oneshot::Sender<StoreResult<bool>>,
+    /// `None`: the lease was lost; `Some(job)`: recorded, and the task's job if it has one.
+    reply: tokio::sync::oneshot::Sender<StoreResult<Option<Option<String>>>>,
 }
 
 /// Tables whose rows come and go all the time: vacuumed by `store_maintain`.
@@ -172,6 +173,22 @@ fn queue_name_of(name: &TaskName) -> String {
 }
 
 impl PgStore {
+    /// Record a success through the finisher, which commits waiting successes together:
+    /// `None` if the lease was lost, else the task's job if it has one.
+    async fn finish_success(&self, p: &TaskFinish, tombstone_until: Timestamp) -> StoreResult<Option<Option<String>>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Finished {
+            queue: queue_name_of(&p.name),
+            task_id: p.name.task.clone(),
+            lease_id: p.lease_id,
+            tombstone_until: tombstone_until.0,
+            now: p.now.0,
+            reply,
+        };
+        self.finisher.send(job).map_err(|_| StoreError::Unavailable("the outcome writer stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("the outcome writer stopped".into()))?
+    }
+
     /// Connect, in `schema` when given (created if missing), and create the tables.
     pub async fn connect(url: &str, schema: Option<&str>) -> StoreResult<PgStore> {
         let tls::PgTls { url, ssl_mode, connector: tls } = tls::from_url(url)?;
@@ -345,9 +362,9 @@ fn spawn_finisher(pool: Pool) -> tokio::sync::mpsc::UnboundedSender<Finished> {
                 }
             }
             match finish_batch(&pool, &batch).await {
-                Ok(done) => {
+                Ok(mut done) => {
                     for job in batch {
-                        let held = done.contains(&(job.queue, job.task_id));
+                        let held = done.remove(&(job.queue, job.task_id));
                         let _ = job.reply.send(Ok(held));
                     }
                 }
@@ -362,7 +379,10 @@ fn spawn_finisher(pool: Pool) -> tokio::sync::mpsc::UnboundedSender<Finished> {
     tx
 }
 
-async fn finish_batch(pool: &Pool, batch: &[Finished]) -> StoreResult<std::collections::HashSet<(String, String)>> {
+/// The tasks of `batch` whose leases held, each with its job (if it has one).
+type FinishedTasks = std::collections::HashMap<(String, String), Option<String>>;
+
+async fn finish_batch(pool: &Pool, batch: &[Finished]) -> StoreResult<FinishedTasks> {
     let queues: Vec<&str> = batch.iter().map(|j| j.queue.as_str()).collect();
     let ids: Vec<&str> = batch.iter().map(|j| j.task_id.as_str()).collect();
     let leases: Vec<i64> = batch.iter().map(|j| j.lease_id).collect();
@@ -376,13 +396,14 @@ async fn finish_batch(pool: &Pool, batch: &[Finished]) -> StoreResult<std::colle
     )
     .await?;
     let rows = tx.query(&delete, &[&queues, &ids, &leases]).await.map_err(backend)?;
-    let mut done = std::collections::HashSet::with_capacity(rows.len());
+    let mut done = FinishedTasks::with_capacity(rows.len());
     let mut job_successes: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
     for r in &rows {
-        done.insert((r.try_get::<_, String>(0).map_err(backend)?, r.try_get::<_, String>(1).map_err(backend)?));
-        if let Some(job) = r.try_get::<_, Option<String>>(2).map_err(backend)? {
-            *job_successes.entry(job).or_default() += 1;
+        let job = r.try_get::<_, Option<String>>(2).map_err(backend)?;
+        if let Some(job) = &job {
+            *job_successes.entry(job.clone()).or_default() += 1;
         }
+        done.insert((r.try_get::<_, String>(0).map_err(backend)?, r.try_get::<_, String>(1).map_err(backend)?), job);
     }
     let now = batch.iter().map(|j| j.now).max().unwrap_or_default();
     // Jobs in a fixed order, so concurrent batches lock them alike; each success counted
@@ -395,7 +416,7 @@ async fn finish_batch(pool: &Pool, batch: &[Finished]) -> StoreResult<std::colle
     }
     // Each deleted task once, so the upsert never meets the same row twice.
     let (mut tq, mut tid, mut until) = (Vec::new(), Vec::new(), Vec::new());
-    for (queue, task_id) in &done {
+    for (queue, task_id) in done.keys() {
         let expires =
             batch.iter().filter(|j| &j.queue == queue && &j.task_id == task_id).map(|j| j.tombstone_until).max();
         tq.push(queue.as_str());
@@ -1126,19 +1147,17 @@ impl Store for PgStore {
         }
     }
 
+    async fn task_finish_job(&self, p: TaskFinish) -> StoreResult<Option<Option<String>>> {
+        // A success (an acknowledgement) is one write: the finisher's delete names the job.
+        if let TaskOutcome::Succeeded { tombstone_until } = &p.outcome {
+            return self.finish_success(&p, *tombstone_until).await;
+        }
+        crate::finish_job_by_reading(self, p).await
+    }
+
     async fn task_finish(&self, p: TaskFinish) -> StoreResult<bool> {
         if let TaskOutcome::Succeeded { tombstone_until } = &p.outcome {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let job = Finished {
-                queue: queue_name_of(&p.name),
-                task_id: p.name.task.clone(),
-                lease_id: p.lease_id,
-                tombstone_until: tombstone_until.0,
-                now: p.now.0,
-                reply,
-            };
-            self.finisher.send(job).map_err(|_| StoreError::Unavailable("the outcome writer stopped".into()))?;
-            return answer.await.map_err(|_| StoreError::Unavailable("the outcome writer stopped".into()))?;
+            return Ok(self.finish_success(&p, *tombstone_until).await?.is_some());
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
