@@ -67,6 +67,17 @@ def expect_error(step, code, call, message=None):
     check(step, False, f"expected {code}, the call succeeded")
 
 
+def eventually(probe, timeout=10.0):
+    """The first truthy answer of `probe`, asked every 20 ms until `timeout`; else None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if found:
+            return found
+        time.sleep(0.02)
+    return None
+
+
 class Worker:
     """A local HTTP worker that records every request it gets."""
 
@@ -94,14 +105,12 @@ class Worker:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def wait_for(self, path, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def arrived():
             with self.lock:
-                found = [r for r in self.requests if r["path"] == path]
-            if found:
-                return found[0]
-            time.sleep(0.02)
-        check(f"delivery of {path}", False, "the worker never received it")
+                return next((r for r in self.requests if r["path"] == path), None)
+        found = eventually(arrived, timeout)
+        check(f"delivery of {path}", found is not None, "the worker never received it")
+        return found
 
 
 def make_client(endpoint, transport):
@@ -383,11 +392,10 @@ def run(client, project, worker, endpoint):
         "max_attempts": 2, "min_backoff": duration_pb2.Duration(seconds=600), "max_backoff": duration_pb2.Duration(seconds=600)}})
     failing = client.create_task(parent=fq, task={"http_request": {"url": f"{worker.url}/fail"}})
     worker.wait_for("/fail")
-    deadline = time.monotonic() + 10
-    seen = client.get_task(name=failing.name)
-    while not seen.last_attempt.response_status.message and time.monotonic() < deadline:
-        time.sleep(0.05)
-        seen = client.get_task(name=failing.name)
+    def recorded():
+        task = client.get_task(name=failing.name)
+        return task if task.last_attempt.response_status.message else None
+    seen = eventually(recorded) or client.get_task(name=failing.name)
     status = seen.last_attempt.response_status
     record("attempt status", {"code": status.code, "message": status.message, "responses": seen.response_count,
                               "dispatches": seen.dispatch_count})
