@@ -140,6 +140,9 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
     if !month_ok || h > 23 || mi > 59 || s > 60 {
         return None;
     }
+    // A leap second (`23:59:60`) is read as the last microsecond before it, so the time
+    // stays within its day (and year 9999 within range) and prints back as it parses.
+    let (s, micros) = if s == 60 { (59, 999_999) } else { (s, micros) };
     let days = days_from_civil(y, mo as u32, da as u32);
     Some(Timestamp((days * 86_400 + h * 3600 + mi * 60 + s - offset) * 1_000_000 + micros))
 }
@@ -318,6 +321,10 @@ mod tests {
         assert_eq!(format_rfc3339(Timestamp(-1)), "1969-12-31T23:59:59.999999Z");
         assert_eq!(parse_rfc3339("2024-02-29T00:00:00.123456789Z"), parse_rfc3339("2024-02-29T00:00:00.123456Z"));
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(Timestamp(0)));
+        // A leap second stays in its year (found by the fuzzer at the end of year 9999).
+        let leap = parse_rfc3339("9999-12-31T23:59:60Z").unwrap();
+        assert_eq!(format_rfc3339(leap), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(parse_rfc3339(&format_rfc3339(leap)), Some(leap));
         assert_eq!(parse_rfc3339("1969-12-31t23:00:00-01:00"), Some(Timestamp(0)));
         for bad in [
             "yesterday",
