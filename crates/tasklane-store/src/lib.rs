@@ -17,7 +17,7 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use deadline::Deadline;
-pub use postgres::{PgStore, WAKE_CHANNEL, test_database_url};
+pub use postgres::{PgStore, WAKE_CHANNEL, scratch_schema, test_database_url};
 pub use sqlite::SqliteStore;
 /// What an attempt came to is decided in core; the store records it.
 pub use tasklane_core::outcome::{AttemptResult, TaskOutcome};

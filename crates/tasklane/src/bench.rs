@@ -861,7 +861,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             rows.extend(held(&mut bench, &dir, held_n).await?);
         }
         if let Some(url) = args.database_url.as_ref().filter(|_| runs(Scenario::Push)) {
-            let schema = format!("bench_{}", std::process::id());
+            let schema = tasklane_store::scratch_schema("bench");
             let pg = tasklane_store::PgStore::connect(url, Some(&schema)).await.context("prepare the bench schema")?;
             let sep = if url.contains('?') { '&' } else { '?' };
             let url = format!("{url}{sep}options=-c%20search_path%3D{schema}");

@@ -110,6 +110,17 @@ pub fn test_database_url() -> Option<String> {
     }
 }
 
+/// A schema name no other run will pick: `{prefix}_{process}_{clock}_{n}`. The process id
+/// alone is not enough: ids are reused (32,768 of them on many machines), and a schema left
+/// by a run that stopped before its cleanup would hand its rows to a later test.
+pub fn scratch_schema(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    use tasklane_core::clock::{Clock, SystemClock};
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}_{}_{:x}_{n}", std::process::id(), SystemClock.now().0)
+}
+
 fn backend(e: tokio_postgres::Error) -> StoreError {
     let Some(db) = e.as_db_error().filter(|_| !e.is_closed()) else {
         return StoreError::Unavailable(with_causes(&e));

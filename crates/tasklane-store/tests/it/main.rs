@@ -60,9 +60,7 @@ pub async fn sqlite() -> Option<Fixture> {
 /// The PostgreSQL backend, in a fresh schema.
 pub async fn postgres() -> Option<Fixture> {
     let url = tasklane_store::test_database_url()?;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let schema = format!("t_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    let schema = tasklane_store::scratch_schema("t");
     let store = PgStore::connect(&url, Some(&schema)).await.unwrap_or_else(|e| {
         panic!("cannot use PostgreSQL at {url}: {e}; set TASKLANE_TEST_DATABASE_URL, or to none to skip these tests")
     });

@@ -13,7 +13,7 @@ use crate::support::{CuttableProxy, PROJECT_LOCATION, TasklaneProcess, Worker, e
 /// A URL whose connections use a fresh schema, or `None` when PostgreSQL is not configured.
 pub(crate) async fn fresh_database(tag: &str) -> Option<(String, PgStore, String)> {
     let url = crate::support::test_database_url()?;
-    let schema = format!("e2e_{tag}_{}", std::process::id());
+    let schema = tasklane_store::scratch_schema(&format!("e2e_{tag}"));
     let store = PgStore::connect(&url, Some(&schema)).await.unwrap_or_else(|e| {
         panic!("cannot use PostgreSQL at {url}: {e}; set TASKLANE_TEST_DATABASE_URL, or to none to skip these tests")
     });
