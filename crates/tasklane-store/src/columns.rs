@@ -23,26 +23,6 @@ pub const TASK_COLUMNS: &str = "queue, task_id, url, method, headers, body, auth
 /// How many columns `TASK_COLUMNS` has: the index of the first column a query selects after them.
 pub const TASK_COLUMN_COUNT: usize = 26;
 
-/// `record_put`, one statement per condition, in the SQL both backends speak (SQLite reads
-/// `$n` as `?n`); parameters: key, value, expires_at, then now (not for `Always`) and the
-/// expected version (for `Version`). Each returns the
-/// new version, or no row when the condition failed. A record past its expiry counts as absent.
-pub const RECORD_PUT_ALWAYS: &str = "INSERT INTO records (key, value, version, expires_at) VALUES ($1, $2, 1, $3) \
-     ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = records.version + 1, \
-     expires_at = excluded.expires_at RETURNING version";
-pub const RECORD_PUT_ABSENT: &str = "INSERT INTO records (key, value, version, expires_at) VALUES ($1, $2, 1, $3) \
-     ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = records.version + 1, \
-     expires_at = excluded.expires_at WHERE records.expires_at IS NOT NULL AND records.expires_at <= $4 \
-     RETURNING version";
-pub const RECORD_PUT_VERSION: &str = "UPDATE records SET value = $2, version = version + 1, expires_at = $3 \
-     WHERE key = $1 AND (expires_at IS NULL OR expires_at > $4) AND version = $5 RETURNING version";
-pub const RECORD_GET: &str =
-    "SELECT value, version FROM records WHERE key = $1 AND (expires_at IS NULL OR expires_at > $2)";
-/// The live records whose key starts with `$1`, by key. The records table holds a few
-/// small documents, so the prefix test needs no index.
-pub const RECORD_LIST: &str = "SELECT key, value, version FROM records \
-     WHERE substr(key, 1, length($1)) = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY key";
-
 /// Typed access to a row's columns by position.
 pub trait Columns {
     type Error;

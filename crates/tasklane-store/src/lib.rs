@@ -10,14 +10,19 @@ use async_trait::async_trait;
 use tasklane_core::job::{Job, JobStatus, Progress};
 use tasklane_core::{LocationName, Queue, QueueName, QueueState, Task, TaskName, Timestamp};
 
+mod cluster;
 mod columns;
 mod deadline;
 mod jobs;
 pub mod postgres;
+mod records;
+mod sql;
 pub mod sqlite;
 
+pub use cluster::{Node, NodeHeartbeat, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew};
 pub use deadline::Deadline;
 pub use postgres::{PgStore, WAKE_CHANNEL, scratch_schema, test_database_url};
+pub use records::{Record, RecordCondition, RecordPut};
 pub use sqlite::SqliteStore;
 /// What an attempt came to is decided in core; the store records it.
 pub use tasklane_core::outcome::{AttemptResult, TaskOutcome};
@@ -91,33 +96,6 @@ pub struct TaskRenew {
 pub struct TaskRelease {
     pub name: TaskName,
     pub lease_id: i64,
-    pub now: Timestamp,
-}
-
-/// A small named document the server keeps for the API edge (an IAM policy, a CMEK
-/// config, a batch operation, the token signing key). The store never reads `value`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub key: String,
-    pub value: Vec<u8>,
-    /// 1 when created, one more on every write: an etag for read-modify-write.
-    pub version: i64,
-}
-
-/// When a `record_put` may write. A record past its `expires_at` counts as absent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordCondition {
-    Always,
-    Absent,
-    Version(i64),
-}
-
-#[derive(Debug, Clone)]
-pub struct RecordPut {
-    pub key: String,
-    pub value: Vec<u8>,
-    pub condition: RecordCondition,
-    pub expires_at: Option<Timestamp>,
     pub now: Timestamp,
 }
 
@@ -400,53 +378,6 @@ pub struct Redriven {
     pub tasks: Vec<TaskName>,
     /// Dead letters left where they are because a live task has their name.
     pub conflicts: Vec<i64>,
-}
-
-/// A node's periodic sign of life, with the address it serves on.
-#[derive(Debug, Clone)]
-pub struct NodeHeartbeat {
-    pub node_id: String,
-    pub address: String,
-    pub now: Timestamp,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
-    pub node_id: String,
-    pub address: String,
-    pub started_at: Timestamp,
-    pub heartbeat_at: Timestamp,
-}
-
-/// Extend every queue lease this node holds until `until`; returns the queues it holds.
-#[derive(Debug, Clone)]
-pub struct QueueOwnerRenew {
-    pub node_id: String,
-    pub until: Timestamp,
-    pub now: Timestamp,
-}
-
-/// Take a queue's lease if nobody holds it or its lease ended before `now`.
-#[derive(Debug, Clone)]
-pub struct QueueOwnerAcquire {
-    pub node_id: String,
-    pub queue: QueueName,
-    pub until: Timestamp,
-    pub now: Timestamp,
-}
-
-/// Give back one queue, or every queue this node holds.
-#[derive(Debug, Clone)]
-pub struct QueueOwnerRelease {
-    pub node_id: String,
-    pub queue: Option<QueueName>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueOwner {
-    pub queue: QueueName,
-    pub node_id: String,
-    pub lease_until: Timestamp,
 }
 
 #[async_trait]

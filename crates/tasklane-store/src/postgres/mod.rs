@@ -13,18 +13,22 @@ use tasklane_core::{Queue, QueueName, Task, TaskName, Timestamp};
 use tokio_postgres::Row;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+mod conn;
 mod tls;
 
+use crate::cluster;
 use crate::columns::{self, Columns, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::jobs;
+use crate::records;
 use crate::{
     AttemptResult, Callback, CallbackAttempt, CallbackState, ClaimedTask, DeadLetter, DeadLetterList,
     DeadLetterRedrive, DeadLetterSelect, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node,
     NodeHeartbeat, Purged, QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease,
-    QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record, RecordCondition, RecordPut, Redriven, Store,
-    StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskLease, TaskList,
-    TaskLookup, TaskOutcome, TaskRelease, TaskRenew,
+    QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record, RecordPut, Redriven, Store, StoreError,
+    StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskLease, TaskList, TaskLookup,
+    TaskOutcome, TaskRelease, TaskRenew,
 };
+use conn::Pg;
 use deadpool_postgres::GenericClient;
 use tasklane_core::job::Job;
 use tokio_postgres::types::ToSql;
@@ -140,38 +144,6 @@ fn backend(e: tokio_postgres::Error) -> StoreError {
 
 fn pool_error(e: deadpool_postgres::PoolError) -> StoreError {
     StoreError::Unavailable(with_causes(&e))
-}
-
-impl Columns for Row {
-    type Error = StoreError;
-
-    fn int(&self, i: usize) -> StoreResult<i32> {
-        self.try_get(i).map_err(backend)
-    }
-    fn opt_int(&self, i: usize) -> StoreResult<Option<i32>> {
-        self.try_get(i).map_err(backend)
-    }
-    fn big(&self, i: usize) -> StoreResult<i64> {
-        self.try_get(i).map_err(backend)
-    }
-    fn opt_big(&self, i: usize) -> StoreResult<Option<i64>> {
-        self.try_get(i).map_err(backend)
-    }
-    fn real(&self, i: usize) -> StoreResult<f64> {
-        self.try_get(i).map_err(backend)
-    }
-    fn text(&self, i: usize) -> StoreResult<String> {
-        self.try_get(i).map_err(backend)
-    }
-    fn opt_text(&self, i: usize) -> StoreResult<Option<String>> {
-        self.try_get(i).map_err(backend)
-    }
-    fn blob(&self, i: usize) -> StoreResult<Vec<u8>> {
-        self.try_get(i).map_err(backend)
-    }
-    fn corrupt(what: &str, value: &str) -> StoreError {
-        StoreError::Backend(format!("stored {what} {value:?} is not valid"))
-    }
 }
 
 /// Column list with a table alias: `t.queue, t.task_id, …`.
@@ -1502,40 +1474,19 @@ impl Store for PgStore {
     }
 
     async fn record_get(&self, key: &str, now: Timestamp) -> StoreResult<Option<Record>> {
-        let client = self.client().await?;
-        let row = client.query_opt(columns::RECORD_GET, &[&key, &now.0]).await.map_err(backend)?;
-        Ok(row.map(|r| Record { key: key.to_string(), value: r.get(0), version: r.get(1) }))
+        records::get(&mut Pg(&self.client().await?), key, now).await
     }
 
     async fn record_list(&self, prefix: &str, now: Timestamp) -> StoreResult<Vec<Record>> {
-        let client = self.client().await?;
-        let rows = client.query(columns::RECORD_LIST, &[&prefix, &now.0]).await.map_err(backend)?;
-        Ok(rows.iter().map(|r| Record { key: r.get(0), value: r.get(1), version: r.get(2) }).collect())
+        records::list(&mut Pg(&self.client().await?), prefix, now).await
     }
 
     async fn record_put(&self, p: RecordPut) -> StoreResult<Record> {
-        let client = self.client().await?;
-        let expires = p.expires_at.map(|t| t.0);
-        let row = match p.condition {
-            RecordCondition::Always => {
-                client.query_opt(columns::RECORD_PUT_ALWAYS, &[&p.key, &p.value, &expires]).await
-            }
-            RecordCondition::Absent => {
-                client.query_opt(columns::RECORD_PUT_ABSENT, &[&p.key, &p.value, &expires, &p.now.0]).await
-            }
-            RecordCondition::Version(v) => {
-                client.query_opt(columns::RECORD_PUT_VERSION, &[&p.key, &p.value, &expires, &p.now.0, &v]).await
-            }
-        }
-        .map_err(backend)?;
-        let version: i64 = row.ok_or(StoreError::RecordConflict)?.get(0);
-        Ok(Record { key: p.key, value: p.value, version })
+        records::put(&mut Pg(&self.client().await?), p).await
     }
 
     async fn record_delete(&self, key: &str) -> StoreResult<()> {
-        let client = self.client().await?;
-        client.execute("DELETE FROM records WHERE key = $1", &[&key]).await.map_err(backend)?;
-        Ok(())
+        records::delete(&mut Pg(&self.client().await?), key).await
     }
 
     async fn write_check(&self, now: Timestamp) -> StoreResult<()> {
@@ -1571,117 +1522,34 @@ impl Store for PgStore {
     }
 
     async fn node_heartbeat(&self, p: NodeHeartbeat) -> StoreResult<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO nodes (node_id, address, started_at, heartbeat_at) VALUES ($1, $2, $3, $3) \
-                 ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, heartbeat_at = excluded.heartbeat_at",
-                &[&p.node_id, &p.address, &p.now.0],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(())
+        cluster::node_heartbeat(&mut Pg(&self.client().await?), p).await
     }
 
     async fn node_list(&self, alive_since: Timestamp) -> StoreResult<Vec<Node>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT node_id, address, started_at, heartbeat_at FROM nodes WHERE heartbeat_at >= $1 ORDER BY node_id",
-                &[&alive_since.0],
-            )
-            .await
-            .map_err(backend)?;
-        rows.iter()
-            .map(|r| {
-                Ok(Node {
-                    node_id: r.try_get(0).map_err(backend)?,
-                    address: r.try_get(1).map_err(backend)?,
-                    started_at: Timestamp(r.try_get(2).map_err(backend)?),
-                    heartbeat_at: Timestamp(r.try_get(3).map_err(backend)?),
-                })
-            })
-            .collect()
+        cluster::node_list(&mut Pg(&self.client().await?), alive_since).await
     }
 
     async fn node_remove(&self, node_id: &str) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(backend)?;
-        tx.execute("DELETE FROM queue_owners WHERE node_id = $1", &[&node_id]).await.map_err(backend)?;
-        tx.execute("DELETE FROM nodes WHERE node_id = $1", &[&node_id]).await.map_err(backend)?;
+        cluster::node_remove(&mut Pg(&tx), node_id).await?;
         tx.commit().await.map_err(backend)
     }
 
     async fn queue_owner_renew(&self, p: QueueOwnerRenew) -> StoreResult<Vec<QueueName>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "UPDATE queue_owners SET lease_until = $2 WHERE node_id = $1 RETURNING queue",
-                &[&p.node_id, &p.until.0],
-            )
-            .await
-            .map_err(backend)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let name: String = r.try_get(0).map_err(backend)?;
-            if let Ok(q) = QueueName::parse(&name) {
-                out.push(q);
-            }
-        }
-        out.sort();
-        Ok(out)
+        cluster::owner_renew(&mut Pg(&self.client().await?), p).await
     }
 
     async fn queue_owner_acquire(&self, p: QueueOwnerAcquire) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "INSERT INTO queue_owners (queue, node_id, lease_until) \
-                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM queues WHERE name = $1) \
-                 ON CONFLICT (queue) DO UPDATE SET node_id = excluded.node_id, lease_until = excluded.lease_until \
-                 WHERE queue_owners.lease_until < $4 OR queue_owners.node_id = excluded.node_id",
-                &[&p.queue.to_string(), &p.node_id, &p.until.0, &p.now.0],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(n == 1)
+        cluster::owner_acquire(&mut Pg(&self.client().await?), p).await
     }
 
     async fn queue_owner_release(&self, p: QueueOwnerRelease) -> StoreResult<()> {
-        let client = self.client().await?;
-        match &p.queue {
-            Some(q) => {
-                client
-                    .execute(
-                        "DELETE FROM queue_owners WHERE node_id = $1 AND queue = $2",
-                        &[&p.node_id, &q.to_string()],
-                    )
-                    .await
-            }
-            None => client.execute("DELETE FROM queue_owners WHERE node_id = $1", &[&p.node_id]).await,
-        }
-        .map_err(backend)?;
-        Ok(())
+        cluster::owner_release(&mut Pg(&self.client().await?), p).await
     }
 
     async fn queue_owner_list(&self) -> StoreResult<Vec<QueueOwner>> {
-        let client = self.client().await?;
-        let rows = client
-            .query("SELECT queue, node_id, lease_until FROM queue_owners ORDER BY queue", &[])
-            .await
-            .map_err(backend)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let queue: String = r.try_get(0).map_err(backend)?;
-            if let Ok(queue) = QueueName::parse(&queue) {
-                out.push(QueueOwner {
-                    queue,
-                    node_id: r.try_get(1).map_err(backend)?,
-                    lease_until: Timestamp(r.try_get(2).map_err(backend)?),
-                });
-            }
-        }
-        Ok(out)
+        cluster::owner_list(&mut Pg(&self.client().await?)).await
     }
 }
 

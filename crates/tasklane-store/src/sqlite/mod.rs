@@ -15,7 +15,7 @@
 //! cut can undo only the latest of it, which runs those tasks again (at least once, as
 //! promised). The next fsynced commit or checkpoint makes it durable too.
 
-mod rows;
+mod conn;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -27,16 +27,20 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tasklane_core::{Queue, QueueName, Task, TaskName, Timestamp};
 use tokio::sync::oneshot;
 
+use crate::cluster;
 use crate::columns::{self, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::jobs;
+use crate::records;
+use crate::sql::ready;
 use crate::{
     Callback, CallbackAttempt, CallbackState, ClaimedTask, DeadLetter, DeadLetterList, DeadLetterRedrive,
     DeadLetterSelect, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node, NodeHeartbeat, Purged,
     QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge,
-    QueueSettingsPut, QueueStateSet, Record, RecordCondition, RecordPut, Redriven, Store, StoreError, StoreResult,
-    TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskLease, TaskList, TaskLookup, TaskOutcome,
-    TaskRelease, TaskRenew,
+    QueueSettingsPut, QueueStateSet, Record, RecordPut, Redriven, Store, StoreError, StoreResult, TaskClaim,
+    TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskLease, TaskList, TaskLookup, TaskOutcome, TaskRelease,
+    TaskRenew,
 };
+use conn::Lite;
 use tasklane_core::job::Job;
 
 const MAX_BATCH: usize = 1024;
@@ -845,7 +849,7 @@ fn queue_exists(conn: &Connection, name: &str) -> StoreResult<bool> {
 
 fn queue_read(conn: &Connection, name: &str) -> StoreResult<Option<Queue>> {
     let sql = format!("SELECT {QUEUE_COLUMNS} FROM queues WHERE name = ?1");
-    conn.prepare_cached(&sql).and_then(|mut s| s.query_row([name], rows::queue_from_row).optional()).map_err(backend)
+    conn.prepare_cached(&sql).and_then(|mut s| s.query_row([name], conn::queue_from_row).optional()).map_err(backend)
 }
 
 /// Run a statement whose one parameter is `now`; returns how many rows it changed.
@@ -873,7 +877,7 @@ fn tombstone_put(conn: &Connection, queue: &str, task_id: &str, until: Timestamp
 fn task_read(conn: &Connection, queue: &str, task_id: &str) -> StoreResult<Option<Task>> {
     let sql = format!("SELECT {} FROM tasks WHERE queue = ?1 AND task_id = ?2", *TASK_SELECT);
     conn.prepare_cached(&sql)
-        .and_then(|mut s| s.query_row([queue, task_id], rows::task_from_row).optional())
+        .and_then(|mut s| s.query_row([queue, task_id], conn::task_from_row).optional())
         .map_err(backend)
 }
 
@@ -997,7 +1001,7 @@ impl Store for SqliteStore {
             );
             let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
             let rows = stmt
-                .query_map(params![parent, after, p.limit as i64], rows::queue_from_row)
+                .query_map(params![parent, after, p.limit as i64], conn::queue_from_row)
                 .and_then(|r| r.collect::<Result<Vec<_>, _>>())
                 .map_err(backend)?;
             Ok(rows)
@@ -1113,7 +1117,7 @@ impl Store for SqliteStore {
             let rows = stmt
                 .query_map(
                     params![p.queue.to_string(), p.after.unwrap_or_default(), p.limit as i64],
-                    rows::task_from_row,
+                    conn::task_from_row,
                 )
                 .and_then(|r| r.collect::<Result<Vec<_>, _>>())
                 .map_err(backend)?;
@@ -1147,7 +1151,7 @@ impl Store for SqliteStore {
             let mut stmt = conn.prepare_cached(&CLAIM).map_err(backend)?;
             let mut claimed = stmt
                 .query_map(params![queue, p.now.0, grace, p.limit as i64, p.owner], |r| {
-                    Ok(ClaimedTask { task: rows::task_from_row(r)?, lease_id: r.get(columns::TASK_COLUMN_COUNT)? })
+                    Ok(ClaimedTask { task: conn::task_from_row(r)?, lease_id: r.get(columns::TASK_COLUMN_COUNT)? })
                 })
                 .and_then(|r| r.collect::<Result<Vec<_>, _>>())
                 .map_err(backend)?;
@@ -1174,7 +1178,7 @@ impl Store for SqliteStore {
             let mut stmt = conn.prepare_cached(&statement).map_err(backend)?;
             let mut leased = stmt
                 .query_map(params![queue, p.now.0, lease, p.limit as i64, p.tag], |r| {
-                    Ok(ClaimedTask { task: rows::task_from_row(r)?, lease_id: r.get(columns::TASK_COLUMN_COUNT)? })
+                    Ok(ClaimedTask { task: conn::task_from_row(r)?, lease_id: r.get(columns::TASK_COLUMN_COUNT)? })
                 })
                 .and_then(|r| r.collect::<Result<Vec<_>, _>>())
                 .map_err(backend)?;
@@ -1509,66 +1513,21 @@ impl Store for SqliteStore {
 
     async fn record_get(&self, key: &str, now: Timestamp) -> StoreResult<Option<Record>> {
         let key = key.to_string();
-        self.read(move |conn| {
-            conn.prepare_cached(&columns::RECORD_GET.replace('$', "?"))
-                .and_then(|mut s| {
-                    s.query_row(params![key, now.0], |r| {
-                        Ok(Record { key: key.clone(), value: r.get(0)?, version: r.get(1)? })
-                    })
-                    .optional()
-                })
-                .map_err(backend)
-        })
-        .await
+        self.read(move |conn| ready(records::get(&mut Lite(conn), &key, now))).await
     }
 
     async fn record_list(&self, prefix: &str, now: Timestamp) -> StoreResult<Vec<Record>> {
         let prefix = prefix.to_string();
-        self.read(move |conn| {
-            conn.prepare_cached(&columns::RECORD_LIST.replace('$', "?"))
-                .and_then(|mut s| {
-                    s.query_map(params![prefix, now.0], |r| {
-                        Ok(Record { key: r.get(0)?, value: r.get(1)?, version: r.get(2)? })
-                    })
-                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                })
-                .map_err(backend)
-        })
-        .await
+        self.read(move |conn| ready(records::list(&mut Lite(conn), &prefix, now))).await
     }
 
     async fn record_put(&self, p: RecordPut) -> StoreResult<Record> {
-        self.write(move |conn| {
-            let expires = p.expires_at.map(|t| t.0);
-            let version: Option<i64> = match p.condition {
-                RecordCondition::Always => conn
-                    .prepare_cached(&columns::RECORD_PUT_ALWAYS.replace('$', "?"))
-                    .and_then(|mut s| s.query_row(params![p.key, p.value, expires], |r| r.get(0)).optional()),
-                RecordCondition::Absent => conn
-                    .prepare_cached(&columns::RECORD_PUT_ABSENT.replace('$', "?"))
-                    .and_then(|mut s| s.query_row(params![p.key, p.value, expires, p.now.0], |r| r.get(0)).optional()),
-                RecordCondition::Version(v) => {
-                    conn.prepare_cached(&columns::RECORD_PUT_VERSION.replace('$', "?")).and_then(|mut s| {
-                        s.query_row(params![p.key, p.value, expires, p.now.0, v], |r| r.get(0)).optional()
-                    })
-                }
-            }
-            .map_err(backend)?;
-            let version = version.ok_or(StoreError::RecordConflict)?;
-            Ok(Record { key: p.key, value: p.value, version })
-        })
-        .await
+        self.write(move |conn| ready(records::put(&mut Lite(conn), p))).await
     }
 
     async fn record_delete(&self, key: &str) -> StoreResult<()> {
         let key = key.to_string();
-        self.write(move |conn| {
-            conn.prepare_cached("DELETE FROM records WHERE key = ?1")
-                .and_then(|mut s| s.execute([key]))
-                .map_err(backend)?;
-            Ok(())
-        })
-        .await
+        self.write(move |conn| ready(records::delete(&mut Lite(conn), &key))).await
     }
 
     async fn store_maintain(&self, _now: Timestamp) -> StoreResult<Vec<String>> {
@@ -1591,115 +1550,32 @@ impl Store for SqliteStore {
     }
 
     async fn node_heartbeat(&self, p: NodeHeartbeat) -> StoreResult<()> {
-        self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO nodes (node_id, address, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?3) \
-                 ON CONFLICT (node_id) DO UPDATE SET address = excluded.address, heartbeat_at = excluded.heartbeat_at",
-            )
-            .and_then(|mut s| s.execute(params![p.node_id, p.address, p.now.0]))
-            .map(|_| ())
-            .map_err(backend)
-        })
-        .await
+        self.write(move |conn| ready(cluster::node_heartbeat(&mut Lite(conn), p))).await
     }
 
     async fn node_list(&self, alive_since: Timestamp) -> StoreResult<Vec<Node>> {
-        self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT node_id, address, started_at, heartbeat_at FROM nodes WHERE heartbeat_at >= ?1 ORDER BY node_id",
-                )
-                .map_err(backend)?;
-            let rows = stmt
-                .query_map([alive_since.0], |r| {
-                    Ok(Node {
-                        node_id: r.get(0)?,
-                        address: r.get(1)?,
-                        started_at: Timestamp(r.get(2)?),
-                        heartbeat_at: Timestamp(r.get(3)?),
-                    })
-                })
-                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
-                .map_err(backend)?;
-            Ok(rows)
-        })
-        .await
+        self.read(move |conn| ready(cluster::node_list(&mut Lite(conn), alive_since))).await
     }
 
     async fn node_remove(&self, node_id: &str) -> StoreResult<()> {
         let node_id = node_id.to_string();
-        self.write(move |conn| {
-            conn.execute("DELETE FROM queue_owners WHERE node_id = ?1", [&node_id]).map_err(backend)?;
-            conn.execute("DELETE FROM nodes WHERE node_id = ?1", [&node_id]).map_err(backend)?;
-            Ok(())
-        })
-        .await
+        self.write(move |conn| ready(cluster::node_remove(&mut Lite(conn), &node_id))).await
     }
 
     async fn queue_owner_renew(&self, p: QueueOwnerRenew) -> StoreResult<Vec<QueueName>> {
-        self.write(move |conn| {
-            let mut stmt = conn
-                .prepare_cached("UPDATE queue_owners SET lease_until = ?2 WHERE node_id = ?1 RETURNING queue")
-                .map_err(backend)?;
-            let names: Vec<String> = stmt
-                .query_map(params![p.node_id, p.until.0], |r| r.get(0))
-                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
-                .map_err(backend)?;
-            let mut out: Vec<QueueName> = names.iter().filter_map(|n| QueueName::parse(n).ok()).collect();
-            out.sort();
-            Ok(out)
-        })
-        .await
+        self.write(move |conn| ready(cluster::owner_renew(&mut Lite(conn), p))).await
     }
 
     async fn queue_owner_acquire(&self, p: QueueOwnerAcquire) -> StoreResult<bool> {
-        self.write(move |conn| {
-            let n = conn
-                .prepare_cached(
-                    "INSERT INTO queue_owners (queue, node_id, lease_until) \
-                     SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM queues WHERE name = ?1) \
-                     ON CONFLICT (queue) DO UPDATE SET node_id = excluded.node_id, lease_until = excluded.lease_until \
-                     WHERE queue_owners.lease_until < ?4 OR queue_owners.node_id = excluded.node_id",
-                )
-                .and_then(|mut s| s.execute(params![p.queue.to_string(), p.node_id, p.until.0, p.now.0]))
-                .map_err(backend)?;
-            Ok(n == 1)
-        })
-        .await
+        self.write(move |conn| ready(cluster::owner_acquire(&mut Lite(conn), p))).await
     }
 
     async fn queue_owner_release(&self, p: QueueOwnerRelease) -> StoreResult<()> {
-        self.write(move |conn| {
-            match &p.queue {
-                Some(q) => conn.execute(
-                    "DELETE FROM queue_owners WHERE node_id = ?1 AND queue = ?2",
-                    params![p.node_id, q.to_string()],
-                ),
-                None => conn.execute("DELETE FROM queue_owners WHERE node_id = ?1", [&p.node_id]),
-            }
-            .map(|_| ())
-            .map_err(backend)
-        })
-        .await
+        self.write(move |conn| ready(cluster::owner_release(&mut Lite(conn), p))).await
     }
 
     async fn queue_owner_list(&self) -> StoreResult<Vec<QueueOwner>> {
-        self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT queue, node_id, lease_until FROM queue_owners ORDER BY queue")
-                .map_err(backend)?;
-            let rows: Vec<(String, String, i64)> = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
-                .map_err(backend)?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|(q, node_id, until)| {
-                    QueueName::parse(&q).ok().map(|queue| QueueOwner { queue, node_id, lease_until: Timestamp(until) })
-                })
-                .collect())
-        })
-        .await
+        self.read(move |conn| ready(cluster::owner_list(&mut Lite(conn)))).await
     }
 }
 
