@@ -195,45 +195,5 @@ pub fn ttl_micros(d: Duration) -> i64 {
     tasklane_core::clock::duration_micros(d)
 }
 
-/// Queue a notification for the job's callback URL, if it has one: `$1` job, `$2` kind,
-/// `$3` task (or null), `$4` now.
-pub const CALLBACK_QUEUE: &str = "INSERT INTO callbacks (job_id, url, kind, task, state, attempts, next_at, created_at) \
-     SELECT id, callback_url, $2, $3, 'pending', 0, $4, $4 FROM jobs WHERE id = $1 AND callback_url IS NOT NULL";
 pub const JOB_FINISHED: &str = "job.finished";
 pub const TASK_DEAD_LETTERED: &str = "task.dead_lettered";
-
-const CALLBACK_COLUMNS: &str =
-    "id, job_id, url, kind, task, state, attempts, last_status, last_error, created_at, delivered_at";
-
-/// `$1` now, `$2` leased until, `$3` limit; `lock` is the backend's row-locking clause.
-pub fn callback_claim(lock: &str) -> String {
-    format!(
-        "UPDATE callbacks SET next_at = $2 WHERE id IN (SELECT id FROM callbacks WHERE state = 'pending' \
-         AND next_at <= $1 ORDER BY next_at LIMIT $3 {lock}) RETURNING {CALLBACK_COLUMNS}"
-    )
-}
-
-/// `$1` id, `$2` state, `$3` next at, `$4` HTTP status, `$5` error, `$6` delivered at.
-pub const CALLBACK_RECORD: &str = "UPDATE callbacks SET state = $2, attempts = attempts + 1, next_at = $3, \
-     last_status = $4, last_error = $5, delivered_at = $6 WHERE id = $1";
-
-pub fn callback_list() -> String {
-    format!("SELECT {CALLBACK_COLUMNS} FROM callbacks WHERE job_id = $1 ORDER BY id")
-}
-
-pub fn callback_from<R: Columns>(row: &R) -> Result<crate::Callback, R::Error> {
-    let state = row.text(5)?;
-    Ok(crate::Callback {
-        id: row.big(0)?,
-        job_id: row.text(1)?,
-        url: row.text(2)?,
-        kind: row.text(3)?,
-        task: row.opt_text(4)?,
-        state: crate::CallbackState::parse(&state).ok_or_else(|| R::corrupt("callback state", &state))?,
-        attempts: row.int(6)?,
-        last_status: row.opt_int(7)?,
-        last_error: row.opt_text(8)?,
-        created_at: Timestamp(row.big(9)?),
-        delivered_at: row.opt_big(10)?.map(Timestamp),
-    })
-}

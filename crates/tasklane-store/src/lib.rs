@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use tasklane_core::job::{Job, JobStatus, Progress};
 use tasklane_core::{LocationName, Queue, QueueName, QueueState, Task, TaskName, Timestamp};
 
+mod callbacks;
 mod cluster;
 mod columns;
 mod deadline;
@@ -19,6 +20,7 @@ mod records;
 mod sql;
 pub mod sqlite;
 
+pub use callbacks::{Callback, CallbackAttempt, CallbackState};
 pub use cluster::{Node, NodeHeartbeat, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew};
 pub use deadline::Deadline;
 pub use postgres::{PgStore, WAKE_CHANNEL, scratch_schema, test_database_url};
@@ -145,58 +147,6 @@ pub enum JobReportKind {
 pub struct JobReport {
     pub id: String,
     pub kind: JobReportKind,
-    pub now: Timestamp,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallbackState {
-    Pending,
-    Delivered,
-    /// Gave up after its attempts.
-    Failed,
-}
-
-impl CallbackState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CallbackState::Pending => "pending",
-            CallbackState::Delivered => "delivered",
-            CallbackState::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<CallbackState> {
-        [CallbackState::Pending, CallbackState::Delivered, CallbackState::Failed].into_iter().find(|c| c.as_str() == s)
-    }
-}
-
-/// A notification to a job's callback URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Callback {
-    pub id: i64,
-    pub job_id: String,
-    pub url: String,
-    /// `job.finished` or `task.dead_lettered`.
-    pub kind: String,
-    /// The task a `task.dead_lettered` notification is about.
-    pub task: Option<String>,
-    pub state: CallbackState,
-    pub attempts: i32,
-    pub last_status: Option<i32>,
-    pub last_error: Option<String>,
-    pub created_at: Timestamp,
-    pub delivered_at: Option<Timestamp>,
-}
-
-/// The outcome of one delivery attempt of a callback.
-#[derive(Debug, Clone)]
-pub struct CallbackAttempt {
-    pub id: i64,
-    /// `Pending` to try again at `next_at`.
-    pub state: CallbackState,
-    pub next_at: Timestamp,
-    pub http_status: Option<i32>,
-    pub error: Option<String>,
     pub now: Timestamp,
 }
 

@@ -9,6 +9,7 @@
 //! its writer thread runs a concern with `ready`, without a runtime.
 
 use std::future::Future;
+use std::sync::LazyLock;
 use std::task::{Context, Poll, Waker};
 
 use crate::columns::Columns;
@@ -18,6 +19,7 @@ use crate::{StoreError, StoreResult};
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Arg<'a> {
     Int(i32),
+    OptInt(Option<i32>),
     Big(i64),
     OptBig(Option<i64>),
     Real(f64),
@@ -30,6 +32,11 @@ pub(crate) enum Arg<'a> {
 impl From<i32> for Arg<'_> {
     fn from(v: i32) -> Self {
         Arg::Int(v)
+    }
+}
+impl From<Option<i32>> for Arg<'_> {
+    fn from(v: Option<i32>) -> Self {
+        Arg::OptInt(v)
     }
 }
 impl From<i64> for Arg<'_> {
@@ -81,10 +88,41 @@ macro_rules! args {
 }
 pub(crate) use args;
 
+/// Which SQL a connection speaks, for the few statements whose text differs (row locks,
+/// arrays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A statement written once whose text differs by dialect, built the first time each
+/// dialect asks for it.
+pub(crate) struct Dialects {
+    sqlite: LazyLock<String>,
+    postgres: LazyLock<String>,
+}
+
+impl Dialects {
+    pub const fn new(sqlite: fn() -> String, postgres: fn() -> String) -> Dialects {
+        Dialects { sqlite: LazyLock::new(sqlite), postgres: LazyLock::new(postgres) }
+    }
+
+    /// One text from a builder that takes the dialect.
+    pub fn of(&self, c: &impl Conn) -> &str {
+        match c.dialect() {
+            Dialect::Sqlite => &self.sqlite,
+            Dialect::Postgres => &self.postgres,
+        }
+    }
+}
+
 /// A connection (or a transaction on one) that runs the store's statements. A statement's
 /// text is fixed: it never embeds a value, so each backend can keep it prepared.
 pub(crate) trait Conn {
     type Row<'r>: Columns<Error = StoreError>;
+
+    fn dialect(&self) -> Dialect;
 
     /// Run a statement; how many rows it changed.
     async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> StoreResult<u64>;

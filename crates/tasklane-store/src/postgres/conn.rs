@@ -7,7 +7,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{backend, cached};
 use crate::columns::Columns;
-use crate::sql::{Arg, Conn};
+use crate::sql::{Arg, Conn, Dialect};
 use crate::{StoreError, StoreResult};
 
 impl Columns for Row {
@@ -48,6 +48,7 @@ fn params<'a>(args: &'a [Arg<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
         .map(|a| -> &(dyn ToSql + Sync) {
             match a {
                 Arg::Int(v) => v,
+                Arg::OptInt(v) => v,
                 Arg::Big(v) => v,
                 Arg::OptBig(v) => v,
                 Arg::Real(v) => v,
@@ -66,6 +67,10 @@ pub(crate) struct Pg<'c, C>(pub &'c C);
 
 impl<C: GenericClient> Conn for Pg<'_, C> {
     type Row<'r> = Row;
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
 
     async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> StoreResult<u64> {
         let statement = cached(self.0, sql).await?;

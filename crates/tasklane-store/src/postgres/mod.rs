@@ -16,17 +16,18 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 mod conn;
 mod tls;
 
+use crate::callbacks;
 use crate::cluster;
 use crate::columns::{self, Columns, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::jobs;
 use crate::records;
 use crate::{
-    AttemptResult, Callback, CallbackAttempt, CallbackState, ClaimedTask, DeadLetter, DeadLetterList,
-    DeadLetterRedrive, DeadLetterSelect, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node,
-    NodeHeartbeat, Purged, QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease,
-    QueueOwnerRenew, QueuePurge, QueueSettingsPut, QueueStateSet, Record, RecordPut, Redriven, Store, StoreError,
-    StoreResult, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskLease, TaskList, TaskLookup,
-    TaskOutcome, TaskRelease, TaskRenew,
+    AttemptResult, Callback, CallbackAttempt, ClaimedTask, DeadLetter, DeadLetterList, DeadLetterRedrive,
+    DeadLetterSelect, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node, NodeHeartbeat, Purged,
+    QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge,
+    QueueSettingsPut, QueueStateSet, Record, RecordPut, Redriven, Store, StoreError, StoreResult, TaskClaim,
+    TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskLease, TaskList, TaskLookup, TaskOutcome, TaskRelease,
+    TaskRenew,
 };
 use conn::Pg;
 use deadpool_postgres::GenericClient;
@@ -549,20 +550,9 @@ async fn job_end(
             c.execute(jobs::COUNT_CANCELLED, &[&job, &n]).await.map_err(backend)?;
         }
         job_event(c, job, now, kind).await?;
-        callback_queue(c, job, jobs::JOB_FINISHED, None, now).await?;
+        callbacks::queue(&mut Pg(c), job, jobs::JOB_FINISHED, None, now).await?;
     }
     Ok(ended)
-}
-
-async fn callback_queue(
-    c: &impl GenericClient,
-    job: &str,
-    kind: &str,
-    task: Option<&str>,
-    now: Timestamp,
-) -> StoreResult<()> {
-    c.execute(jobs::CALLBACK_QUEUE, &[&job, &kind, &task, &now.0]).await.map_err(backend)?;
-    Ok(())
 }
 
 /// Tasks of `job` reached final outcomes: count them, apply fail-fast, settle the job.
@@ -576,7 +566,7 @@ async fn job_tasks_done(
     now: Timestamp,
 ) -> StoreResult<()> {
     if let Some(task) = dead_lettered {
-        callback_queue(c, job, jobs::TASK_DEAD_LETTERED, Some(task), now).await?;
+        callbacks::queue(&mut Pg(c), job, jobs::TASK_DEAD_LETTERED, Some(task), now).await?;
     }
     let kind = if failed > 0 { "task_failed" } else { "task_succeeded" };
     job_change(c, job, jobs::COUNT, &[&job, &succeeded, &failed], kind, now).await?;
@@ -591,7 +581,7 @@ async fn job_settle(c: &impl GenericClient, job: &str, now: Timestamp) -> StoreR
     if let Some(row) = c.query_opt(&jobs::settle(), &[&job, &now.0]).await.map_err(backend)? {
         let status: String = row.try_get(0).map_err(backend)?;
         job_event(c, job, now, &status).await?;
-        callback_queue(c, job, jobs::JOB_FINISHED, None, now).await?;
+        callbacks::queue(&mut Pg(c), job, jobs::JOB_FINISHED, None, now).await?;
     }
     Ok(())
 }
@@ -1446,31 +1436,15 @@ impl Store for PgStore {
     }
 
     async fn callback_claim(&self, now: Timestamp, until: Timestamp, limit: usize) -> StoreResult<Vec<Callback>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(&jobs::callback_claim("FOR UPDATE SKIP LOCKED"), &[&now.0, &until.0, &(limit as i64)])
-            .await
-            .map_err(backend)?;
-        rows.iter().map(jobs::callback_from).collect()
+        callbacks::claim_due(&mut Pg(&self.client().await?), now, until, limit).await
     }
 
     async fn callback_record(&self, p: CallbackAttempt) -> StoreResult<()> {
-        let client = self.client().await?;
-        let delivered = (p.state == CallbackState::Delivered).then_some(p.now.0);
-        client
-            .execute(
-                jobs::CALLBACK_RECORD,
-                &[&p.id, &p.state.as_str(), &p.next_at.0, &p.http_status, &p.error, &delivered],
-            )
-            .await
-            .map_err(backend)?;
-        Ok(())
+        callbacks::record(&mut Pg(&self.client().await?), p).await
     }
 
     async fn callback_list(&self, job: &str) -> StoreResult<Vec<Callback>> {
-        let client = self.client().await?;
-        let rows = client.query(&jobs::callback_list(), &[&job]).await.map_err(backend)?;
-        rows.iter().map(jobs::callback_from).collect()
+        callbacks::list(&mut Pg(&self.client().await?), job).await
     }
 
     async fn record_get(&self, key: &str, now: Timestamp) -> StoreResult<Option<Record>> {

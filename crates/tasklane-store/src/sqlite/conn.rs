@@ -7,7 +7,7 @@ use rusqlite::{Connection, Row, ToSql};
 use super::backend;
 use crate::StoreResult;
 use crate::columns::Columns;
-use crate::sql::{Arg, Conn};
+use crate::sql::{Arg, Conn, Dialect};
 
 impl Columns for Row<'_> {
     type Error = rusqlite::Error;
@@ -57,6 +57,7 @@ impl ToSql for Arg<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         match self {
             Arg::Int(v) => v.to_sql(),
+            Arg::OptInt(v) => v.to_sql(),
             Arg::Big(v) => v.to_sql(),
             Arg::OptBig(v) => v.to_sql(),
             Arg::Real(v) => v.to_sql(),
@@ -115,6 +116,10 @@ impl Lite<'_> {
 
 impl Conn for Lite<'_> {
     type Row<'r> = LiteRow<'r>;
+
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
 
     async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> StoreResult<u64> {
         let mut statement = self.prepare(sql)?;

@@ -27,18 +27,18 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tasklane_core::{Queue, QueueName, Task, TaskName, Timestamp};
 use tokio::sync::oneshot;
 
+use crate::callbacks;
 use crate::cluster;
 use crate::columns::{self, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::jobs;
 use crate::records;
 use crate::sql::ready;
 use crate::{
-    Callback, CallbackAttempt, CallbackState, ClaimedTask, DeadLetter, DeadLetterList, DeadLetterRedrive,
-    DeadLetterSelect, JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node, NodeHeartbeat, Purged,
-    QueueCreate, QueueDelete, QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge,
-    QueueSettingsPut, QueueStateSet, Record, RecordPut, Redriven, Store, StoreError, StoreResult, TaskClaim,
-    TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskLease, TaskList, TaskLookup, TaskOutcome, TaskRelease,
-    TaskRenew,
+    Callback, CallbackAttempt, ClaimedTask, DeadLetter, DeadLetterList, DeadLetterRedrive, DeadLetterSelect, JobCreate,
+    JobCreated, JobEvent, JobList, JobReport, JobReportKind, Node, NodeHeartbeat, Purged, QueueCreate, QueueDelete,
+    QueueList, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew, QueuePurge, QueueSettingsPut,
+    QueueStateSet, Record, RecordPut, Redriven, Store, StoreError, StoreResult, TaskClaim, TaskClaimByName, TaskCreate,
+    TaskDelete, TaskFinish, TaskLease, TaskList, TaskLookup, TaskOutcome, TaskRelease, TaskRenew,
 };
 use conn::Lite;
 use tasklane_core::job::Job;
@@ -444,16 +444,9 @@ fn job_end(
     if ended {
         job_cancel_tasks(conn, job)?;
         job_event(conn, job, now, kind)?;
-        callback_queue(conn, job, jobs::JOB_FINISHED, None, now)?;
+        ready(callbacks::queue(&mut Lite(conn), job, jobs::JOB_FINISHED, None, now))?;
     }
     Ok(ended)
-}
-
-fn callback_queue(conn: &Connection, job: &str, kind: &str, task: Option<&str>, now: Timestamp) -> StoreResult<()> {
-    conn.prepare_cached(&sql(jobs::CALLBACK_QUEUE))
-        .and_then(|mut s| s.execute(params![job, kind, task, now.0]))
-        .map_err(backend)?;
-    Ok(())
 }
 
 /// Cancel the job's tasks that have not started; returns how many.
@@ -482,7 +475,7 @@ fn job_task_done(
 ) -> StoreResult<()> {
     let (s, f) = if succeeded { (1i64, 0i64) } else { (0, 1) };
     if !succeeded {
-        callback_queue(conn, job, jobs::TASK_DEAD_LETTERED, Some(task), now)?;
+        ready(callbacks::queue(&mut Lite(conn), job, jobs::TASK_DEAD_LETTERED, Some(task), now))?;
     }
     let kind = if succeeded { "task_succeeded" } else { "task_failed" };
     job_change(conn, job, jobs::COUNT, &[&job, &s, &f], kind, now)?;
@@ -500,7 +493,7 @@ fn job_settle(conn: &Connection, job: &str, now: Timestamp) -> StoreResult<()> {
         .map_err(backend)?;
     if let Some(status) = settled {
         job_event(conn, job, now, &status)?;
-        callback_queue(conn, job, jobs::JOB_FINISHED, None, now)?;
+        ready(callbacks::queue(&mut Lite(conn), job, jobs::JOB_FINISHED, None, now))?;
     }
     Ok(())
 }
@@ -1478,37 +1471,16 @@ impl Store for SqliteStore {
     }
 
     async fn callback_claim(&self, now: Timestamp, until: Timestamp, limit: usize) -> StoreResult<Vec<Callback>> {
-        self.write(move |conn| {
-            let mut stmt = conn.prepare_cached(&sql(&jobs::callback_claim(""))).map_err(backend)?;
-            stmt.query_map(params![now.0, until.0, limit as i64], |r| jobs::callback_from(r))
-                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
-                .map_err(backend)
-        })
-        .await
+        self.write(move |conn| ready(callbacks::claim_due(&mut Lite(conn), now, until, limit))).await
     }
 
     async fn callback_record(&self, p: CallbackAttempt) -> StoreResult<()> {
-        self.write(move |conn| {
-            let delivered = (p.state == CallbackState::Delivered).then_some(p.now.0);
-            conn.prepare_cached(&sql(jobs::CALLBACK_RECORD))
-                .and_then(|mut s| {
-                    s.execute(params![p.id, p.state.as_str(), p.next_at.0, p.http_status, p.error, delivered])
-                })
-                .map_err(backend)?;
-            Ok(())
-        })
-        .await
+        self.write(move |conn| ready(callbacks::record(&mut Lite(conn), p))).await
     }
 
     async fn callback_list(&self, job: &str) -> StoreResult<Vec<Callback>> {
         let job = job.to_string();
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&sql(&jobs::callback_list())).map_err(backend)?;
-            stmt.query_map([job], |r| jobs::callback_from(r))
-                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
-                .map_err(backend)
-        })
-        .await
+        self.read(move |conn| ready(callbacks::list(&mut Lite(conn), &job))).await
     }
 
     async fn record_get(&self, key: &str, now: Timestamp) -> StoreResult<Option<Record>> {
