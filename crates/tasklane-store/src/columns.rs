@@ -369,15 +369,28 @@ pub fn encode_env(env: &[(String, String)]) -> Option<String> {
 }
 
 /// What leasing a pull task sets; `now` and `lease` are SQL expressions, `alias` the table's.
-pub fn pull_lease_set(now: &str, lease: &str, alias: &str) -> String {
+/// The `SET` clause that leases a task at `now` until `now + length` (both SQL expressions;
+/// `alias` qualifies the task's own columns): a new lease id, one more dispatch, and the
+/// attempt's times. Dispatcher claims and pull leases alike.
+pub fn lease_set(now: &str, length: &str, alias: &str) -> String {
     let a = if alias.is_empty() { String::new() } else { format!("{alias}.") };
     format!(
-        "state = 'leased', lease_id = {a}lease_id + 1, due_at = {now} + {lease}, \
+        "state = 'leased', lease_id = {a}lease_id + 1, due_at = {now} + {length}, \
          dispatch_count = {a}dispatch_count + 1, first_dispatch_time = coalesce({a}first_dispatch_time, {now}), \
          last_schedule_time = {a}schedule_time, last_dispatch_time = {now}, last_response_time = NULL, \
          last_code = NULL, last_message = NULL"
     )
 }
+
+/// A dispatcher's lease lasts the task's dispatch deadline and `grace` more.
+pub fn push_lease_length(grace: &str, alias: &str) -> String {
+    let a = if alias.is_empty() { String::new() } else { format!("{alias}.") };
+    format!("{a}dispatch_deadline_us + {grace}")
+}
+
+/// The order claims and pull leases take due tasks in, on both stores: earliest due first,
+/// then the order the tasks were made.
+pub const CLAIM_ORDER: &str = "ORDER BY due_at, id";
 
 /// `$1` queue, `$2` task, `$3` until, `$4` lease id.
 pub const TASK_RENEW: &str =

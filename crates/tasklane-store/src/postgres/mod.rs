@@ -18,7 +18,7 @@ mod tls;
 
 use crate::callbacks;
 use crate::cluster;
-use crate::columns::{self, Columns, QUEUE_COLUMNS, TASK_COLUMNS};
+use crate::columns::{self, CLAIM_ORDER, Columns, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::jobs;
 use crate::records;
 use crate::{
@@ -712,15 +712,6 @@ async fn tombstone_put(
 }
 
 /// The SET clause that leases a task at `$now` with `$grace` (parameters named by the caller).
-fn lease_set(now: &str, grace: &str, alias: &str) -> String {
-    format!(
-        "state = 'leased', lease_id = {alias}.lease_id + 1, due_at = {now} + {alias}.dispatch_deadline_us + {grace}, \
-         dispatch_count = {alias}.dispatch_count + 1, first_dispatch_time = coalesce({alias}.first_dispatch_time, {now}), \
-         last_schedule_time = {alias}.schedule_time, last_dispatch_time = {now}, last_response_time = NULL, \
-         last_code = NULL, last_message = NULL"
-    )
-}
-
 async fn record_attempt(
     client: &impl deadpool_postgres::GenericClient,
     queue: &str,
@@ -1020,10 +1011,10 @@ impl Store for PgStore {
         let sql = format!(
             "WITH due AS (SELECT id, due_at FROM tasks WHERE queue = $1 AND due_at <= $2 \
              AND EXISTS (SELECT 1 FROM queues WHERE name = $1 AND state = 'running') AND {} \
-             ORDER BY due_at LIMIT $3 FOR UPDATE OF tasks SKIP LOCKED) \
-             UPDATE tasks t SET {} FROM due WHERE t.id = due.id RETURNING due.due_at, t.lease_id, {}",
+             {CLAIM_ORDER} LIMIT $3 FOR UPDATE OF tasks SKIP LOCKED) \
+             UPDATE tasks t SET {} FROM due WHERE t.id = due.id RETURNING due.due_at, t.id, t.lease_id, {}",
             columns::claim_owned("$5"),
-            lease_set("$2", "$4", "t"),
+            columns::lease_set("$2", &columns::push_lease_length("$4", "t"), "t"),
             prefixed(TASK_COLUMNS, "t")
         );
         let grace = tasklane_core::clock::duration_micros(p.grace);
@@ -1034,11 +1025,12 @@ impl Store for PgStore {
             .map_err(backend)?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
-            let due: i64 = row.try_get(0).map_err(backend)?;
-            let lease_id: i64 = row.try_get(1).map_err(backend)?;
-            claimed.push((due, ClaimedTask { task: columns::task_from(&Shifted { row, by: 2 })?, lease_id }));
+            let order: (i64, i64) = (row.try_get(0).map_err(backend)?, row.try_get(1).map_err(backend)?);
+            let lease_id: i64 = row.try_get(2).map_err(backend)?;
+            claimed.push((order, ClaimedTask { task: columns::task_from(&Shifted { row, by: 3 })?, lease_id }));
         }
-        claimed.sort_by_key(|(due, _)| *due);
+        // RETURNING has no order: hand tasks out in claim order.
+        claimed.sort_by_key(|(order, _)| *order);
         let claimed: Vec<ClaimedTask> = claimed.into_iter().map(|(_, c)| c).collect();
         jobs_started(&mut client, &claimed, p.now).await?;
         Ok(claimed)
@@ -1050,9 +1042,9 @@ impl Store for PgStore {
             "WITH due AS (SELECT id, due_at FROM tasks WHERE queue = $1 AND due_at <= $2 \
              AND ($5::text IS NULL OR tag = $5) \
              AND EXISTS (SELECT 1 FROM queues WHERE name = $1 AND state = 'running') \
-             ORDER BY due_at LIMIT $3 FOR UPDATE OF tasks SKIP LOCKED) \
-             UPDATE tasks t SET {} FROM due WHERE t.id = due.id RETURNING due.due_at, t.lease_id, {}",
-            columns::pull_lease_set("$2", "$4", "t"),
+             {CLAIM_ORDER} LIMIT $3 FOR UPDATE OF tasks SKIP LOCKED) \
+             UPDATE tasks t SET {} FROM due WHERE t.id = due.id RETURNING due.due_at, t.id, t.lease_id, {}",
+            columns::lease_set("$2", "$4", "t"),
             prefixed(TASK_COLUMNS, "t")
         );
         let lease = tasklane_core::clock::duration_micros(p.lease);
@@ -1063,11 +1055,12 @@ impl Store for PgStore {
             .map_err(backend)?;
         let mut leased = Vec::with_capacity(rows.len());
         for row in &rows {
-            let due: i64 = row.try_get(0).map_err(backend)?;
-            let lease_id: i64 = row.try_get(1).map_err(backend)?;
-            leased.push((due, ClaimedTask { task: columns::task_from(&Shifted { row, by: 2 })?, lease_id }));
+            let order: (i64, i64) = (row.try_get(0).map_err(backend)?, row.try_get(1).map_err(backend)?);
+            let lease_id: i64 = row.try_get(2).map_err(backend)?;
+            leased.push((order, ClaimedTask { task: columns::task_from(&Shifted { row, by: 3 })?, lease_id }));
         }
-        leased.sort_by_key(|(due, _)| *due);
+        // RETURNING has no order: hand tasks out in claim order.
+        leased.sort_by_key(|(order, _)| *order);
         let leased: Vec<ClaimedTask> = leased.into_iter().map(|(_, c)| c).collect();
         jobs_started(&mut client, &leased, p.now).await?;
         Ok(leased)
@@ -1102,7 +1095,7 @@ impl Store for PgStore {
         let queue = queue_name_of(&p.name);
         let sql = format!(
             "UPDATE tasks t SET {} WHERE t.queue = $1 AND t.task_id = $2 RETURNING t.lease_id, {}",
-            lease_set("$3", "$4", "t"),
+            columns::lease_set("$3", &columns::push_lease_length("$4", "t"), "t"),
             prefixed(TASK_COLUMNS, "t")
         );
         let grace = tasklane_core::clock::duration_micros(p.grace);

@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::callbacks;
 use crate::cluster;
-use crate::columns::{self, QUEUE_COLUMNS, TASK_COLUMNS};
+use crate::columns::{self, CLAIM_ORDER, QUEUE_COLUMNS, TASK_COLUMNS};
 use crate::jobs;
 use crate::records;
 use crate::sql::ready;
@@ -627,17 +627,76 @@ static TASK_SELECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
-/// Lease up to `?4` due tasks of queue `?1` at `?2` with grace `?3`, in one statement; the
-/// lease id comes last, after the task columns.
-static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// The tasks a claim takes, in claim order: up to `?4` tasks of queue `?1` due at `?2`,
+/// while the queue runs and, given an owner `?5`, while that node holds the queue.
+static CLAIM_DUE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "UPDATE tasks SET {LEASE_SET} WHERE id IN (SELECT id FROM tasks WHERE queue = ?1 AND due_at <= ?2 \
-         AND EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND state = 'running') AND {} \
-         ORDER BY due_at LIMIT ?4) RETURNING {}, lease_id",
+        "SELECT id FROM tasks WHERE queue = ?1 AND due_at <= ?2 \
+         AND EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND state = 'running') AND {} {CLAIM_ORDER} LIMIT ?4",
         sql(&columns::claim_owned("?5")),
+    )
+});
+
+/// Lease what `CLAIM_DUE` picks with grace `?3`; the lease id and the row id come last.
+static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("UPDATE tasks SET {} WHERE id IN ({}) RETURNING {}, lease_id, id", *LEASE_SET, *CLAIM_DUE, *TASK_SELECT)
+});
+
+/// A pull lease's tasks, in claim order: up to `?4` tasks of queue `?1` due at `?2`, with tag
+/// `?5` if given.
+static LEASE_DUE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT id FROM tasks WHERE queue = ?1 AND due_at <= ?2 AND (?5 IS NULL OR tag = ?5) \
+         AND EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND state = 'running') {CLAIM_ORDER} LIMIT ?4"
+    )
+});
+
+/// Lease what `LEASE_DUE` picks for `?3`; the lease id and the row id come last.
+static LEASE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE tasks SET {} WHERE id IN ({}) RETURNING {}, lease_id, id",
+        sql(&columns::lease_set("?2", "?3", "")),
+        *LEASE_DUE,
         *TASK_SELECT
     )
 });
+
+/// Lease the tasks `due` picks and hand them out in its order (RETURNING has none). One
+/// writer runs both statements, so the update takes exactly the rows the read listed.
+fn lease_in_order(
+    conn: &Connection,
+    due: &str,
+    lease: &str,
+    args: &[&dyn rusqlite::ToSql],
+    now: Timestamp,
+) -> StoreResult<Vec<ClaimedTask>> {
+    let order: std::collections::HashMap<i64, usize> = conn
+        .prepare_cached(due)
+        .and_then(|mut s| s.query_map(args, |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>())
+        .map_err(backend)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, id)| (id, i))
+        .collect();
+    if order.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut leased = conn
+        .prepare_cached(lease)
+        .and_then(|mut s| {
+            s.query_map(args, |r| {
+                let claimed =
+                    ClaimedTask { task: conn::task_from_row(r)?, lease_id: r.get(columns::TASK_COLUMN_COUNT)? };
+                Ok((r.get::<_, i64>(columns::TASK_COLUMN_COUNT + 1)?, claimed))
+            })?
+            .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(backend)?;
+    leased.sort_by_key(|(id, _)| order.get(id).copied().unwrap_or(usize::MAX));
+    let leased: Vec<ClaimedTask> = leased.into_iter().map(|(_, c)| c).collect();
+    jobs_started(conn, &leased, now)?;
+    Ok(leased)
+}
 
 fn task_insert(conn: &Connection, t: &Task) -> StoreResult<usize> {
     let queue = queue_name_of(&t.name);
@@ -876,13 +935,12 @@ fn task_read(conn: &Connection, queue: &str, task_id: &str) -> StoreResult<Optio
 
 /// What leasing a task at `?2` with grace `?3` sets: one more dispatch, a fresh lease id,
 /// a new last attempt.
-const LEASE_SET: &str = "state = 'leased', lease_id = lease_id + 1, \
-     due_at = ?2 + dispatch_deadline_us + ?3, dispatch_count = dispatch_count + 1, \
-     first_dispatch_time = coalesce(first_dispatch_time, ?2), last_schedule_time = schedule_time, \
-     last_dispatch_time = ?2, last_response_time = NULL, last_code = NULL, last_message = NULL";
+/// The dispatcher's lease: `?2` now, `?3` grace.
+static LEASE_SET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| sql(&columns::lease_set("$2", &columns::push_lease_length("$3", ""), "")));
 
 fn lease_row(conn: &Connection, id: i64, now: Timestamp, grace_us: i64) -> StoreResult<i64> {
-    conn.prepare_cached(&format!("UPDATE tasks SET {LEASE_SET} WHERE id = ?1 RETURNING lease_id"))
+    conn.prepare_cached(&format!("UPDATE tasks SET {} WHERE id = ?1 RETURNING lease_id", *LEASE_SET))
         .and_then(|mut s| s.query_row(params![id, now.0, grace_us], |r| r.get(0)))
         .map_err(backend)
 }
@@ -1141,17 +1199,7 @@ impl Store for SqliteStore {
         self.write_relaxed(move |conn| {
             let queue = p.queue.to_string();
             let grace = tasklane_core::clock::duration_micros(p.grace);
-            let mut stmt = conn.prepare_cached(&CLAIM).map_err(backend)?;
-            let mut claimed = stmt
-                .query_map(params![queue, p.now.0, grace, p.limit as i64, p.owner], |r| {
-                    Ok(ClaimedTask { task: conn::task_from_row(r)?, lease_id: r.get(columns::TASK_COLUMN_COUNT)? })
-                })
-                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
-                .map_err(backend)?;
-            // RETURNING has no order: hand tasks out earliest first.
-            claimed.sort_by_key(|c| c.task.schedule_time);
-            jobs_started(conn, &claimed, p.now)?;
-            Ok(claimed)
+            lease_in_order(conn, &CLAIM_DUE, &CLAIM, params![queue, p.now.0, grace, p.limit as i64, p.owner], p.now)
         })
         .await
     }
@@ -1159,25 +1207,8 @@ impl Store for SqliteStore {
     async fn task_lease(&self, p: TaskLease) -> StoreResult<Vec<ClaimedTask>> {
         self.write_relaxed(move |conn| {
             let queue = p.queue.to_string();
-            let statement = format!(
-                "UPDATE tasks SET {} WHERE id IN (SELECT id FROM tasks WHERE queue = ?1 AND due_at <= ?2 \
-                 AND (?5 IS NULL OR tag = ?5) \
-                 AND EXISTS (SELECT 1 FROM queues WHERE name = ?1 AND state = 'running') \
-                 ORDER BY due_at LIMIT ?4) RETURNING {}, lease_id",
-                columns::pull_lease_set("?2", "?3", ""),
-                *TASK_SELECT
-            );
             let lease = tasklane_core::clock::duration_micros(p.lease);
-            let mut stmt = conn.prepare_cached(&statement).map_err(backend)?;
-            let mut leased = stmt
-                .query_map(params![queue, p.now.0, lease, p.limit as i64, p.tag], |r| {
-                    Ok(ClaimedTask { task: conn::task_from_row(r)?, lease_id: r.get(columns::TASK_COLUMN_COUNT)? })
-                })
-                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
-                .map_err(backend)?;
-            leased.sort_by_key(|c| c.task.schedule_time);
-            jobs_started(conn, &leased, p.now)?;
-            Ok(leased)
+            lease_in_order(conn, &LEASE_DUE, &LEASE, params![queue, p.now.0, lease, p.limit as i64, p.tag], p.now)
         })
         .await
     }

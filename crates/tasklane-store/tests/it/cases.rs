@@ -261,6 +261,42 @@ pub async fn task_claim_takes_due_tasks_in_order(store: Arc<dyn Store>) {
     assert_eq!(store.task_next_due(&qname("q")).await.unwrap(), Some(at(10)));
 }
 
+/// One claim order on both stores: earliest due first, then the order the tasks were made.
+/// A task whose lease ran out is due when the lease ended, not at its schedule time; and a
+/// pull task given back is due when it was given back.
+pub async fn task_claims_come_due_first_then_in_creation_order(store: Arc<dyn Store>) {
+    make_queue(&store, "q").await;
+    make_task(&store, "q", "expired", T0).await;
+    let claim = |limit, now| TaskClaim { queue: qname("q"), limit, grace: GRACE, now, owner: None };
+    assert_eq!(store.task_claim(claim(1, T0)).await.unwrap().len(), 1);
+    // Made later and named against their creation order; both due before the lease ends.
+    make_task(&store, "q", "zeta", at(300)).await;
+    make_task(&store, "q", "alpha", at(300)).await;
+    let names = |got: Vec<ClaimedTask>| got.into_iter().map(|c| c.task.name.task).collect::<Vec<_>>();
+    assert_eq!(names(store.task_claim(claim(10, at(1000))).await.unwrap()), ["zeta", "alpha", "expired"]);
+
+    let mut q = queue("pull");
+    q.kind = tasklane_core::QueueKind::Pull;
+    store.queue_create(QueueCreate { queue: q, now: T0 }).await.unwrap();
+    for (id, schedule) in [("given-back", T0), ("omega", at(20)), ("beta", at(20))] {
+        let spec = tasklane_core::PullSpec {
+            name: Some(format!("{}/tasks/{id}", qname("pull"))),
+            payload: id.as_bytes().to_vec(),
+            tag: None,
+            env: Vec::new(),
+            schedule_time: Some(schedule),
+        };
+        let task = spec.validate(&qname("pull"), T0, || unreachable!()).unwrap();
+        store.task_create(TaskCreate { task, now: T0 }).await.unwrap();
+    }
+    let lease = |limit, now| TaskLease { queue: qname("pull"), limit, lease: Duration::from_secs(30), tag: None, now };
+    let first = store.task_lease(lease(1, at(1))).await.unwrap();
+    assert_eq!(names(first.clone()), ["given-back"]);
+    let back = TaskRelease { name: first[0].task.name.clone(), lease_id: first[0].lease_id, now: at(40) };
+    assert!(store.task_release(back).await.unwrap());
+    assert_eq!(names(store.task_lease(lease(10, at(50))).await.unwrap()), ["omega", "beta", "given-back"]);
+}
+
 pub async fn task_claim_respects_limit_and_leases(store: Arc<dyn Store>) {
     make_queue(&store, "q").await;
     for i in 0..5 {

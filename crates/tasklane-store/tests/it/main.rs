@@ -98,6 +98,7 @@ macro_rules! every_case {
     task_list_pages_by_name,
     task_claim_takes_due_tasks_in_order,
     task_claim_respects_limit_and_leases,
+    task_claims_come_due_first_then_in_creation_order,
     task_claim_takes_nothing_from_a_paused_queue,
     task_finish_is_fenced_by_lease,
     task_retry_reschedules_and_counts,
