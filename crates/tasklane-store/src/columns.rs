@@ -23,6 +23,49 @@ pub const TASK_COLUMNS: &str = "queue, task_id, url, method, headers, body, auth
 /// How many columns `TASK_COLUMNS` has: the index of the first column a query selects after them.
 pub const TASK_COLUMN_COUNT: usize = 26;
 
+/// Column list with a table alias: `t.queue, t.task_id, …`.
+pub fn prefixed(columns: &str, alias: &str) -> String {
+    columns.split(',').map(|c| format!("{alias}.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}
+
+/// A row read from column `by` on, so the shared mappings can follow extra leading columns.
+pub struct Shifted<'a, R> {
+    pub row: &'a R,
+    pub by: usize,
+}
+
+impl<R: Columns> Columns for Shifted<'_, R> {
+    type Error = R::Error;
+
+    fn int(&self, i: usize) -> Result<i32, R::Error> {
+        self.row.int(i + self.by)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i32>, R::Error> {
+        self.row.opt_int(i + self.by)
+    }
+    fn big(&self, i: usize) -> Result<i64, R::Error> {
+        self.row.big(i + self.by)
+    }
+    fn opt_big(&self, i: usize) -> Result<Option<i64>, R::Error> {
+        self.row.opt_big(i + self.by)
+    }
+    fn real(&self, i: usize) -> Result<f64, R::Error> {
+        self.row.real(i + self.by)
+    }
+    fn text(&self, i: usize) -> Result<String, R::Error> {
+        self.row.text(i + self.by)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, R::Error> {
+        self.row.opt_text(i + self.by)
+    }
+    fn blob(&self, i: usize) -> Result<Vec<u8>, R::Error> {
+        self.row.blob(i + self.by)
+    }
+    fn corrupt(what: &str, value: &str) -> R::Error {
+        R::corrupt(what, value)
+    }
+}
+
 /// Typed access to a row's columns by position.
 pub trait Columns {
     type Error;
@@ -336,39 +379,11 @@ pub fn attempt_log(text: Option<&str>) -> Vec<crate::AttemptLog> {
         .collect()
 }
 
-/// The task a redriven dead letter becomes: same name and request, a new attempt series due now.
-pub fn redriven_task(mut t: Task, now: Timestamp) -> Task {
-    t.schedule_time = now;
-    t.dispatch_count = 0;
-    t.response_count = 0;
-    t.execution_count = 0;
-    t.last_http_status = 0;
-    t.first_attempt = None;
-    t.last_attempt = None;
-    t.job_id = None;
-    t
-}
-
-/// Dead letters' columns after `TASK_COLUMNS`: died at, id, attempt log.
-pub fn dead_letter_columns() -> String {
-    format!("{TASK_COLUMNS}, died_at, id, attempts")
-}
-
-pub fn dead_letter_from<R: Columns>(row: &R) -> Result<crate::DeadLetter, R::Error> {
-    Ok(crate::DeadLetter {
-        task: task_from(row)?,
-        died_at: Timestamp(row.big(TASK_COLUMN_COUNT)?),
-        id: row.big(TASK_COLUMN_COUNT + 1)?,
-        attempts: attempt_log(row.opt_text(TASK_COLUMN_COUNT + 2)?.as_deref()),
-    })
-}
-
 /// A pull task's environment, stored like headers (one `NAME: value` per line; values hold no newline).
 pub fn encode_env(env: &[(String, String)]) -> Option<String> {
     (!env.is_empty()).then(|| encode_headers(env))
 }
 
-/// What leasing a pull task sets; `now` and `lease` are SQL expressions, `alias` the table's.
 /// The `SET` clause that leases a task at `now` until `now + length` (both SQL expressions;
 /// `alias` qualifies the task's own columns): a new lease id, one more dispatch, and the
 /// attempt's times. Dispatcher claims and pull leases alike.
@@ -392,20 +407,6 @@ pub fn push_lease_length(grace: &str, alias: &str) -> String {
 /// then the order the tasks were made.
 pub const CLAIM_ORDER: &str = "ORDER BY due_at, id";
 
-/// `$1` queue, `$2` task, `$3` until, `$4` lease id.
-pub const TASK_RENEW: &str =
-    "UPDATE tasks SET due_at = $3 WHERE queue = $1 AND task_id = $2 AND state = 'leased' AND lease_id = $4";
-/// `$1` queue, `$2` task, `$3` now, `$4` lease id: give back without counting the attempt.
-pub const TASK_RELEASE: &str = "UPDATE tasks SET state = 'queued', due_at = $3, \
-     dispatch_count = CASE WHEN dispatch_count > 0 THEN dispatch_count - 1 ELSE 0 END \
-     WHERE queue = $1 AND task_id = $2 AND state = 'leased' AND lease_id = $4";
-
-/// `$1` now, `$2` a queue or null for all: see `Store::task_lease_release`.
-pub const LEASE_RELEASE: &str = "UPDATE tasks SET state = 'queued', \
-     due_at = CASE WHEN schedule_time < $1 THEN schedule_time ELSE $1 END \
-     WHERE state = 'leased' AND (CAST($2 AS TEXT) IS NULL OR queue = $2) \
-     AND queue NOT IN (SELECT name FROM queues WHERE kind = 'pull')";
-
 /// The condition of a claim on queue `$1` at `$2` by node `{owner}` (a null node: an
 /// embedded store, which has no owners): that node holds the queue's ownership lease.
 pub fn claim_owned(owner: &str) -> String {
@@ -414,7 +415,3 @@ pub fn claim_owned(owner: &str) -> String {
          WHERE o.queue = $1 AND o.node_id = {owner} AND o.lease_until > $2))"
     )
 }
-
-/// `$1` now, as text: the small write `write_check` makes.
-pub const WRITE_CHECK: &str = "INSERT INTO meta (key, value) VALUES ('write_check', $1) \
-     ON CONFLICT (key) DO UPDATE SET value = excluded.value";

@@ -4,30 +4,41 @@
 //! Operations read noun first and take one parameter struct that carries `now`, so
 //! time is always an input and a test can drive it by hand.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
-use tasklane_core::job::{Job, JobStatus, Progress};
-use tasklane_core::{LocationName, Queue, QueueName, QueueState, Task, TaskName, Timestamp};
+use tasklane_core::job::{Job, JobStatus};
+use tasklane_core::{Queue, QueueName, Task, TaskName, Timestamp};
 
 mod callbacks;
 mod cluster;
 mod columns;
+mod dead_letters;
 mod deadline;
 mod jobs;
 pub mod postgres;
+mod queues;
 mod records;
+mod schema;
 mod sql;
 pub mod sqlite;
+mod tasks;
+mod upkeep;
 
 pub use callbacks::{Callback, CallbackAttempt, CallbackState};
 pub use cluster::{Node, NodeHeartbeat, QueueOwner, QueueOwnerAcquire, QueueOwnerRelease, QueueOwnerRenew};
+pub use dead_letters::{AttemptLog, DeadLetter, DeadLetterList, DeadLetterRedrive, DeadLetterSelect, Redriven};
 pub use deadline::Deadline;
+pub use jobs::{JobCreate, JobCreated, JobEvent, JobList, JobReport, JobReportKind};
 pub use postgres::{PgStore, WAKE_CHANNEL, scratch_schema, test_database_url};
+pub use queues::{Purged, QueueCreate, QueueDelete, QueueList, QueuePurge, QueueSettingsPut, QueueStateSet};
 pub use records::{Record, RecordCondition, RecordPut};
+pub use sql::statements_run;
 pub use sqlite::SqliteStore;
 /// What an attempt came to is decided in core; the store records it.
 pub use tasklane_core::outcome::{AttemptResult, TaskOutcome};
+pub use tasks::{
+    ClaimedTask, TaskClaim, TaskClaimByName, TaskCreate, TaskDelete, TaskFinish, TaskLease, TaskList, TaskLookup,
+    TaskRelease, TaskRenew,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -65,271 +76,6 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// `task_finish_job` for a backend whose finish does not name the job: read the task, then
-/// finish it (a read and a write).
-pub async fn finish_job_by_reading<S: Store + ?Sized>(store: &S, p: TaskFinish) -> StoreResult<Option<Option<String>>> {
-    let job = match store.task_get(&p.name, p.now).await? {
-        TaskLookup::Found(task) => task.job_id,
-        _ => return Ok(None),
-    };
-    Ok(store.task_finish(p).await?.then_some(job))
-}
-
-/// Lease up to `limit` due tasks of a pull queue for `lease`, optionally only those with `tag`.
-#[derive(Debug, Clone)]
-pub struct TaskLease {
-    pub queue: QueueName,
-    pub limit: usize,
-    pub lease: Duration,
-    pub tag: Option<String>,
-    pub now: Timestamp,
-}
-
-/// Extend a lease to `until`, if it is still held.
-#[derive(Debug, Clone)]
-pub struct TaskRenew {
-    pub name: TaskName,
-    pub lease_id: i64,
-    pub until: Timestamp,
-}
-
-/// Give a leased task back now, without counting the attempt.
-#[derive(Debug, Clone)]
-pub struct TaskRelease {
-    pub name: TaskName,
-    pub lease_id: i64,
-    pub now: Timestamp,
-}
-
-/// Create a job and its tasks, all or nothing. With an idempotency key that an existing
-/// job has, nothing is created and that job is returned.
-#[derive(Debug, Clone)]
-pub struct JobCreate {
-    pub job: Job,
-    pub tasks: Vec<Task>,
-    pub now: Timestamp,
-}
-
-#[derive(Debug, Clone)]
-pub struct JobCreated {
-    pub job: Job,
-    /// The idempotency key matched an existing job, which is `job`.
-    pub existed: bool,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct JobList {
-    pub status: Option<JobStatus>,
-    pub queue: Option<QueueName>,
-    pub label: Option<(String, String)>,
-    pub created_after: Option<Timestamp>,
-    pub created_before: Option<Timestamp>,
-    /// Return jobs after this one in (created_at, id) order.
-    pub after: Option<(Timestamp, String)>,
-    pub limit: usize,
-    pub now: Timestamp,
-}
-
-/// What a worker reports for a job.
-#[derive(Debug, Clone)]
-pub enum JobReportKind {
-    Progress {
-        progress: Progress,
-        allow_decrease: bool,
-    },
-    /// A JSON document.
-    Result(String),
-    /// The job failed: it finishes now and its tasks that have not run are cancelled.
-    Fail(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct JobReport {
-    pub id: String,
-    pub kind: JobReportKind,
-    pub now: Timestamp,
-}
-
-/// One change of a job: its number, when, what happened, and the job right after it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobEvent {
-    pub seq: i64,
-    pub at: Timestamp,
-    pub kind: String,
-    pub job: Job,
-}
-
-#[derive(Debug, Clone)]
-pub struct QueueCreate {
-    pub queue: Queue,
-    pub now: Timestamp,
-}
-
-/// Write a queue's settings (rate limits, retry config, logging). The state and purge
-/// time of an existing queue are kept; a missing queue is created `running` when
-/// `create_if_missing`, as `UpdateQueue` does.
-#[derive(Debug, Clone)]
-pub struct QueueSettingsPut {
-    pub queue: Queue,
-    pub create_if_missing: bool,
-    pub now: Timestamp,
-}
-
-#[derive(Debug, Clone)]
-pub struct QueueList {
-    pub parent: Option<LocationName>,
-    /// Return queues whose name sorts after this one.
-    pub after: Option<QueueName>,
-    pub limit: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct QueueStateSet {
-    pub name: QueueName,
-    pub state: QueueState,
-    pub now: Timestamp,
-}
-
-/// Delete every task created at or before `now` and record `now` as the purge time.
-#[derive(Debug, Clone)]
-pub struct QueuePurge {
-    pub name: QueueName,
-    pub tombstone_until: Timestamp,
-    pub now: Timestamp,
-}
-
-/// A purged queue, and the jobs whose tasks the purge removed (they count them as cancelled).
-#[derive(Debug, Clone)]
-pub struct Purged {
-    pub queue: Queue,
-    pub jobs: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct QueueDelete {
-    pub name: QueueName,
-    pub now: Timestamp,
-}
-
-#[derive(Debug, Clone)]
-pub struct TaskCreate {
-    pub task: Task,
-    pub now: Timestamp,
-}
-
-#[derive(Debug, Clone)]
-pub struct TaskList {
-    pub queue: QueueName,
-    pub after: Option<String>,
-    pub limit: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct TaskDelete {
-    pub name: TaskName,
-    pub tombstone_until: Timestamp,
-    pub now: Timestamp,
-}
-
-/// Lease up to `limit` due tasks of a queue, earliest due first. A task whose lease
-/// expired is due again. Each lease lasts the task's dispatch deadline plus `grace`.
-/// Nothing is leased unless the queue is running, checked in the same statement, so a
-/// pause takes effect at once whatever the dispatcher last saw.
-#[derive(Debug, Clone)]
-pub struct TaskClaim {
-    pub queue: QueueName,
-    pub limit: usize,
-    pub grace: Duration,
-    pub now: Timestamp,
-    /// In a cluster, the node claiming: the claim leases nothing unless this node holds the
-    /// queue's ownership lease at `now`, checked in the same statement.
-    pub owner: Option<String>,
-}
-
-/// Lease one task now, whatever its schedule or lease, as `RunTask` does.
-#[derive(Debug, Clone)]
-pub struct TaskClaimByName {
-    pub name: TaskName,
-    pub grace: Duration,
-    pub now: Timestamp,
-}
-
-/// A leased task: the task as it is after the claim, and the lease that fences its outcome.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClaimedTask {
-    pub task: Task,
-    pub lease_id: i64,
-}
-
-/// Record an attempt's outcome, only if `lease_id` still holds the task.
-#[derive(Debug, Clone)]
-pub struct TaskFinish {
-    pub name: TaskName,
-    pub lease_id: i64,
-    pub outcome: TaskOutcome,
-    pub now: Timestamp,
-}
-
-/// The result of a task read: distinguishes a name that was used recently.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TaskLookup {
-    Found(Box<Task>),
-    Tombstoned,
-    Missing,
-}
-
-/// A task that gave up, kept for inspection.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeadLetter {
-    pub id: i64,
-    pub task: Task,
-    pub died_at: Timestamp,
-    /// Every attempt, oldest first (the first 64 KB of the log).
-    pub attempts: Vec<AttemptLog>,
-}
-
-/// One attempt as the attempt log keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttemptLog {
-    pub dispatch_time: Timestamp,
-    pub response_time: Timestamp,
-    pub http_status: u16,
-    pub code: tasklane_core::Code,
-    pub message: String,
-    pub body_excerpt: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct DeadLetterList {
-    pub queue: QueueName,
-    /// Return dead letters after this id.
-    pub after: Option<i64>,
-    pub limit: usize,
-}
-
-/// Which dead letters of a queue an operation takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeadLetterSelect {
-    All,
-    Ids(Vec<i64>),
-}
-
-/// Put dead letters back in their queue as new tasks with the same names and a new
-/// attempt series (due now), and remove them from the dead letters.
-#[derive(Debug, Clone)]
-pub struct DeadLetterRedrive {
-    pub queue: QueueName,
-    pub select: DeadLetterSelect,
-    pub now: Timestamp,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Redriven {
-    pub tasks: Vec<TaskName>,
-    /// Dead letters left where they are because a live task has their name.
-    pub conflicts: Vec<i64>,
-}
-
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn queue_create(&self, p: QueueCreate) -> StoreResult<Queue>;
@@ -353,13 +99,13 @@ pub trait Store: Send + Sync + 'static {
     async fn task_delete(&self, p: TaskDelete) -> StoreResult<Option<String>>;
     async fn task_claim(&self, p: TaskClaim) -> StoreResult<Vec<ClaimedTask>>;
     async fn task_claim_by_name(&self, p: TaskClaimByName) -> StoreResult<ClaimedTask>;
-    /// Returns false when the lease was lost, in which case nothing changed.
-    async fn task_finish(&self, p: TaskFinish) -> StoreResult<bool>;
-    /// `task_finish` that also names the task's job: `None` when the lease was lost (and
-    /// nothing changed), `Some(job)` when the outcome was recorded. Backends that know the
-    /// job inside the finish override this; the default reads the task first.
-    async fn task_finish_job(&self, p: TaskFinish) -> StoreResult<Option<Option<String>>> {
-        finish_job_by_reading(self, p).await
+    /// Record an attempt's outcome with its job's counts, in one write, if `lease_id` still
+    /// holds the task: `None` when the lease was lost (and nothing changed), `Some(job)`
+    /// when the outcome was recorded.
+    async fn task_finish_job(&self, p: TaskFinish) -> StoreResult<Option<Option<String>>>;
+    /// `task_finish_job` without the job: false when the lease was lost.
+    async fn task_finish(&self, p: TaskFinish) -> StoreResult<bool> {
+        Ok(self.task_finish_job(p).await?.is_some())
     }
     /// When the queue's earliest task is due (a leased task is due when its lease ends).
     async fn task_next_due(&self, queue: &QueueName) -> StoreResult<Option<Timestamp>>;

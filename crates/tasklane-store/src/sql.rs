@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use crate::columns::Columns;
@@ -108,7 +109,11 @@ impl Dialects {
         Dialects { sqlite: LazyLock::new(sqlite), postgres: LazyLock::new(postgres) }
     }
 
-    /// One text from a builder that takes the dialect.
+    pub fn sqlite(&self) -> &str {
+        &self.sqlite
+    }
+
+    /// The text for the dialect `c` speaks.
     pub fn of(&self, c: &impl Conn) -> &str {
         match c.dialect() {
             Dialect::Sqlite => &self.sqlite,
@@ -144,6 +149,20 @@ pub(crate) trait Conn {
     ) -> StoreResult<Option<T>> {
         Ok(self.query(sql, args, map).await?.into_iter().next())
     }
+}
+
+static STATEMENTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many statements this process has run through the store, on either backend (every
+/// statement a backend prepares to run counts; transaction control does not). Tests read it
+/// before and after a call to count what the call costs.
+pub fn statements_run() -> u64 {
+    STATEMENTS.load(Ordering::Relaxed)
+}
+
+/// Count one statement; each backend calls it where it prepares one.
+pub(crate) fn count_statement() {
+    STATEMENTS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The result of a future that is ready when first polled, as every SQLite `Conn` call is.

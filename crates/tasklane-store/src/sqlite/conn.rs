@@ -45,14 +45,6 @@ impl Columns for Row<'_> {
     }
 }
 
-pub fn queue_from_row(row: &Row<'_>) -> rusqlite::Result<tasklane_core::Queue> {
-    crate::columns::queue_from(row)
-}
-
-pub fn task_from_row(row: &Row<'_>) -> rusqlite::Result<tasklane_core::Task> {
-    crate::columns::task_from(row)
-}
-
 impl ToSql for Arg<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         match self {
@@ -110,6 +102,7 @@ pub(crate) struct Lite<'c>(pub &'c Connection);
 
 impl Lite<'_> {
     fn prepare(&self, sql: &str) -> StoreResult<rusqlite::CachedStatement<'_>> {
+        crate::sql::count_statement();
         self.0.prepare_cached(&sql.replace('$', "?")).map_err(backend)
     }
 }

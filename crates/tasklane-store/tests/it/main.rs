@@ -34,6 +34,8 @@ pub fn fresh_dir(tag: &str) -> PathBuf {
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     ));
+    // A directory left by an earlier run with the same process id starts empty again.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create test dir");
     dir
 }
@@ -99,6 +101,7 @@ macro_rules! every_case {
     task_claim_takes_due_tasks_in_order,
     task_claim_respects_limit_and_leases,
     task_claims_come_due_first_then_in_creation_order,
+    an_outcome_costs_a_fixed_number_of_statements,
     task_claim_takes_nothing_from_a_paused_queue,
     task_finish_is_fenced_by_lease,
     task_retry_reschedules_and_counts,
@@ -143,6 +146,92 @@ async fn sqlite_data_survives_reopen() {
     cases::check_seeded(&store).await;
     store.close();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What the previous release recorded: its schema is migration 1, which is never edited.
+const PREVIOUS_VERSION: &str = "INSERT INTO meta (key, value) VALUES ('schema_version', '1')";
+
+/// A database made by the previous release (its schema as it shipped, recording version 1,
+/// with a queue and a task in it) opens on this one: the newer migrations run once, under
+/// the store's lock, and its rows work. A database from a newer release is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_upgrades_a_database_of_the_previous_release() {
+    let dir = fresh_dir("upgrade");
+    let path = dir.join("tasklane.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(include_str!("../../src/sqlite/migrations/001_first_release.sql")).unwrap();
+        conn.execute_batch(include_str!("previous/sqlite_added.sql")).unwrap();
+        conn.execute_batch(PREVIOUS_VERSION).unwrap();
+        conn.execute_batch(&cases::PREVIOUS_ROWS.replace("{body}", "X'6869'")).unwrap();
+    }
+    let version = |path: &std::path::Path| -> String {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(version(&path), "1");
+    let store = SqliteStore::open(&path).unwrap();
+    cases::previous_release_rows_work(Arc::new(store.clone())).await;
+    store.close();
+    assert_eq!(version(&path), "2");
+    // Opening again migrates nothing and keeps everything.
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(
+        store
+            .queue_get(&tasklane_core::QueueName::parse("projects/p/locations/l/queues/old").unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store.close();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'", [])
+        .unwrap();
+    let newer = SqliteStore::open(&path).unwrap_err().to_string();
+    assert!(newer.contains("schema version 9, newer than this tasklane knows (2)"), "{newer}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The same on PostgreSQL, whose second migration also puts the claim order in the due index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_upgrades_a_database_of_the_previous_release() {
+    let Some(url) = tasklane_store::test_database_url() else { return };
+    let schema = tasklane_store::scratch_schema("upgrade");
+    let (raw, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    raw.batch_execute(&format!("CREATE SCHEMA {schema}; SET search_path TO {schema}")).await.unwrap();
+    raw.batch_execute(include_str!("../../src/postgres/migrations/001_first_release.sql")).await.unwrap();
+    raw.batch_execute(PREVIOUS_VERSION).await.unwrap();
+    raw.batch_execute(&cases::PREVIOUS_ROWS.replace("{body}", "'\\x6869'")).await.unwrap();
+    let version = || async {
+        let row = raw.query_one("SELECT value FROM meta WHERE key = 'schema_version'", &[]).await.unwrap();
+        row.get::<_, String>(0)
+    };
+    let due_index = || async {
+        let row = raw
+            .query_one(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'tasks_due'",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, String>(0)
+    };
+    assert_eq!(version().await, "1");
+    assert!(due_index().await.ends_with("(queue, due_at)"), "{}", due_index().await);
+    let store = PgStore::connect(&url, Some(&schema)).await.unwrap();
+    cases::previous_release_rows_work(Arc::new(store.clone())).await;
+    assert_eq!(version().await, "2");
+    assert!(due_index().await.ends_with("(queue, due_at, id)"), "{}", due_index().await);
+    // Two nodes starting at once: one migrates, the other finds nothing left to do.
+    let (a, b) = tokio::join!(PgStore::connect(&url, Some(&schema)), PgStore::connect(&url, Some(&schema)));
+    a.unwrap();
+    b.unwrap();
+    raw.batch_execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'").await.unwrap();
+    let newer = PgStore::connect(&url, Some(&schema)).await.unwrap_err().to_string();
+    assert!(newer.contains("schema version 9, newer than this tasklane knows (2)"), "{newer}");
+    let _ = store.drop_schema(&schema).await;
 }
 
 /// Churn on PostgreSQL: rounds of tasks created, leased and finished. With maintenance
@@ -218,9 +307,10 @@ async fn postgres_terminating_a_statement_in_flight_reads_as_unavailable() {
         let store = store.clone();
         async move { store.hold(30.0).await }
     });
-    // Terminate the store's connection once it is there, running the statement.
-    eventually("the store's connection to be terminated", std::time::Duration::from_secs(5), || async {
-        admin.terminate_application(&tag).await.expect("terminate") > 0
+    // Terminate the store's connection once it is running the statement (an idle one, left
+    // in the pool by the start, would fail the next call with another error).
+    eventually("the store's running statement to be terminated", std::time::Duration::from_secs(5), || async {
+        admin.terminate_application(&tag, true).await.expect("terminate") > 0
     })
     .await;
     let err = busy.await.expect("join").expect_err("a terminated statement fails");

@@ -514,7 +514,8 @@ async fn a_cluster_recovers_from_its_database_restarting() {
                 && ready(nodes[1].addr).await.0 == 200
         })
         .await;
-        let terminated = schema_store.terminate_application(&app).await.expect("terminate the nodes' connections");
+        let terminated =
+            schema_store.terminate_application(&app, false).await.expect("terminate the nodes' connections");
         assert!(terminated > 0, "round {round}: no connection of the nodes was found to terminate");
     }
     eventually("every task to be delivered", Duration::from_secs(60), || async {
