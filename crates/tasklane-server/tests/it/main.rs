@@ -35,6 +35,7 @@ const LOC: &str = "/v2/projects/p/locations/l";
 
 struct Api {
     router: axum::Router,
+    store: Arc<dyn Store>,
     clock: ManualClock,
     dispatcher: Dispatcher,
     dir: std::path::PathBuf,
@@ -56,15 +57,17 @@ async fn api_with(queue_tombstones: Duration) -> Api {
     static N: AtomicU32 = AtomicU32::new(0);
     let dir =
         std::env::temp_dir().join(format!("tasklane-api-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    // A directory an earlier run with the same process id left behind starts empty again.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.join("db")).unwrap());
     let clock = ManualClock::new(Timestamp::from_secs(1_800_000_000));
     let clock_dyn: Arc<dyn Clock> = Arc::new(clock.clone());
     let dispatcher =
         Dispatcher::new(store.clone(), clock_dyn.clone(), http_client().unwrap(), DispatchConfig::default());
-    let service = CloudTasks::new(store, clock_dyn, dispatcher.clone(), Duration::from_secs(3600))
+    let service = CloudTasks::new(store.clone(), clock_dyn, dispatcher.clone(), Duration::from_secs(3600))
         .with_queue_tombstone_window(queue_tombstones);
-    Api { router: rest::router(service), clock, dispatcher, dir }
+    Api { router: rest::router(service), store, clock, dispatcher, dir }
 }
 
 impl Api {
@@ -578,6 +581,8 @@ async fn update_queue_follows_the_mask_rules_and_keeps_state() {
 #[tokio::test]
 async fn a_cluster_node_never_starts_a_queue_it_no_longer_holds() {
     let dir = std::env::temp_dir().join(format!("tasklane-owned-{}", std::process::id()));
+    // A directory an earlier run with the same process id left behind starts empty again.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.join("db")).unwrap());
     let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::from_secs(1_800_000_000)));

@@ -16,7 +16,7 @@ use tasklane_core::{Clock, Timestamp};
 use tasklane_server::dispatch::{DispatchConfig, Dispatcher, http_client};
 use tasklane_server::rest::proto_json::format_timestamp;
 
-use tasklane_store::{SqliteStore, Store};
+use tasklane_store::{SqliteStore, Store, TaskClaimByName, TaskFinish, TaskOutcome};
 use tower::ServiceExt;
 
 const LOC: &str = "/v2/projects/p/locations/l";
@@ -199,6 +199,33 @@ async fn a_paused_queue_sends_nothing_however_long_it_waits_and_a_scheduled_task
     assert_eq!(worker.count(), 1, "not before its schedule time");
     t.advance(Duration::from_micros(1)).await;
     assert_eq!(worker.paths(), ["/p", "/later"]);
+}
+
+/// A delivery whose process died holds its lease until the lease ends; then the task is
+/// sent again, not a microsecond before, and the dead delivery's outcome no longer counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_runs_out_is_delivered_again_when_it_ends() {
+    let t = stepped().await;
+    let (worker, addr) = Worker::start(200).await;
+    t.queue("leased", json!({})).await;
+    t.send("POST", &format!("{LOC}/queues/leased:pause"), json!({})).await;
+    let name = "projects/p/locations/l/queues/leased/tasks/t1";
+    t.task("leased", format!("http://{addr}/again"), json!({"name": name, "dispatchDeadline": "60s"})).await;
+    // Leased by a process that is gone: the lease is in the store, and no outcome will come.
+    let grace = Duration::from_secs(5);
+    let name = tasklane_core::TaskName::parse(name).unwrap();
+    let lost = TaskClaimByName { name: name.clone(), grace, now: t.clock.now() };
+    let lost = t.store.task_claim_by_name(lost).await.unwrap();
+    t.send("POST", &format!("{LOC}/queues/leased:resume"), json!({})).await;
+    t.settle().await;
+    assert_eq!(worker.count(), 0, "the lease holds the task");
+    t.advance(Duration::from_secs(65) - Duration::from_micros(1)).await;
+    assert_eq!(worker.count(), 0, "not before the lease ends");
+    t.advance(Duration::from_micros(1)).await;
+    assert_eq!(worker.paths(), ["/again"], "sent again when the lease ended");
+    let done = TaskOutcome::Succeeded { tombstone_until: t.clock.now() };
+    let late = TaskFinish { name, lease_id: lost.lease_id, outcome: done, now: t.clock.now() };
+    assert!(!t.store.task_finish(late).await.unwrap(), "the dead delivery's outcome is refused");
 }
 
 /// Idle queues cost nothing: each waits on one scheduler entry for its next due task, and
