@@ -307,7 +307,12 @@ async fn other_nodes_wake_the_owner_for_creates_and_settings() {
     let api = nodes[other].api();
     let task = |id: &str| json!({"name": format!("{PROJECT_LOCATION}/queues/woken/tasks/{id}"), "httpRequest": {"url": worker.url("/")}});
     for i in 0..5 {
-        tokio::time::sleep(Duration::from_millis(300)).await; // let the owner's loop go idle
+        // The owner has recorded every delivery so far (the queue is empty), so its loop has
+        // claimed nothing more and waits to be woken: only the wake can bring it the next task.
+        eventually("the owner to record the last delivery", Duration::from_secs(10), || async {
+            api.task_count("woken").await == 0
+        })
+        .await;
         let sent = Instant::now();
         api.create_task("woken", task(&format!("w{i}"))).await;
         worker.wait_for(i + 1, Duration::from_secs(10)).await;
