@@ -9,42 +9,6 @@ use crate::StoreResult;
 use crate::columns::Columns;
 use crate::sql::{Arg, Conn, Dialect};
 
-impl Columns for Row<'_> {
-    type Error = rusqlite::Error;
-
-    fn int(&self, i: usize) -> rusqlite::Result<i32> {
-        self.get(i)
-    }
-    fn opt_int(&self, i: usize) -> rusqlite::Result<Option<i32>> {
-        self.get(i)
-    }
-    fn big(&self, i: usize) -> rusqlite::Result<i64> {
-        self.get(i)
-    }
-    fn opt_big(&self, i: usize) -> rusqlite::Result<Option<i64>> {
-        self.get(i)
-    }
-    fn real(&self, i: usize) -> rusqlite::Result<f64> {
-        self.get(i)
-    }
-    fn text(&self, i: usize) -> rusqlite::Result<String> {
-        self.get(i)
-    }
-    fn opt_text(&self, i: usize) -> rusqlite::Result<Option<String>> {
-        self.get(i)
-    }
-    fn blob(&self, i: usize) -> rusqlite::Result<Vec<u8>> {
-        self.get(i)
-    }
-    fn corrupt(what: &str, value: &str) -> rusqlite::Error {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("stored {what} {value:?} is not valid").into(),
-        )
-    }
-}
-
 impl ToSql for Arg<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         match self {
