@@ -10,3 +10,12 @@ pub mod egress;
 pub mod errors;
 pub mod oidc;
 pub mod sealing;
+
+/// `N` bytes from the operating system's random source, for keys, ids and tokens; `what`
+/// names the use in the error when the source fails.
+pub fn random_bytes<const N: usize>(what: &str) -> Result<[u8; N], tasklane_core::Status> {
+    let mut bytes = [0u8; N];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| tasklane_core::Status::internal(format!("no randomness for {what}")))?;
+    Ok(bytes)
+}

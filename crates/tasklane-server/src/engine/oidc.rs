@@ -76,13 +76,6 @@ fn generate_pkcs8() -> Result<Vec<u8>, Status> {
     Ok(der.as_bytes().to_vec())
 }
 
-fn random_bytes(n: usize) -> Result<Vec<u8>, Status> {
-    let mut bytes = vec![0u8; n];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| Status::internal("no randomness for a key"))?;
-    Ok(bytes)
-}
-
 fn signing_key(der: &[u8]) -> Result<SigningKey, Status> {
     let pair = RsaKeyPair::from_pkcs8(der)
         .map_err(|e| Status::internal(format!("the stored signing key is unusable: {e}")))?;
@@ -160,7 +153,9 @@ impl TokenSigner {
                     .map_err(|e| Status::internal(format!("key generation stopped: {e}")))?
             })
             .await?;
-        let job = self.stored_secret(JOB_KEY_RECORD, || async { random_bytes(32) }).await?;
+        let job = self
+            .stored_secret(JOB_KEY_RECORD, || async { super::random_bytes::<32>("a job key").map(Vec::from) })
+            .await?;
         let previous = self.stored_optional(PREVIOUS_KEY_RECORD).await?.map(|d| signing_key(&d)).transpose()?;
         let job_previous = self
             .stored_optional(PREVIOUS_JOB_KEY_RECORD)
@@ -260,7 +255,7 @@ impl TokenSigner {
                     .await
                     .map_err(|e| Status::internal(format!("key generation stopped: {e}")))??
             } else {
-                random_bytes(32)?
+                Vec::from(super::random_bytes::<32>("a key")?)
             };
             if let Some(old) = &old {
                 let plain = open_stored(self.sealer.as_deref(), current, &old.value)?;
@@ -350,7 +345,7 @@ impl TokenSigner {
             "email_verified": true,
             "sub": id,
             "azp": id,
-            "jti": b64(&random_bytes(16)?),
+            "jti": b64(&super::random_bytes::<16>("a token id")?),
         });
         if oidc {
             claims["aud"] = json!(param);

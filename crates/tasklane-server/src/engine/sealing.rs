@@ -7,7 +7,6 @@
 use std::path::Path;
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
 use tasklane_core::Status;
 
 const SEALED_PREFIX: &[u8] = b"tlenc1:";
@@ -70,8 +69,7 @@ impl Sealer {
     }
 
     pub fn seal(&self, record: &str, plain: &[u8]) -> Result<Vec<u8>, Status> {
-        let mut nonce = [0u8; NONCE_LEN];
-        SystemRandom::new().fill(&mut nonce).map_err(|_| Status::internal("no randomness to seal a key"))?;
+        let nonce: [u8; NONCE_LEN] = super::random_bytes("sealing a key")?;
         let mut sealed = plain.to_vec();
         self.key
             .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(record.as_bytes()), &mut sealed)

@@ -359,9 +359,7 @@ impl Access {
                 grant.name
             )));
         }
-        let mut bytes = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-            .map_err(|_| Status::internal("no randomness for a token"))?;
+        let bytes: [u8; 32] = crate::engine::random_bytes("a token")?;
         let secret = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
         let hash = token_hash(&secret);
         let info = TokenInfo { id: hash[..12].to_string(), grant, created_at: self.clock.now() };

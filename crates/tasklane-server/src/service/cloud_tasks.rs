@@ -42,7 +42,6 @@ pub struct Parts {
     tombstone_window: Duration,
     /// How long a deleted queue's name cannot be used again (zero: at once).
     queue_tombstone_window: Duration,
-    id_counter: Arc<AtomicU64>,
     /// Which identities tasks may use; `None` (tests of a bare service): any.
     access: Option<Arc<Access>>,
 }
@@ -102,7 +101,6 @@ impl CloudTasks {
             dispatcher,
             tombstone_window,
             queue_tombstone_window: Duration::ZERO,
-            id_counter: Arc::new(AtomicU64::new(0)),
             access: None,
         }))
     }
@@ -162,13 +160,8 @@ impl CloudTasks {
         &self.store
     }
 
-    /// A numeric id like the real service generates for tasks: random 64 bits, never repeated in this process.
     pub(crate) fn generate_id(&self) -> String {
-        let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(n);
-        h.write_i64(self.clock.now().0);
-        format!("{}", h.finish() >> 1)
+        new_id(self.clock.now())
     }
 
     async fn queue_required(&self, name: &QueueName) -> Result<Queue, Status> {
@@ -447,4 +440,15 @@ impl CloudTasks {
         self.dispatcher.run_now(queue, claimed, now);
         Ok(task.with_view(view))
     }
+}
+
+/// A numeric id like the ones the real service gives tasks and operations: 63 bits of a
+/// process-wide counter and the time, hashed under a random key, so never repeated in this
+/// process and not guessable from the one before.
+pub(crate) fn new_id(now: Timestamp) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_i64(now.0);
+    format!("{}", h.finish() >> 1)
 }

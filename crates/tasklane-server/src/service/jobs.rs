@@ -86,9 +86,7 @@ pub fn queue_name(s: &str) -> Result<QueueName, Status> {
 }
 
 fn new_job_id() -> Result<String, Status> {
-    let mut bytes = [0u8; 10];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| Status::internal("no randomness for a job id"))?;
+    let bytes: [u8; 10] = crate::engine::random_bytes("a job id")?;
     Ok(format!("job_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
 }
 

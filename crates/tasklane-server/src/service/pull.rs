@@ -68,14 +68,6 @@ pub struct Pull {
     parked: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// A numeric task id like the ones Cloud Tasks generates: 63 random bits.
-fn random_id() -> Result<String, Status> {
-    let mut bytes = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| Status::internal("no randomness for a task id"))?;
-    Ok((u64::from_be_bytes(bytes) >> 1).to_string())
-}
-
 fn stale(name: &TaskName, lease_id: i64) -> Status {
     Status::failed_precondition(format!(
         "The lease {lease_id} on task {name} is no longer held: it expired and the task was leased again, or it \
@@ -135,7 +127,7 @@ impl Pull {
         let mut results: Vec<Option<Result<Task, Status>>> = Vec::with_capacity(specs.len());
         let mut creates = Vec::new();
         for spec in specs {
-            let id = random_id()?;
+            let id = super::cloud_tasks::new_id(now);
             match spec.validate(&q.name, now, || id) {
                 Err(e) => results.push(Some(Err(e))),
                 Ok(task) => {
