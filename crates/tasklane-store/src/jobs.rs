@@ -256,7 +256,7 @@ async fn event(c: &mut impl Conn, job: &str, now: Timestamp, kind: &str) -> Stor
 }
 
 /// Run an update of a job that returns a row when it applied.
-async fn update(c: &mut impl Conn, statement: &str, args: &[Arg<'_>]) -> StoreResult<bool> {
+async fn update(c: &mut impl Conn, statement: &'static str, args: &[Arg<'_>]) -> StoreResult<bool> {
     Ok(c.query_opt(statement, args, |_| Ok(())).await?.is_some())
 }
 
@@ -264,7 +264,7 @@ async fn update(c: &mut impl Conn, statement: &str, args: &[Arg<'_>]) -> StoreRe
 async fn change(
     c: &mut impl Conn,
     job: &str,
-    statement: &str,
+    statement: &'static str,
     args: &[Arg<'_>],
     kind: &str,
     now: Timestamp,
@@ -281,7 +281,7 @@ async fn change(
 async fn end(
     c: &mut impl Conn,
     job: &str,
-    statement: &str,
+    statement: &'static str,
     args: &[Arg<'_>],
     kind: &str,
     now: Timestamp,

@@ -153,7 +153,7 @@ async fn remove_tasks(
 /// A queue's columns as `insert`'s arguments, in `state`.
 async fn write(
     c: &mut impl Conn,
-    statement: &str,
+    statement: &'static str,
     q: &Queue,
     state: &str,
     now: Timestamp,

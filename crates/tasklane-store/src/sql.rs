@@ -109,12 +109,12 @@ impl Dialects {
         Dialects { sqlite: LazyLock::new(sqlite), postgres: LazyLock::new(postgres) }
     }
 
-    pub fn sqlite(&self) -> &str {
+    pub fn sqlite(&'static self) -> &'static str {
         &self.sqlite
     }
 
     /// The text for the dialect `c` speaks.
-    pub fn of(&self, c: &impl Conn) -> &str {
+    pub fn of(&'static self, c: &impl Conn) -> &'static str {
         match c.dialect() {
             Dialect::Sqlite => &self.sqlite,
             Dialect::Postgres => &self.postgres,
@@ -130,12 +130,12 @@ pub(crate) trait Conn {
     fn dialect(&self) -> Dialect;
 
     /// Run a statement; how many rows it changed.
-    async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> StoreResult<u64>;
+    async fn execute(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<u64>;
 
     /// Run a statement and map each row it gives, in the order the database gives them.
     async fn query<T>(
         &mut self,
-        sql: &str,
+        sql: &'static str,
         args: &[Arg<'_>],
         map: impl FnMut(&Self::Row<'_>) -> StoreResult<T>,
     ) -> StoreResult<Vec<T>>;
@@ -143,7 +143,7 @@ pub(crate) trait Conn {
     /// The first row a statement gives, if any.
     async fn query_opt<T>(
         &mut self,
-        sql: &str,
+        sql: &'static str,
         args: &[Arg<'_>],
         map: impl FnMut(&Self::Row<'_>) -> StoreResult<T>,
     ) -> StoreResult<Option<T>> {

@@ -430,8 +430,8 @@ pub(crate) async fn delete(c: &mut impl Conn, p: TaskDelete) -> StoreResult<Opti
 /// SQLite lists the ids in order, then leases exactly those.
 async fn lease_in_order(
     c: &mut impl Conn,
-    due: &str,
-    lease: &Dialects,
+    due: &'static str,
+    lease: &'static Dialects,
     args: &[crate::sql::Arg<'_>],
 ) -> StoreResult<Vec<ClaimedTask>> {
     let mut leased = match c.dialect() {

@@ -72,14 +72,14 @@ impl<C: GenericClient> Conn for Pg<'_, C> {
         Dialect::Postgres
     }
 
-    async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> StoreResult<u64> {
+    async fn execute(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
         let statement = cached(self.0, sql).await?;
         self.0.execute(&statement, &params(args)).await.map_err(backend)
     }
 
     async fn query<T>(
         &mut self,
-        sql: &str,
+        sql: &'static str,
         args: &[Arg<'_>],
         map: impl FnMut(&Row) -> StoreResult<T>,
     ) -> StoreResult<Vec<T>> {

@@ -64,10 +64,22 @@ impl Columns for LiteRow<'_> {
 /// reads `$n` as `?n`).
 pub(crate) struct Lite<'c>(pub &'c Connection);
 
+/// Each statement's text as SQLite reads it, converted once per process. Statement texts are
+/// `'static`, so a text's address and length name it for good, and there are as many as the store has
+/// statements.
+static CONVERTED: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(usize, usize), &'static str>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// `sql` with `$n` placeholders written `?n`.
+fn converted(sql: &'static str) -> &'static str {
+    let mut texts = CONVERTED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    texts.entry((sql.as_ptr() as usize, sql.len())).or_insert_with(|| sql.replace('$', "?").leak())
+}
+
 impl Lite<'_> {
-    fn prepare(&self, sql: &str) -> StoreResult<rusqlite::CachedStatement<'_>> {
+    fn prepare(&self, sql: &'static str) -> StoreResult<rusqlite::CachedStatement<'_>> {
         crate::sql::count_statement();
-        self.0.prepare_cached(&sql.replace('$', "?")).map_err(backend)
+        self.0.prepare_cached(converted(sql)).map_err(backend)
     }
 }
 
@@ -78,14 +90,14 @@ impl Conn for Lite<'_> {
         Dialect::Sqlite
     }
 
-    async fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> StoreResult<u64> {
+    async fn execute(&mut self, sql: &'static str, args: &[Arg<'_>]) -> StoreResult<u64> {
         let mut statement = self.prepare(sql)?;
         statement.execute(rusqlite::params_from_iter(args)).map(|n| n as u64).map_err(backend)
     }
 
     async fn query<T>(
         &mut self,
-        sql: &str,
+        sql: &'static str,
         args: &[Arg<'_>],
         mut map: impl FnMut(&LiteRow<'_>) -> StoreResult<T>,
     ) -> StoreResult<Vec<T>> {
