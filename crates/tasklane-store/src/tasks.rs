@@ -129,31 +129,31 @@ pub(crate) static SELECT: Dialects = Dialects::new(
 );
 
 /// Insert a task unless its name is taken: `$1`…`$16` its columns, then on SQLite `$17`
-/// whether its body is kept apart. Guarded, the next parameter is the time it was accepted,
-/// and the insert also needs its queue to exist and its name to be free of tombstones then.
+/// whether its body is kept apart. Guarded (PostgreSQL only), `$17` is the time it was
+/// accepted, and the insert also needs its queue to exist and its name to be free of
+/// tombstones then: one round trip. SQLite checks those first instead, in the same write:
+/// an `INSERT … SELECT` there opens a statement journal for every task (a quarter more CPU
+/// per batched create, measured), where `INSERT … VALUES` of one row needs none.
 fn insert(dialect: Dialect, guarded: bool) -> String {
-    let (apart_column, apart_value, at) = match dialect {
-        Dialect::Sqlite => (", body_apart", ", $17", "$18"),
-        Dialect::Postgres => ("", "", "$17"),
-    };
-    let guard = if guarded {
-        format!(
-            "WHERE EXISTS (SELECT 1 FROM queues WHERE name = $1) \
-             AND NOT EXISTS (SELECT 1 FROM tombstones WHERE queue = $1 AND task_id = $2 AND expires_at > {at})"
-        )
-    } else {
-        // SQLite needs a WHERE to read ON CONFLICT as the upsert's, not a join's.
-        "WHERE true".to_string()
-    };
-    format!(
-        "INSERT INTO tasks (queue, task_id, state, due_at, url, method, headers, body, auth_kind, auth_email, \
-         auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id, tag, env{apart_column}) \
-         SELECT $1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12, $13, $14, $15, $16{apart_value} \
-         {guard} ON CONFLICT (queue, task_id) DO NOTHING"
-    )
+    const COLUMNS: &str = "queue, task_id, state, due_at, url, method, headers, body, auth_kind, auth_email, \
+         auth_param, schedule_time, create_time, dispatch_deadline_us, retry_config, job_id, tag, env";
+    const VALUES: &str = "$1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $3, $11, $12, $13, $14, $15, $16";
+    match (dialect, guarded) {
+        (Dialect::Sqlite, _) => format!(
+            "INSERT INTO tasks ({COLUMNS}, body_apart) VALUES ({VALUES}, $17) ON CONFLICT (queue, task_id) DO NOTHING"
+        ),
+        (Dialect::Postgres, false) => {
+            format!("INSERT INTO tasks ({COLUMNS}) VALUES ({VALUES}) ON CONFLICT (queue, task_id) DO NOTHING")
+        }
+        (Dialect::Postgres, true) => format!(
+            "INSERT INTO tasks ({COLUMNS}) SELECT {VALUES} WHERE EXISTS (SELECT 1 FROM queues WHERE name = $1) \
+             AND NOT EXISTS (SELECT 1 FROM tombstones WHERE queue = $1 AND task_id = $2 AND expires_at > $17) \
+             ON CONFLICT (queue, task_id) DO NOTHING"
+        ),
+    }
 }
 static INSERT: Dialects = Dialects::new(|| insert(Dialect::Sqlite, false), || insert(Dialect::Postgres, false));
-static INSERT_GUARDED: Dialects = Dialects::new(|| insert(Dialect::Sqlite, true), || insert(Dialect::Postgres, true));
+static INSERT_GUARDED: LazyLock<String> = LazyLock::new(|| insert(Dialect::Postgres, true));
 const BODY_INSERT: &str = "INSERT INTO task_bodies (id, body) VALUES (last_insert_rowid(), $1)";
 
 const QUEUE_EXISTS: &str = "SELECT 1 FROM queues WHERE name = $1";
@@ -293,8 +293,8 @@ fn queue_of(name: &TaskName) -> String {
     name.queue.to_string()
 }
 
-/// Insert `t` unless its name is taken (and, given `accepted_at`, unless its queue is
-/// missing or its name tombstoned then); whether it was inserted.
+/// Insert `t` unless its name is taken (and, given `accepted_at`, on PostgreSQL only, unless
+/// its queue is missing or its name tombstoned then); whether it was inserted.
 pub(crate) async fn insert_task(c: &mut impl Conn, t: &Task, accepted_at: Option<Timestamp>) -> StoreResult<bool> {
     let (auth_kind, auth_email, auth_param) = columns::auth_columns(&t.http_request.auth);
     let (queue, headers) = (queue_of(&t.name), columns::encode_headers(&t.http_request.headers));
@@ -329,8 +329,7 @@ pub(crate) async fn insert_task(c: &mut impl Conn, t: &Task, accepted_at: Option
     let inserted = match accepted_at {
         Some(at) => {
             args.push(at.0.into());
-            let statement = INSERT_GUARDED.of(c);
-            c.execute(statement, &args).await?
+            c.execute(&INSERT_GUARDED, &args).await?
         }
         None => {
             let statement = INSERT.of(c);
@@ -357,17 +356,22 @@ pub(crate) async fn queue_exists(c: &mut impl Conn, queue: &str) -> StoreResult<
 }
 
 /// Create one task: its queue must exist and its name be neither in use nor tombstoned.
-/// One statement when it succeeds; a refusal reads why.
+/// On PostgreSQL one statement when it succeeds (a refusal reads why); on SQLite, whose
+/// writer nothing can come between, the checks and then the insert.
 pub(crate) async fn create(c: &mut impl Conn, p: TaskCreate) -> StoreResult<Task> {
-    if insert_task(c, &p.task, Some(p.now)).await? {
+    let queue = queue_of(&p.task.name);
+    let guarded = c.dialect() == Dialect::Postgres;
+    if guarded && insert_task(c, &p.task, Some(p.now)).await? {
         return Ok(p.task);
     }
-    let queue = queue_of(&p.task.name);
     if !queue_exists(c, &queue).await? {
         return Err(StoreError::QueueNotFound);
     }
     if tombstoned(c, &queue, &p.task.name.task, p.now).await? {
         return Err(StoreError::TaskTombstoned);
+    }
+    if !guarded && insert_task(c, &p.task, None).await? {
+        return Ok(p.task);
     }
     Err(StoreError::TaskAlreadyExists)
 }
