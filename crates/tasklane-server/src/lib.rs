@@ -7,7 +7,7 @@ pub mod service;
 
 // The modules by their old, flat names, which the binary and the tests use.
 pub use edge::{admin, connections, grpc, guard, rest, v1, v1_access};
-pub use engine::{callbacks, cluster, dispatch, egress, oidc, sealing};
+pub use engine::{callbacks, cluster, dispatch, egress, events, oidc, sealing};
 pub use service::{access, dead_letters, jobs, operations, page_token, policy, pull};
 
 use std::net::SocketAddr;
@@ -278,7 +278,8 @@ impl Server {
                 let notifier = cluster::wake_relay(pg.clone(), stop_rx.clone());
                 relay = Some(notifier.clone());
                 pg_listen = Some(pg.clone());
-                let dispatcher = Dispatcher::clustered(store.clone(), clock.clone(), client, dispatch_config, notifier);
+                let events = engine::events::Events::new(Some(notifier));
+                let dispatcher = Dispatcher::clustered(store.clone(), clock.clone(), client, dispatch_config, events);
                 let keeper = cluster::OwnershipKeeper {
                     store: store.clone(),
                     clock: clock.clone(),
@@ -349,7 +350,7 @@ impl Server {
             clock: clock.clone(),
             signer: dispatcher.signer(),
             client: egress::http_client(egress.clone()).map_err(StartError::Http)?,
-            job_changes: dispatcher.job_changes(),
+            job_changes: dispatcher.events().job_changes(),
         };
         tokio::spawn(sender.run(stop_rx.clone()));
         spawn_maintenance(store.clone(), clock.clone(), config.dead_letter_retention, maintained_access, stop_rx);

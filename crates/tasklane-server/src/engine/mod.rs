@@ -1,5 +1,5 @@
 //! The engine: what runs without a request (the dispatcher and its scheduler, the callback
-//! sender, the cluster keeper, the token signer) and what they share (the egress policy,
+//! sender, the cluster keeper, the token signer, the event bus) and what they share (the egress policy,
 //! sealing of secrets at rest, the mapping of store failures to API errors). Nothing here
 //! imports a service or an edge.
 
@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod dispatch;
 pub mod egress;
 pub mod errors;
+pub mod events;
 pub mod oidc;
 pub mod sealing;
 

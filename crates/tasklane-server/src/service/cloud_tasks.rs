@@ -20,6 +20,7 @@ use tasklane_store::{
 
 use crate::access::Access;
 use crate::dispatch::Dispatcher;
+use crate::engine::events::Events;
 use crate::page_token;
 
 pub const DEFAULT_PAGE_SIZE: usize = 1000;
@@ -39,6 +40,8 @@ pub struct Parts {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     dispatcher: Dispatcher,
+    /// Told of jobs whose tasks were removed.
+    events: Events,
     tombstone_window: Duration,
     /// How long a deleted queue's name cannot be used again (zero: at once).
     queue_tombstone_window: Duration,
@@ -98,6 +101,7 @@ impl CloudTasks {
         CloudTasks(Arc::new(Parts {
             store,
             clock,
+            events: dispatcher.events().clone(),
             dispatcher,
             tombstone_window,
             queue_tombstone_window: Duration::ZERO,
@@ -276,7 +280,7 @@ impl CloudTasks {
                 },
             )?;
         self.dispatcher.queue_removed(&name);
-        jobs.iter().for_each(|job| self.dispatcher.job_changed(job));
+        jobs.iter().for_each(|job| self.events.job_changed(job));
         self.forget_queue_policy(&name).await?;
         if !self.queue_tombstone_window.is_zero() {
             let now = self.now();
@@ -316,7 +320,7 @@ impl CloudTasks {
             .queue_purge(QueuePurge { name, tombstone_until: now.saturating_add(self.tombstone_window), now })
             .await
             .map_err(store_status)?;
-        purged.jobs.iter().for_each(|job| self.dispatcher.job_changed(job));
+        purged.jobs.iter().for_each(|job| self.events.job_changed(job));
         Ok(purged.queue)
     }
 
@@ -416,7 +420,7 @@ impl CloudTasks {
             .task_delete(TaskDelete { name, tombstone_until: now.saturating_add(self.tombstone_window), now })
             .await
             .map_err(gone_is_not_found)?;
-        job.iter().for_each(|job| self.dispatcher.job_changed(job));
+        job.iter().for_each(|job| self.events.job_changed(job));
         Ok(())
     }
 

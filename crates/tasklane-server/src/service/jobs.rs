@@ -12,6 +12,7 @@ use tasklane_core::{Clock, QueueKind, QueueName, Status, Timestamp};
 use tasklane_store::{JobCreate, JobEvent, JobList, JobReport, JobReportKind, Store, StoreError};
 
 use crate::dispatch::Dispatcher;
+use crate::engine::events::Events;
 use crate::page_token;
 use crate::service::store_status;
 
@@ -64,6 +65,8 @@ pub struct Jobs {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     dispatcher: Dispatcher,
+    /// Told of every change of a job; streams follow it.
+    events: Events,
     /// Which identities job tasks may use; `None`: any.
     access: Option<Arc<crate::access::Access>>,
     /// One permit per open event stream.
@@ -102,6 +105,7 @@ impl Jobs {
         Jobs {
             store,
             clock,
+            events: dispatcher.events().clone(),
             dispatcher,
             access: None,
             streams: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_EVENT_STREAMS)),
@@ -227,7 +231,7 @@ impl Jobs {
         })?;
         if !created.existed {
             self.dispatcher.task_created(&queue);
-            self.dispatcher.job_changed(&created.job.id);
+            self.events.job_changed(&created.job.id);
         }
         Ok((created.job, created.existed))
     }
@@ -284,7 +288,7 @@ impl Jobs {
 
     pub async fn cancel(&self, id: &str) -> Result<Job, Status> {
         let job = self.store.job_cancel(id, self.clock.now()).await.map_err(store_status)?;
-        self.dispatcher.job_changed(id);
+        self.events.job_changed(id);
         Ok(job)
     }
 
@@ -311,7 +315,7 @@ impl Jobs {
             .job_report(JobReport { id: r.job.clone(), kind: r.kind, now: self.clock.now() })
             .await
             .map_err(store_status)?;
-        self.dispatcher.job_changed(&r.job);
+        self.events.job_changed(&r.job);
         Ok(job)
     }
 
@@ -324,6 +328,6 @@ impl Jobs {
     }
 
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.dispatcher.job_changes()
+        self.events.job_changes()
     }
 }

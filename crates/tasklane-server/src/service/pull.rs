@@ -13,6 +13,7 @@ use tasklane_store::{
 };
 
 use crate::dispatch::{Dispatcher, JOB_TOKEN_SLACK};
+use crate::engine::events::Events;
 use crate::jobs::queue_name;
 use crate::service::store_status;
 use tasklane_core::outcome::{Answer, decide};
@@ -63,6 +64,8 @@ pub struct Pull {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     dispatcher: Dispatcher,
+    /// Told of job changes; long polls follow its queue activity.
+    events: Events,
     tombstone_window: Duration,
     /// Long polls waiting now for a task to come.
     parked: Arc<std::sync::atomic::AtomicUsize>,
@@ -82,7 +85,7 @@ impl Pull {
         dispatcher: Dispatcher,
         tombstone_window: Duration,
     ) -> Pull {
-        Pull { store, clock, dispatcher, tombstone_window, parked: Arc::default() }
+        Pull { store, clock, events: dispatcher.events().clone(), dispatcher, tombstone_window, parked: Arc::default() }
     }
 
     /// How many long polls are waiting now for a task to come (for tests: a create made
@@ -165,7 +168,7 @@ impl Pull {
         }
         let queue = self.queue(&r.queue).await?;
         // Subscribe before the first look, so a create in between still wakes this poll.
-        let mut activity = self.dispatcher.queue_activity();
+        let mut activity = self.events.queue_activity();
         let mut stopping = self.dispatcher.stopping();
         let deadline = self.clock.now().saturating_add(r.wait);
         loop {
@@ -218,7 +221,7 @@ impl Pull {
         for c in leased {
             let job_token = match &c.task.job_id {
                 Some(job) => {
-                    self.dispatcher.job_changed(job);
+                    self.events.job_changed(job);
                     Some(self.dispatcher.signer().job_token(job, expires.saturating_add(JOB_TOKEN_SLACK)).await?)
                 }
                 None => None,
@@ -239,7 +242,7 @@ impl Pull {
             None => Err(stale(&name, r.lease_id)),
             Some(job) => {
                 if let Some(job) = job {
-                    self.dispatcher.job_changed(&job);
+                    self.events.job_changed(&job);
                 }
                 Ok(name)
             }
@@ -280,7 +283,7 @@ impl Pull {
             return Err(stale(name, lease_id));
         }
         if let Some(job) = job {
-            self.dispatcher.job_changed(&job);
+            self.events.job_changed(&job);
         }
         Ok(())
     }

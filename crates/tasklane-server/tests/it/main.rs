@@ -592,7 +592,13 @@ async fn a_cluster_node_never_starts_a_queue_it_no_longer_holds() {
         .unwrap();
     store.queue_create(tasklane_store::QueueCreate { queue, now: clock.now() }).await.unwrap();
     let (notifier, _wakes) = tokio::sync::mpsc::unbounded_channel();
-    let dispatcher = Dispatcher::clustered(store, clock, http_client().unwrap(), DispatchConfig::default(), notifier);
+    let dispatcher = Dispatcher::clustered(
+        store,
+        clock,
+        http_client().unwrap(),
+        DispatchConfig::default(),
+        tasklane_server::events::Events::new(Some(notifier)),
+    );
 
     dispatcher.set_owned(std::slice::from_ref(&name));
     dispatcher.set_owned(&[]);

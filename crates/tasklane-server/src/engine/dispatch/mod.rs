@@ -24,6 +24,7 @@ use tasklane_store::{ClaimedTask, Store, StoreError, TaskClaim, TaskFinish, Task
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
+use crate::engine::events::Events;
 use crate::oidc::TokenSigner;
 use push::PushResult;
 
@@ -37,8 +38,6 @@ pub const JOB_ID_HEADER: &str = "X-Tasklane-Job-Id";
 pub const JOB_TOKEN_HEADER: &str = "X-Tasklane-Job-Token";
 /// How long after its lease a job token still works (a worker's last report may be late).
 pub(crate) const JOB_TOKEN_SLACK: Duration = Duration::from_secs(15 * 60);
-/// A wake-up that names a job with new events rather than a queue.
-const JOB_PREFIX: &str = "job:";
 /// A queue's deliveries waiting (for a connection slot, or for the store to record their
 /// outcome) beyond which it stops claiming: its tasks stay in the store (free for other
 /// nodes) rather than queue up in memory, a slow worker holds back only the queues that
@@ -94,9 +93,9 @@ pub struct Dispatcher {
 }
 
 struct Shared {
-    /// `None`: this process dispatches every queue (embedded store). `Some`: only the
-    /// queues the ownership keeper hands it (cluster), and others are woken by `notifier`.
-    notifier: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    /// Told of changed jobs and queues with new tasks. In a cluster its relay also wakes
+    /// other queues' owners; then this node runs only the queues the ownership keeper hands it.
+    events: Events,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     client: reqwest::Client,
@@ -104,10 +103,6 @@ struct Shared {
     hosts: hosts::HostLimits,
     config: DispatchConfig,
     signer: Arc<TokenSigner>,
-    /// The ids of jobs that changed on this node (or, in a cluster, on any node).
-    job_changes: tokio::sync::broadcast::Sender<String>,
-    /// Queues that got new tasks (here or, in a cluster, on any node): wakes long polls.
-    queue_activity: tokio::sync::broadcast::Sender<QueueName>,
     queues: Mutex<HashMap<QueueName, QueueHandle>>,
     /// Every loop's next timed wake-up.
     scheduler: Arc<scheduler::Scheduler>,
@@ -124,15 +119,6 @@ struct Shared {
     idle: Notify,
 }
 
-impl Shared {
-    fn job_changed(&self, job: &str) {
-        let _ = self.job_changes.send(job.to_string());
-        if let Some(n) = &self.notifier {
-            let _ = n.send(format!("{JOB_PREFIX}{job}"));
-        }
-    }
-}
-
 struct QueueHandle {
     config: watch::Sender<Arc<Queue>>,
     wake: Arc<Notify>,
@@ -145,7 +131,7 @@ pub fn http_client() -> Result<reqwest::Client, String> {
 
 impl Dispatcher {
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, client: reqwest::Client, config: DispatchConfig) -> Self {
-        Dispatcher::build(store, clock, client, config, None)
+        Dispatcher::build(store, clock, client, config, Events::new(None))
     }
 
     fn build(
@@ -153,7 +139,7 @@ impl Dispatcher {
         clock: Arc<dyn Clock>,
         client: reqwest::Client,
         config: DispatchConfig,
-        notifier: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+        events: Events,
     ) -> Self {
         let (stop, _) = watch::channel(false);
         let scheduler = Arc::new(scheduler::Scheduler::new(clock.clone()));
@@ -163,7 +149,7 @@ impl Dispatcher {
         );
         Dispatcher {
             shared: Arc::new(Shared {
-                notifier,
+                events,
                 store,
                 clock,
                 client,
@@ -171,8 +157,6 @@ impl Dispatcher {
                 hosts: hosts::HostLimits::new(config.max_connections_per_host),
                 config,
                 signer,
-                job_changes: tokio::sync::broadcast::channel(4096).0,
-                queue_activity: tokio::sync::broadcast::channel(4096).0,
                 queues: Mutex::new(HashMap::new()),
                 scheduler,
                 scheduler_started: std::sync::Once::new(),
@@ -186,26 +170,26 @@ impl Dispatcher {
         }
     }
 
-    /// A dispatcher for one node of a cluster: it runs only the queues given to
-    /// `set_owned`, and sends the names of other queues it must wake to `notifier`.
+    /// A dispatcher for one node of a cluster (`events` has the relay): it runs only the
+    /// queues given to `set_owned`, and wakes the owners of others through the relay.
     pub fn clustered(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         client: reqwest::Client,
         config: DispatchConfig,
-        notifier: tokio::sync::mpsc::UnboundedSender<String>,
+        events: Events,
     ) -> Self {
-        Dispatcher::build(store, clock, client, config, Some(notifier))
+        Dispatcher::build(store, clock, client, config, events)
+    }
+
+    /// The event bus this dispatcher publishes on.
+    pub fn events(&self) -> &Events {
+        &self.shared.events
     }
 
     /// The signer of the tasks' tokens, whose keys `/.well-known/jwks.json` publishes.
     pub fn signer(&self) -> Arc<TokenSigner> {
         self.shared.signer.clone()
-    }
-
-    /// Tell watchers of `job` (on every node) that it has new events.
-    pub fn job_changed(&self, job: &str) {
-        self.shared.job_changed(job);
     }
 
     /// How many queue loops wait for a timed wake-up (one scheduler holds them all).
@@ -229,25 +213,15 @@ impl Dispatcher {
             && !self.shared.scheduler.any_due()
     }
 
-    /// Queues as they get new tasks.
-    pub fn queue_activity(&self) -> tokio::sync::broadcast::Receiver<QueueName> {
-        self.shared.queue_activity.subscribe()
-    }
-
-    /// Ids of jobs as they change.
-    pub fn job_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.shared.job_changes.subscribe()
-    }
-
     fn clustered_mode(&self) -> bool {
-        self.shared.notifier.is_some()
+        self.shared.events.clustered()
     }
 
     /// Wake `queue` at its owner, another node maybe; `reload` when its settings changed.
     fn notify_owner(&self, queue: &QueueName, reload: bool) {
-        if let Some(n) = &self.shared.notifier {
+        if self.clustered_mode() {
             let prefix = if reload { RELOAD_PREFIX } else { "" };
-            let _ = n.send(format!("{prefix}{queue}"));
+            self.shared.events.relay(format!("{prefix}{queue}"));
         }
     }
 
@@ -288,8 +262,7 @@ impl Dispatcher {
     /// A wake-up from another node: a queue name (new tasks), the name after
     /// `RELOAD_PREFIX` (settings changed), or nothing (anything may have changed).
     pub fn woken(&self, payload: &str) {
-        if let Some(job) = payload.strip_prefix(JOB_PREFIX) {
-            let _ = self.shared.job_changes.send(job.to_string());
+        if self.shared.events.received(payload) {
             return;
         }
         if payload.is_empty() {
@@ -304,7 +277,7 @@ impl Dispatcher {
         };
         let Ok(name) = QueueName::parse(queue) else { return };
         if !reload {
-            let _ = self.shared.queue_activity.send(name.clone());
+            self.shared.events.tasks_arrived(&name);
         }
         if reload {
             if self.owned().contains(&name) {
@@ -401,7 +374,7 @@ impl Dispatcher {
     }
 
     pub fn task_created(&self, queue: &QueueName) {
-        let _ = self.shared.queue_activity.send(queue.clone());
+        self.shared.events.tasks_arrived(queue);
         if let Ok(queues) = self.shared.queues.lock()
             && let Some(handle) = queues.get(queue)
         {
@@ -653,7 +626,7 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
         // A job's task carries its job id and a token to report progress with until its lease ends.
         let mut job_headers = Vec::new();
         if let Some(job) = &task.job_id {
-            shared.job_changed(job);
+            shared.events.job_changed(job);
             match shared.signer.job_token(job, lease_end.saturating_add(JOB_TOKEN_SLACK)).await {
                 Ok(token) => {
                     job_headers.push((JOB_ID_HEADER.to_string(), job.clone()));
@@ -721,7 +694,7 @@ async fn deliver(shared: &Shared, queue: &Queue, claimed: ClaimedTask, claimed_a
             match shared.store.task_finish(finish.clone()).await {
                 Ok(true) => {
                     if let Some(job) = &task.job_id {
-                        shared.job_changed(job);
+                        shared.events.job_changed(job);
                     }
                 }
                 Ok(false) => attempt_event!(info, task, "outcome dropped: the lease was lost"),
