@@ -144,7 +144,12 @@ pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
     // stays within its day (and year 9999 within range) and prints back as it parses.
     let (s, micros) = if s == 60 { (59, 999_999) } else { (s, micros) };
     let days = days_from_civil(y, mo as u32, da as u32);
-    Some(Timestamp((days * 86_400 + h * 3600 + mi * 60 + s - offset) * 1_000_000 + micros))
+    let t = (days * 86_400 + h * 3600 + mi * 60 + s - offset) * 1_000_000 + micros;
+    // A protobuf timestamp lies in years 1 to 9999 in UTC: an offset may not carry a time
+    // written in year 9999 (or 1) past that range, where it would no longer print as it parses.
+    let first = days_from_civil(1, 1, 1) * 86_400 * 1_000_000;
+    let last = (days_from_civil(9999, 12, 31) + 1) * 86_400 * 1_000_000 - 1;
+    (first..=last).contains(&t).then_some(Timestamp(t))
 }
 
 /// `t` in US Pacific time with its offset, as the real service writes times in its errors:
@@ -337,9 +342,14 @@ mod tests {
             "2024-1-01T00:00:00Z",
             "2024-01-01T00:00:00+25:00",
             "2024-01-01",
+            // Out of range in UTC, though within it as written (found by the fuzzer).
+            "9999-12-31T20:00:09-05:30",
+            "0001-01-01T00:30:00+01:00",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
+        assert_eq!(format_rfc3339(parse_rfc3339("9999-12-31T18:29:59-05:30").unwrap()), "9999-12-31T23:59:59Z");
+        assert_eq!(format_rfc3339(parse_rfc3339("0001-01-01T01:00:00+01:00").unwrap()), "0001-01-01T00:00:00Z");
     }
 
     #[test]
