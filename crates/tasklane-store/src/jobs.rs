@@ -373,7 +373,7 @@ async fn refusal(c: &mut impl Conn, id: &str, now: Timestamp) -> StoreError {
 }
 
 /// The job an idempotency key names, if any.
-pub(crate) async fn by_key(c: &mut impl Conn, key: &str, now: Timestamp) -> StoreResult<Option<Job>> {
+async fn by_key(c: &mut impl Conn, key: &str, now: Timestamp) -> StoreResult<Option<Job>> {
     let Some(id) = c.query_opt(BY_KEY, args![key], |r| r.text(0)).await? else { return Ok(None) };
     read(c, &id, now).await
 }

@@ -150,7 +150,7 @@ async fn remove_tasks(
     Ok(removed.into_keys().collect())
 }
 
-/// A queue's columns as `insert`'s arguments, in `state`.
+/// Run `statement` (an `insert`) with the columns of `q` in `state`; the row it wrote, if any.
 async fn write(
     c: &mut impl Conn,
     statement: &'static str,
